@@ -1,0 +1,30 @@
+//! Flotilla's API vocabulary: the resource kinds it serves (k8s-openapi types at one
+//! pinned Kubernetes version), their validation, label and field selectors, quantities,
+//! the JSON/YAML codecs, and the `Status` errors every failure is answered with.
+//!
+//! This crate is the bottom of the graph: it does no I/O, keeps no state and depends on
+//! no other Flotilla crate. Anything that stores, serves or runs objects lives above it.
+
+mod codec;
+mod error;
+mod quantity;
+mod resources;
+mod selector;
+mod validation;
+mod workloads;
+
+pub use codec::{Format, decode_manifests, decode_object, encode};
+pub use error::{ApiError, FieldError, FieldErrorType, ObjectRef, Reason, Result};
+pub use k8s_openapi;
+pub use quantity::{Quantity, parse_quantity};
+pub use resources::{ResourceType, Subresource, all as all_resources, by_cli_name, by_kind, by_plural, groups};
+pub use selector::{FieldSelector, LabelSelector};
+pub use validation::{NameRule, is_dns1123_label, is_dns1123_subdomain, validate_path_segment_name};
+
+/// The Kubernetes version whose API Flotilla serves (k8s-openapi's `v1_37` feature).
+pub const KUBERNETES_VERSION: (u32, u32) = (1, 37);
+
+/// RFC 3339 time in whole seconds, as Kubernetes writes `creationTimestamp`.
+pub fn timestamp_now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

@@ -1,0 +1,466 @@
+//! The rules of each kind beyond its shape: what kube-apiserver's per-kind validation
+//! refuses (negative replicas, a selector that does not match its template, containers
+//! without images, bad quantities, ...). Each function takes the canonical object and
+//! returns every problem, each naming its field.
+
+use crate::error::FieldError;
+use crate::quantity::validate_resource_quantity;
+use crate::selector::LabelSelector;
+use crate::validation::{is_dns1123_label, is_dns1123_subdomain};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
+
+fn field(parent: &str, child: &str) -> String {
+    if parent.is_empty() { child.to_string() } else { format!("{parent}.{child}") }
+}
+
+/// An optional integer field that must be at least `min`.
+fn check_min(errors: &mut Vec<FieldError>, object: &Value, path: &str, name: &str, min: i64) {
+    if let Some(n) = object.get(name).and_then(Value::as_i64)
+        && n < min
+    {
+        let detail = if min == 0 {
+            "must be greater than or equal to 0".to_string()
+        } else {
+            format!("must be greater than or equal to {min}")
+        };
+        errors.push(FieldError::invalid(field(path, name), &n, detail));
+    }
+}
+
+fn check_one_of(errors: &mut Vec<FieldError>, object: &Value, path: &str, name: &str, allowed: &[&str]) {
+    if let Some(value) = object.get(name).and_then(Value::as_str)
+        && !allowed.contains(&value)
+    {
+        errors.push(FieldError::not_supported(field(path, name), value, allowed));
+    }
+}
+
+fn check_name(errors: &mut Vec<FieldError>, value: Option<&str>, path: &str, rule: fn(&str) -> Vec<String>) {
+    match value {
+        None | Some("") => errors.push(FieldError::required(path, "")),
+        Some(name) => {
+            for problem in rule(name) {
+                errors.push(FieldError::invalid(path, &name, problem));
+            }
+        }
+    }
+}
+
+/// A Pod's spec, standalone or inside a template at `path`.
+pub(crate) fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let empty = Vec::new();
+    let containers = spec.get("containers").and_then(Value::as_array).unwrap_or(&empty);
+    if containers.is_empty() {
+        errors.push(FieldError::required(field(path, "containers"), "must have at least one container"));
+    }
+    let volumes = spec.get("volumes").and_then(Value::as_array).unwrap_or(&empty);
+    let mut volume_names = HashSet::new();
+    for (i, volume) in volumes.iter().enumerate() {
+        let at = format!("{}[{i}].name", field(path, "volumes"));
+        let name = volume.get("name").and_then(Value::as_str);
+        check_name(&mut errors, name, &at, is_dns1123_label);
+        if let Some(name) = name
+            && !volume_names.insert(name)
+        {
+            errors.push(FieldError::duplicate(at, &name));
+        }
+    }
+    let mut container_names = HashSet::new();
+    for list in ["initContainers", "containers"] {
+        let items = spec.get(list).and_then(Value::as_array).unwrap_or(&empty);
+        for (i, container) in items.iter().enumerate() {
+            let at = format!("{}[{i}]", field(path, list));
+            let name = container.get("name").and_then(Value::as_str);
+            check_name(&mut errors, name, &field(&at, "name"), is_dns1123_label);
+            if let Some(name) = name
+                && !container_names.insert(name)
+            {
+                errors.push(FieldError::duplicate(field(&at, "name"), &name));
+            }
+            errors.extend(validate_container(container, &at, &volume_names));
+        }
+    }
+    check_one_of(&mut errors, spec, path, "restartPolicy", RESTART_POLICIES);
+    check_min(&mut errors, spec, path, "terminationGracePeriodSeconds", 0);
+    check_min(&mut errors, spec, path, "activeDeadlineSeconds", 1);
+    errors
+}
+
+fn validate_container(container: &Value, path: &str, volumes: &HashSet<&str>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if container.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+        errors.push(FieldError::required(field(path, "image"), ""));
+    }
+    for section in ["limits", "requests"] {
+        if let Some(Value::Object(quantities)) = container.pointer(&format!("/resources/{section}")) {
+            for (resource, quantity) in quantities {
+                let at = format!("{path}.resources.{section}[{resource}]");
+                errors.extend(validate_resource_quantity(quantity, &at));
+            }
+        }
+    }
+    if let Some(ports) = container.get("ports").and_then(Value::as_array) {
+        for (i, port) in ports.iter().enumerate() {
+            let at = format!("{path}.ports[{i}].containerPort");
+            match port.get("containerPort").and_then(Value::as_i64) {
+                Some(p) if (1..=65535).contains(&p) => {}
+                Some(p) => errors.push(FieldError::invalid(at, &p, "must be between 1 and 65535, inclusive")),
+                None => errors.push(FieldError::required(at, "")),
+            }
+        }
+    }
+    if let Some(mounts) = container.get("volumeMounts").and_then(Value::as_array) {
+        for (i, mount) in mounts.iter().enumerate() {
+            let at = format!("{path}.volumeMounts[{i}]");
+            match mount.get("name").and_then(Value::as_str) {
+                Some(name) if volumes.contains(name) => {}
+                Some(name) => errors.push(FieldError::new(
+                    crate::error::FieldErrorType::NotFound,
+                    field(&at, "name"),
+                    Some(format!("\"{name}\"")),
+                    "",
+                )),
+                None => errors.push(FieldError::required(field(&at, "name"), "")),
+            }
+            if mount.get("mountPath").and_then(Value::as_str).is_none_or(str::is_empty) {
+                errors.push(FieldError::required(field(&at, "mountPath"), ""));
+            }
+        }
+    }
+    if let Some(env) = container.get("env").and_then(Value::as_array) {
+        for (i, var) in env.iter().enumerate() {
+            let at = format!("{path}.env[{i}].name");
+            match var.get("name").and_then(Value::as_str) {
+                None | Some("") => errors.push(FieldError::required(at, "")),
+                Some(name) if name.contains('=') => errors.push(FieldError::invalid(
+                    at,
+                    &name,
+                    "a valid environment variable name must not contain '='",
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    errors
+}
+
+/// `selector` is required, and `template.metadata.labels` must match it.
+fn validate_selector_and_template(spec: &Value, path: &str, pod_restart: &[&str]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let selector_path = field(path, "selector");
+    let selector = match spec.get("selector") {
+        None | Some(Value::Null) => {
+            errors.push(FieldError::required(&selector_path, ""));
+            None
+        }
+        Some(raw) => match serde_json::from_value::<meta::LabelSelector>(raw.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|s| LabelSelector::from_label_selector(&s))
+        {
+            Ok(selector) if selector.is_empty() => {
+                errors.push(FieldError::invalid(&selector_path, raw, "empty selector is invalid for deployment"));
+                None
+            }
+            Ok(selector) => Some(selector),
+            Err(e) => {
+                errors.push(FieldError::invalid(&selector_path, raw, e));
+                None
+            }
+        },
+    };
+    let template_path = field(path, "template");
+    let labels = spec.pointer("/template/metadata/labels").and_then(Value::as_object);
+    if let Some(selector) = selector
+        && !selector.matches(labels.unwrap_or(&Map::new()))
+    {
+        errors.push(FieldError::invalid(
+            format!("{template_path}.metadata.labels"),
+            &labels,
+            "`selector` does not match template `labels`",
+        ));
+    }
+    errors.extend(validate_template(spec, &template_path, pod_restart));
+    errors
+}
+
+/// A pod template whose restart policy must be one of `allowed`.
+fn validate_template(spec: &Value, template_path: &str, allowed: &[&str]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let pod_spec = spec.pointer("/template/spec").unwrap_or(&Value::Null);
+    let spec_path = field(template_path, "spec");
+    errors.extend(validate_pod_spec(pod_spec, &spec_path));
+    match pod_spec.get("restartPolicy").and_then(Value::as_str) {
+        Some(policy) if !allowed.contains(&policy) && RESTART_POLICIES.contains(&policy) => {
+            errors.push(FieldError::not_supported(field(&spec_path, "restartPolicy"), policy, allowed));
+        }
+        None if !allowed.contains(&"Always") => {
+            let quoted: Vec<String> = allowed.iter().map(|p| format!("\"{p}\"")).collect();
+            let detail = format!("valid values: {}", quoted.join(", "));
+            errors.push(FieldError::required(field(&spec_path, "restartPolicy"), detail));
+        }
+        _ => {}
+    }
+    errors
+}
+
+fn spec(object: &Value) -> &Value {
+    object.get("spec").unwrap_or(&Value::Null)
+}
+
+pub(crate) fn validate_pod(object: &Value) -> Vec<FieldError> {
+    validate_pod_spec(spec(object), "spec")
+}
+
+pub(crate) fn validate_replica_set(object: &Value) -> Vec<FieldError> {
+    let spec = spec(object);
+    let mut errors = Vec::new();
+    check_min(&mut errors, spec, "spec", "replicas", 0);
+    check_min(&mut errors, spec, "spec", "minReadySeconds", 0);
+    errors.extend(validate_selector_and_template(spec, "spec", &["Always"]));
+    errors
+}
+
+pub(crate) fn validate_deployment(object: &Value) -> Vec<FieldError> {
+    let spec = spec(object);
+    let mut errors = validate_replica_set(object);
+    check_min(&mut errors, spec, "spec", "revisionHistoryLimit", 0);
+    check_min(&mut errors, spec, "spec", "progressDeadlineSeconds", 1);
+    if let Some(strategy) = spec.get("strategy") {
+        check_one_of(&mut errors, strategy, "spec.strategy", "type", &["RollingUpdate", "Recreate"]);
+        if strategy.get("type").and_then(Value::as_str) == Some("Recreate")
+            && strategy.get("rollingUpdate").is_some_and(|r| !r.is_null())
+        {
+            errors.push(FieldError::forbidden(
+                "spec.strategy.rollingUpdate",
+                "may not be specified when strategy `type` is 'Recreate'",
+            ));
+        }
+    }
+    errors
+}
+
+pub(crate) fn validate_daemon_set(object: &Value) -> Vec<FieldError> {
+    let spec = spec(object);
+    let mut errors = Vec::new();
+    check_min(&mut errors, spec, "spec", "minReadySeconds", 0);
+    errors.extend(validate_selector_and_template(spec, "spec", &["Always"]));
+    errors
+}
+
+fn validate_job_spec(spec: &Value, path: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for name in ["parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished"] {
+        check_min(&mut errors, spec, path, name, 0);
+    }
+    check_min(&mut errors, spec, path, "activeDeadlineSeconds", 1);
+    errors.extend(validate_template(spec, &field(path, "template"), &["OnFailure", "Never"]));
+    errors
+}
+
+pub(crate) fn validate_job(object: &Value) -> Vec<FieldError> {
+    validate_job_spec(spec(object), "spec")
+}
+
+pub(crate) fn validate_cron_job(object: &Value) -> Vec<FieldError> {
+    let spec = spec(object);
+    let mut errors = Vec::new();
+    if spec.get("schedule").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+        errors.push(FieldError::required("spec.schedule", ""));
+    }
+    check_one_of(&mut errors, spec, "spec", "concurrencyPolicy", &["Allow", "Forbid", "Replace"]);
+    check_min(&mut errors, spec, "spec", "startingDeadlineSeconds", 0);
+    check_min(&mut errors, spec, "spec", "successfulJobsHistoryLimit", 0);
+    check_min(&mut errors, spec, "spec", "failedJobsHistoryLimit", 0);
+    let job_spec = spec.pointer("/jobTemplate/spec").unwrap_or(&Value::Null);
+    errors.extend(validate_job_spec(job_spec, "spec.jobTemplate.spec"));
+    errors
+}
+
+pub(crate) fn validate_service(object: &Value) -> Vec<FieldError> {
+    let spec = spec(object);
+    let mut errors = Vec::new();
+    check_one_of(&mut errors, spec, "spec", "type", &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]);
+    let service_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    let empty = Vec::new();
+    let ports = spec.get("ports").and_then(Value::as_array).unwrap_or(&empty);
+    if ports.is_empty() && service_type != "ExternalName" && !headless {
+        errors.push(FieldError::required("spec.ports", ""));
+    }
+    let mut names = HashSet::new();
+    for (i, port) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        match port.get("port").and_then(Value::as_i64) {
+            Some(p) if (1..=65535).contains(&p) => {}
+            Some(p) => {
+                errors.push(FieldError::invalid(field(&at, "port"), &p, "must be between 1 and 65535, inclusive"))
+            }
+            None => errors.push(FieldError::required(field(&at, "port"), "")),
+        }
+        match port.get("name").and_then(Value::as_str) {
+            Some(name) if !name.is_empty() && !names.insert(name) => {
+                errors.push(FieldError::duplicate(field(&at, "name"), &name));
+            }
+            Some(name) if !name.is_empty() => {}
+            _ if ports.len() > 1 => errors.push(FieldError::required(field(&at, "name"), "")),
+            _ => {}
+        }
+        check_one_of(&mut errors, port, &at, "protocol", &["TCP", "UDP", "SCTP"]);
+        if let Some(node_port) = port.get("nodePort").and_then(Value::as_i64)
+            && !(0..=65535).contains(&node_port)
+        {
+            errors.push(FieldError::invalid(
+                field(&at, "nodePort"),
+                &node_port,
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+    }
+    errors
+}
+
+/// Keys of ConfigMap and Secret data: `[-._a-zA-Z0-9]+`, at most 253 bytes.
+fn validate_data_keys(object: &Value, sections: &[&str]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    for section in sections {
+        let Some(data) = object.get(*section).and_then(Value::as_object) else { continue };
+        for key in data.keys() {
+            let at = format!("{section}[{key}]");
+            let valid_chars = key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if key.is_empty() || !valid_chars {
+                errors.push(FieldError::invalid(&at, key, "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
+            } else if key.len() > 253 {
+                errors.push(FieldError::too_long(&at, 253));
+            }
+            if !seen.insert(key.as_str()) {
+                errors.push(FieldError::duplicate(at, key));
+            }
+        }
+    }
+    errors
+}
+
+pub(crate) fn validate_config_map(object: &Value) -> Vec<FieldError> {
+    validate_data_keys(object, &["data", "binaryData"])
+}
+
+pub(crate) fn validate_secret(object: &Value) -> Vec<FieldError> {
+    validate_data_keys(object, &["data", "stringData"])
+}
+
+pub(crate) fn validate_hpa(object: &Value) -> Vec<FieldError> {
+    let spec = spec(object);
+    let mut errors = Vec::new();
+    // minReplicas 0 is allowed: Flotilla scales idle Deployments to zero.
+    check_min(&mut errors, spec, "spec", "minReplicas", 0);
+    check_min(&mut errors, spec, "spec", "maxReplicas", 1);
+    let min = spec.get("minReplicas").and_then(Value::as_i64).unwrap_or(1);
+    if let Some(max) = spec.get("maxReplicas").and_then(Value::as_i64)
+        && min > max
+    {
+        errors.push(FieldError::invalid("spec.maxReplicas", &max, "must be greater than or equal to `minReplicas`"));
+    }
+    let target = spec.get("scaleTargetRef").unwrap_or(&Value::Null);
+    check_name(&mut errors, target.get("kind").and_then(Value::as_str), "spec.scaleTargetRef.kind", |_| Vec::new());
+    check_name(
+        &mut errors,
+        target.get("name").and_then(Value::as_str),
+        "spec.scaleTargetRef.name",
+        is_dns1123_subdomain,
+    );
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    fn deployment(spec: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": spec})
+    }
+
+    #[test]
+    fn deployment_rules() {
+        let good = json!({
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "hello:1"}]}}
+        });
+        assert!(validate_deployment(&deployment(good.clone())).is_empty());
+
+        let mut bad = good.clone();
+        bad["replicas"] = json!(-1);
+        bad["template"]["metadata"]["labels"]["app"] = json!("other");
+        bad["template"]["spec"]["containers"][0]["image"] = json!("");
+        let errors = validate_deployment(&deployment(bad));
+        assert_eq!(
+            fields(&errors),
+            ["spec.replicas", "spec.template.metadata.labels", "spec.template.spec.containers[0].image"]
+        );
+        assert!(errors[0].to_string().contains("must be greater than or equal to 0"));
+
+        let mut no_selector = good;
+        no_selector.as_object_mut().map(|m| m.remove("selector"));
+        assert_eq!(fields(&validate_deployment(&deployment(no_selector))), ["spec.selector"]);
+    }
+
+    #[test]
+    fn pod_spec_rules() {
+        let spec = json!({
+            "restartPolicy": "Sometimes",
+            "volumes": [{"name": "data"}],
+            "containers": [
+                {"name": "a", "image": "i", "resources": {"limits": {"memory": "lots"}},
+                 "volumeMounts": [{"name": "missing", "mountPath": "/m"}]},
+                {"name": "a", "image": "i", "ports": [{"containerPort": 70000}]}
+            ]
+        });
+        let errors = validate_pod_spec(&spec, "spec");
+        assert_eq!(
+            fields(&errors),
+            [
+                "spec.containers[0].resources.limits[memory]",
+                "spec.containers[0].volumeMounts[0].name",
+                "spec.containers[1].name",
+                "spec.containers[1].ports[0].containerPort",
+                "spec.restartPolicy",
+            ],
+            "{errors:?}"
+        );
+        let none = validate_pod_spec(&json!({}), "spec");
+        assert_eq!(fields(&none), ["spec.containers"]);
+    }
+
+    #[test]
+    fn job_needs_a_restart_policy_that_ends() {
+        let job = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let errors = validate_job(&job);
+        assert_eq!(fields(&errors), ["spec.template.spec.restartPolicy"]);
+        let always = json!({"spec": {"template": {"spec": {"restartPolicy": "Always",
+            "containers": [{"name": "c", "image": "i"}]}}}});
+        assert_eq!(validate_job(&always)[0].error_type, crate::error::FieldErrorType::NotSupported);
+    }
+
+    #[test]
+    fn service_and_config_rules() {
+        let svc = json!({"spec": {"ports": [{"port": 0}, {"port": 80}]}});
+        let errors = validate_service(&svc);
+        assert_eq!(fields(&errors), ["spec.ports[0].port", "spec.ports[0].name", "spec.ports[1].name"]);
+        let cm = json!({"data": {"good.key": "1", "bad key": "2"}});
+        assert_eq!(fields(&validate_config_map(&cm)), ["data[bad key]"]);
+        let hpa = json!({"spec": {"minReplicas": 5, "maxReplicas": 2, "scaleTargetRef": {"kind": "Deployment", "name": "web"}}});
+        assert_eq!(fields(&validate_hpa(&hpa)), ["spec.maxReplicas"]);
+    }
+}
