@@ -1,1 +1,124 @@
-//! placeholder
+//! Flotilla's API server: the Kubernetes REST API over HTTPS, backed by a
+//! [`flotilla_store::Store`].
+//!
+//! It owns routing, authentication, discovery, the verbs' semantics (system fields,
+//! optimistic concurrency, patches, finalizers, subresources), watches, the server's
+//! certificates and kubeconfig, and the namespace lifecycle. It must not run pods or
+//! reconcile workloads: controllers and node agents are clients of this API like any
+//! other, through the store's objects and watches.
+
+mod discovery;
+mod error;
+mod http;
+mod namespaces;
+mod pki;
+mod registry;
+mod strategic;
+mod watch;
+
+pub use error::{Error, Result};
+pub use http::MAX_BODY_BYTES;
+pub use pki::{Identity, PkiPaths, write_kubeconfig};
+pub use registry::{DeleteOptions, Deleted, ListQuery, PatchType, Registry};
+
+use flotilla_store::Store;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tracing::Instrument as _;
+
+/// How the API server listens.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the certificates, token and kubeconfig live.
+    pub data_dir: PathBuf,
+    /// The address to listen on; port 0 picks a free port.
+    pub api_addr: SocketAddr,
+    /// Serve plain HTTP instead of HTTPS (local experiments only; the token is still
+    /// required).
+    pub insecure_http: bool,
+    /// Extra DNS names or IPs for the serving certificate.
+    pub tls_names: Vec<String>,
+}
+
+/// A started API server.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (with the real port when 0 was asked for).
+    pub local_addr: SocketAddr,
+    /// The admin kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    /// Ends when the server stops accepting connections.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Loads or makes the server's identity, bootstraps the system namespaces, binds the
+/// listener, writes the kubeconfig, and starts serving.
+pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
+    let paths = PkiPaths::new(&config.data_dir);
+    let identity = pki::load_or_create(&config.data_dir, &config.tls_names)?;
+    let registry = Registry::new(store);
+    namespaces::bootstrap(&registry).await.map_err(|e| Error::Tls(format!("bootstrapping namespaces: {e}")))?;
+
+    let listener =
+        TcpListener::bind(config.api_addr).await.map_err(|source| Error::Bind { addr: config.api_addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.api_addr, source })?;
+    let client_addr = pki::client_address(local_addr);
+    let scheme = if config.insecure_http { "http" } else { "https" };
+    write_kubeconfig(&paths.kubeconfig, &format!("{scheme}://{client_addr}"), &identity.ca_pem, &identity.admin_token)?;
+
+    let namespace_poke = Arc::new(Notify::new());
+    tokio::spawn(
+        namespaces::run_finalizer(registry.clone(), namespace_poke.clone())
+            .instrument(tracing::info_span!("namespace-finalizer")),
+    );
+    let state = Arc::new(http::ApiState {
+        registry,
+        admin_token: identity.admin_token.clone(),
+        server_address: client_addr.to_string(),
+        namespace_poke,
+        request_ids: AtomicU64::new(1),
+    });
+    let tls = (!config.insecure_http).then(|| tokio_rustls::TlsAcceptor::from(identity.tls.clone()));
+    tracing::info!(addr = %local_addr, scheme, "API server listening");
+    let task = tokio::spawn(accept_loop(listener, tls, state));
+    Ok(Running { local_addr, kubeconfig: paths.kubeconfig, task })
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: Arc<http::ApiState>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| http::handle(state.clone(), request));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let served = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls_stream) => builder.serve_connection(TokioIo::new(tls_stream), service).await,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => builder.serve_connection(TokioIo::new(stream), service).await,
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,128 @@
+//! Discovery documents: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}[/{version}]`,
+//! built from the resource table so a kind added there is discoverable at once.
+
+use flotilla_api::{ResourceType, Subresource, all_resources, groups};
+use serde_json::{Value, json};
+
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+pub fn version() -> Value {
+    let (major, minor) = flotilla_api::KUBERNETES_VERSION;
+    json!({
+        "major": major.to_string(),
+        "minor": minor.to_string(),
+        "gitVersion": format!("v{major}.{minor}.0-flotilla.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+fn group_entry(group: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> =
+        groups().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| group_entry(g, v)).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/{group}`, if the group is served.
+pub fn api_group(group: &str) -> Option<Value> {
+    let (g, v) = groups().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
+    let mut entry = group_entry(g, v);
+    entry["kind"] = json!("APIGroup");
+    entry["apiVersion"] = json!("v1");
+    Some(entry)
+}
+
+fn resource_entry(rt: &ResourceType) -> Value {
+    let mut entry = json!({
+        "name": rt.plural,
+        "singularName": rt.singular(),
+        "namespaced": rt.namespaced,
+        "kind": rt.kind,
+        "verbs": VERBS,
+    });
+    if !rt.short_names.is_empty() {
+        entry["shortNames"] = json!(rt.short_names);
+    }
+    if !rt.categories.is_empty() {
+        entry["categories"] = json!(rt.categories);
+    }
+    entry
+}
+
+fn subresource_entry(rt: &ResourceType, sub: Subresource) -> Value {
+    let mut entry = json!({
+        "name": format!("{}/{}", rt.plural, sub.name()),
+        "singularName": "",
+        "namespaced": rt.namespaced,
+        "kind": rt.kind,
+        "verbs": ["get", "patch", "update"],
+    });
+    if sub == Subresource::Scale {
+        entry["group"] = json!("autoscaling");
+        entry["version"] = json!("v1");
+        entry["kind"] = json!("Scale");
+    }
+    entry
+}
+
+/// `/api/v1` or `/apis/{group}/{version}`, if served.
+pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut resources = Vec::new();
+    for rt in all_resources().iter().filter(|r| r.group == group && r.version == version) {
+        resources.push(resource_entry(rt));
+        for sub in rt.subresources {
+            resources.push(subresource_entry(rt, *sub));
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_and_apps_are_discoverable_with_short_names_and_scale() {
+        let core = api_resource_list("", "v1").expect("core v1");
+        let pods =
+            core["resources"].as_array().into_iter().flatten().find(|r| r["name"] == "pods").cloned().expect("pods");
+        assert_eq!(pods["shortNames"], json!(["po"]));
+        assert_eq!(pods["categories"], json!(["all"]));
+        let apps = api_resource_list("apps", "v1").expect("apps v1");
+        let scale = apps["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == "deployments/scale")
+            .cloned()
+            .expect("scale");
+        assert_eq!(scale["kind"], "Scale");
+        assert_eq!(scale["group"], "autoscaling");
+        assert!(api_resource_list("apps", "v2").is_none());
+        let groups = api_group_list();
+        let names: Vec<&str> =
+            groups["groups"].as_array().into_iter().flatten().filter_map(|g| g["name"].as_str()).collect();
+        assert!(names.contains(&"apps") && names.contains(&"networking.k8s.io") && !names.contains(&""));
+    }
+}

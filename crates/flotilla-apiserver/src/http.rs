@@ -1,0 +1,548 @@
+//! The HTTP edge: authentication, routing of Kubernetes REST paths, content
+//! negotiation, body limits, and turning every failure into a `Status`.
+
+use crate::registry::{DeleteOptions, Deleted, ListQuery, PatchType, Registry, parse_resource_version};
+use crate::watch::{self, WatchQuery};
+use crate::{discovery, strategic};
+use bytes::Bytes;
+use flotilla_api::{
+    ApiError, FieldSelector, Format, LabelSelector, Reason, ResourceType, Subresource, decode_object, encode,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument as _;
+
+/// Request bodies over this size are refused, as kube-apiserver refuses them.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct ApiState {
+    pub registry: Registry,
+    pub admin_token: String,
+    /// `host:port` clients reach the server at, for `/api` discovery.
+    pub server_address: String,
+    /// Wakes the namespace finalizer after a namespace delete.
+    pub namespace_poke: Arc<Notify>,
+    pub request_ids: AtomicU64,
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn respond(code: u16, value: &Value, format: Format) -> Response<Body> {
+    let content_type = match format {
+        Format::Json => "application/json",
+        Format::Yaml => "application/yaml",
+    };
+    let mut response = Response::new(full(encode(value, format)));
+    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn error_response(error: &ApiError, format: Format) -> Response<Body> {
+    let status = serde_json::to_value(error.to_status()).unwrap_or_default();
+    let mut body = json!({"kind": "Status", "apiVersion": "v1"});
+    if let (Value::Object(out), Value::Object(fields)) = (&mut body, status) {
+        out.extend(fields);
+    }
+    respond(error.code(), &body, format)
+}
+
+/// Serves one request; never fails (errors become `Status` responses).
+pub async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let id = state.request_ids.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("request", id, method = %request.method(), path = %request.uri().path());
+    let format = response_format(request.headers()).unwrap_or(Format::Json);
+    let response = async {
+        match route(&state, request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(code = error.code(), message = %error.message, "request failed");
+                error_response(&error, format)
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    Ok(response)
+}
+
+/// The response format the Accept header asks for: JSON unless YAML comes first;
+/// protobuf alone is not served.
+fn response_format(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(Format::Json);
+    };
+    for media in accept.split(',') {
+        let essence = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" | "*/*" | "application/*" | "" => return Ok(Format::Json),
+            "application/yaml" => return Ok(Format::Yaml),
+            _ => {}
+        }
+    }
+    Err(ApiError::new(
+        Reason::NotAcceptable,
+        format!(
+            "only the following media types are accepted: application/json, application/yaml (asked for: {accept})"
+        ),
+    ))
+}
+
+fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    // Constant time in the token's length, so timing does not reveal a prefix.
+    let expected = state.admin_token.as_bytes();
+    let given = token.trim().as_bytes();
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// A parsed query string; keys may repeat, the last one wins.
+struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Self {
+        Self(form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// Booleans as kube-apiserver reads them: `true`, `True`, `1`, ...
+    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None => Ok(false),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "t" | "yes" => Ok(true),
+                "false" | "0" | "f" | "no" | "" => Ok(false),
+                _ => Err(ApiError::bad_request(format!("invalid boolean value for {key}: \"{v}\""))),
+            },
+        }
+    }
+
+    fn number(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        self.get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid value for {key}: \"{v}\": must be a non-negative integer"))
+                })
+            })
+            .transpose()
+    }
+
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => {
+                Err(ApiError::bad_request(format!("unsupported dryRun value \"{other}\": only \"All\" is supported")))
+            }
+        }
+    }
+
+    fn selectors(&self, rt: &ResourceType) -> Result<(LabelSelector, FieldSelector), ApiError> {
+        let labels = LabelSelector::parse(self.get("labelSelector").unwrap_or(""))?;
+        let fields = FieldSelector::parse(self.get("fieldSelector").unwrap_or(""))?;
+        fields.check_supported(&rt.field_selectors())?;
+        Ok((labels, fields))
+    }
+}
+
+/// Which object or collection a path names.
+#[derive(Debug)]
+struct Target {
+    rt: &'static ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+    watch_path: bool,
+}
+
+fn not_found_path(path: &str) -> ApiError {
+    ApiError::new(Reason::NotFound, format!("the server could not find the requested resource ({path})"))
+}
+
+fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result<Target, ApiError> {
+    let (watch_path, rest) = match rest.split_first() {
+        Some((&"watch", rest)) => (true, rest),
+        _ => (false, rest),
+    };
+    let (namespace, plural, name, subresource, extra) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if *plural != "status" && *plural != "finalize" => {
+            (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied(), tail.len() > 2)
+        }
+        [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied(), tail.len() > 2),
+        [] => return Err(not_found_path(path)),
+    };
+    let rt = flotilla_api::by_plural(group, version, plural).ok_or_else(|| not_found_path(path))?;
+    if extra || (namespace.is_some() && !rt.namespaced) || (rt.namespaced && namespace.is_none() && name.is_some()) {
+        return Err(not_found_path(path));
+    }
+    for segment in namespace.iter().chain(name.iter()) {
+        let problems = flotilla_api::validate_path_segment_name(segment);
+        if !problems.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "invalid resource name \"{segment}\": [{}]",
+                problems.join(", ")
+            )));
+        }
+    }
+    Ok(Target {
+        rt,
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+        subresource: subresource.map(str::to_string),
+        watch_path,
+    })
+}
+
+async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let ok = |value: Value| Ok(respond(200, &value, Format::Json));
+
+    // Health and version are public, as kube-apiserver's system:public-info-viewer makes them.
+    match segments.as_slice() {
+        ["healthz" | "livez" | "readyz", ..] => {
+            let mut response = Response::new(full("ok"));
+            response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+            return Ok(response);
+        }
+        ["version"] => return ok(discovery::version()),
+        _ => {}
+    }
+    if !authorized(state, request.headers()) {
+        return Err(ApiError::new(
+            Reason::Unauthorized,
+            "Unauthorized: a valid bearer token is required (see DATA_DIR/kubeconfig)",
+        ));
+    }
+    let format = response_format(request.headers())?;
+    let target = match segments.as_slice() {
+        ["api"] => return ok(discovery::api_versions(&state.server_address)),
+        ["apis"] => return ok(discovery::api_group_list()),
+        ["api", version] => {
+            return discovery::api_resource_list("", version).map(ok).unwrap_or_else(|| Err(not_found_path(&path)));
+        }
+        ["apis", group] => return discovery::api_group(group).map(ok).unwrap_or_else(|| Err(not_found_path(&path))),
+        ["apis", group, version] => {
+            return discovery::api_resource_list(group, version).map(ok).unwrap_or_else(|| Err(not_found_path(&path)));
+        }
+        ["api", version, rest @ ..] => parse_target("", version, rest, &path)?,
+        ["apis", group, version, rest @ ..] => parse_target(group, version, rest, &path)?,
+        _ => return Err(not_found_path(&path)),
+    };
+    let span = tracing::debug_span!("object", resource = target.rt.plural, object = %format!("{}/{}", target.namespace.as_deref().unwrap_or(""), target.name.as_deref().unwrap_or("")));
+    serve_resource(state, request, target, format).instrument(span).await
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<(HeaderMap, Bytes), ApiError> {
+    let too_large = || {
+        ApiError::new(
+            Reason::RequestEntityTooLarge,
+            format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("reading the request body failed: {e}"))
+        }
+    })?;
+    Ok((parts.headers, bytes.to_bytes()))
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn unsupported_media(given: &str, accepted: &str) -> ApiError {
+    ApiError::new(
+        Reason::UnsupportedMediaType,
+        format!("the body of the request was in an unknown format ({given}); accepted media types include: {accepted}"),
+    )
+}
+
+/// Decodes an object body (POST, PUT).
+fn object_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let format = match content_type(headers).as_str() {
+        "" | "application/json" => Format::Json,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => Format::Yaml,
+        other => return Err(unsupported_media(other, "application/json, application/yaml")),
+    };
+    decode_object(body, format)
+}
+
+enum Patch {
+    Json(Value),
+    Merge(Value),
+    Strategic(Value),
+}
+
+fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
+    let parse = |body: &[u8]| -> Result<Value, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
+    };
+    match content_type(headers).as_str() {
+        "application/json-patch+json" => Ok(Patch::Json(parse(body)?)),
+        "application/merge-patch+json" => Ok(Patch::Merge(decode_object(body, Format::Json)?)),
+        "application/strategic-merge-patch+json" => Ok(Patch::Strategic(decode_object(body, Format::Json)?)),
+        other => Err(unsupported_media(
+            other,
+            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
+        )),
+    }
+}
+
+fn delete_options(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let mut options = DeleteOptions {
+        propagation_policy: query.get("propagationPolicy").filter(|p| !p.is_empty()).map(str::to_string),
+        dry_run: query.dry_run()?,
+        ..DeleteOptions::default()
+    };
+    if query.flag("orphanDependents")? {
+        options.propagation_policy = Some("Orphan".into());
+    }
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let value = object_body(headers, body)?;
+        if let Some(policy) = value.get("propagationPolicy").and_then(Value::as_str) {
+            options.propagation_policy = Some(policy.to_string());
+        }
+        if value.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            options.propagation_policy = Some("Orphan".into());
+        }
+        if let Some(pre) = value.get("preconditions") {
+            options.precondition_uid = pre.get("uid").and_then(Value::as_str).map(str::to_string);
+            options.precondition_resource_version =
+                pre.get("resourceVersion").and_then(Value::as_str).map(str::to_string);
+        }
+        if value.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")) {
+            options.dry_run = true;
+        }
+    }
+    Ok(options)
+}
+
+fn list_query(query: &Query, rt: &ResourceType) -> Result<ListQuery, ApiError> {
+    let (labels, fields) = query.selectors(rt)?;
+    let limit = query.number("limit")?.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let continue_token = query.get("continue").filter(|c| !c.is_empty()).map(str::to_string);
+    Ok(ListQuery { labels, fields, limit, continue_token })
+}
+
+fn subresource(target: &Target) -> Result<Option<Subresource>, ApiError> {
+    match target.subresource.as_deref() {
+        None => Ok(None),
+        Some("status") if target.rt.has_subresource(Subresource::Status) => Ok(Some(Subresource::Status)),
+        Some("scale") if target.rt.has_subresource(Subresource::Scale) => Ok(Some(Subresource::Scale)),
+        Some(other) => Err(ApiError::new(
+            Reason::NotFound,
+            format!(
+                "the server could not find the requested resource: {} has no subresource \"{other}\"",
+                target.rt.qualified_plural()
+            ),
+        )),
+    }
+}
+
+async fn serve_resource(
+    state: &Arc<ApiState>,
+    request: Request<Incoming>,
+    target: Target,
+    format: Format,
+) -> Result<Response<Body>, ApiError> {
+    let query = Query::parse(request.uri().query());
+    let method = request.method().clone();
+    let registry = &state.registry;
+    let rt = target.rt;
+    let ns = target.namespace.as_deref();
+    let sub = subresource(&target)?;
+    let reply = |code: u16, value: Value| Ok(respond(code, &value, format));
+
+    let Some(name) = target.name.clone() else {
+        // The collection.
+        return match method {
+            Method::GET if target.watch_path || query.flag("watch")? => {
+                serve_watch(state, rt, target.namespace.clone(), &query).await
+            }
+            Method::GET => reply(200, registry.list(rt, ns, &list_query(&query, rt)?).await?),
+            Method::POST => {
+                let dry_run = query.dry_run()?;
+                let (headers, body) = read_body(request).await?;
+                let object = object_body(&headers, &body)?;
+                reply(201, registry.create(rt, ns, object, dry_run).await?)
+            }
+            Method::DELETE => {
+                let list = list_query(&query, rt)?;
+                let (headers, body) = read_body(request).await?;
+                let options = delete_options(&query, &headers, &body)?;
+                let deleted = registry.delete_collection(rt, ns, &list, &options).await?;
+                if rt.kind == "Namespace" {
+                    state.namespace_poke.notify_one();
+                }
+                reply(200, deleted)
+            }
+            _ => Err(method_not_allowed(&method)),
+        };
+    };
+    if target.watch_path {
+        return Err(ApiError::bad_request("watching a single object: use ?watch=1&fieldSelector=metadata.name=NAME"));
+    }
+    match (method, sub) {
+        (Method::GET, Some(Subresource::Scale)) => {
+            let object = registry.get(rt, ns, &name).await?;
+            reply(200, registry.scale_of(rt, &object))
+        }
+        (Method::GET, _) => reply(200, registry.get(rt, ns, &name).await?),
+        (Method::PUT, Some(Subresource::Scale)) => {
+            let dry_run = query.dry_run()?;
+            let (headers, body) = read_body(request).await?;
+            let scale = object_body(&headers, &body)?;
+            reply(200, registry.update_scale(rt, ns, &name, dry_run, |_| Ok(scale.clone())).await?)
+        }
+        (Method::PUT, sub) => {
+            let dry_run = query.dry_run()?;
+            let (headers, body) = read_body(request).await?;
+            let object = object_body(&headers, &body)?;
+            reply(200, registry.update(rt, ns, &name, object, sub, dry_run).await?)
+        }
+        (Method::PATCH, sub) => {
+            let dry_run = query.dry_run()?;
+            let (headers, body) = read_body(request).await?;
+            let patch = patch_body(&headers, &body)?;
+            if sub == Some(Subresource::Scale) {
+                let scaled = registry.update_scale(rt, ns, &name, dry_run, |mut scale| {
+                    apply_patch(&mut scale, &patch)?;
+                    Ok(scale)
+                });
+                return reply(200, scaled.await?);
+            }
+            let patched = match &patch {
+                Patch::Json(ops) => registry.patch(rt, ns, &name, PatchType::Json(ops), sub, dry_run).await?,
+                Patch::Merge(merge) => registry.patch(rt, ns, &name, PatchType::Merge(merge), sub, dry_run).await?,
+                Patch::Strategic(patch) => {
+                    let current = registry.get(rt, ns, &name).await?;
+                    let mut target_object = current.clone();
+                    strategic::apply(&mut target_object, patch);
+                    // Written as an update conditional on the version that was read, so
+                    // a concurrent writer makes this a Conflict, never a lost update.
+                    let mut as_merge = target_object;
+                    as_merge["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+                    registry.update(rt, ns, &name, as_merge, sub, dry_run).await?
+                }
+            };
+            reply(200, patched)
+        }
+        (Method::DELETE, None) => {
+            let (headers, body) = read_body(request).await?;
+            let options = delete_options(&query, &headers, &body)?;
+            let deleted = registry.delete(rt, ns, &name, &options).await?;
+            if rt.kind == "Namespace" {
+                state.namespace_poke.notify_one();
+            }
+            let code = if matches!(deleted, Deleted::Pending(_)) { 202 } else { 200 };
+            reply(code, Registry::deleted_body(rt, &deleted))
+        }
+        (method, _) => Err(method_not_allowed(&method)),
+    }
+}
+
+fn apply_patch(target: &mut Value, patch: &Patch) -> Result<(), ApiError> {
+    match patch {
+        Patch::Json(ops) => {
+            let ops: json_patch::Patch = serde_json::from_value(ops.clone())
+                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}")))?;
+            json_patch::patch(target, &ops)
+                .map_err(|e| ApiError::new(Reason::Invalid, format!("the JSON patch could not be applied: {e}")))
+        }
+        Patch::Merge(merge) => {
+            json_patch::merge(target, merge);
+            Ok(())
+        }
+        Patch::Strategic(patch) => {
+            strategic::apply(target, patch);
+            Ok(())
+        }
+    }
+}
+
+fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::new(Reason::MethodNotAllowed, format!("the server does not allow the method {method} on this resource"))
+}
+
+async fn serve_watch(
+    state: &Arc<ApiState>,
+    rt: &'static ResourceType,
+    namespace: Option<String>,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
+    if query.flag("sendInitialEvents")? {
+        // Until watch-list is implemented, answer as kube-apiserver does without the
+        // WatchList feature: clients then fall back to list + watch.
+        return Err(ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            &[flotilla_api::FieldError::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+            )],
+        ));
+    }
+    let (labels, fields) = query.selectors(rt)?;
+    let resource_version = match query.get("resourceVersion") {
+        None | Some("") | Some("0") => None,
+        Some(rv) => Some(parse_resource_version(rv)?),
+    };
+    let watch_query = WatchQuery {
+        labels,
+        fields,
+        resource_version,
+        allow_bookmarks: query.flag("allowWatchBookmarks")?,
+        timeout: query.number("timeoutSeconds")?.filter(|t| *t > 0).map(Duration::from_secs),
+    };
+    let lines = watch::start(state.registry.clone(), rt, namespace, watch_query).await?;
+    let stream = ReceiverStream::new(lines).map(|line| Ok::<_, Infallible>(Frame::data(line)));
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    Ok(response)
+}

@@ -1,0 +1,87 @@
+//! The namespace lifecycle: the system namespaces exist from the first start, and a
+//! namespace marked for deletion is emptied and then removed.
+//!
+//! The finalizer is level-triggered: it looks for namespaces with a
+//! `deletionTimestamp` whenever poked and on a timer, so a restart in the middle of a
+//! deletion simply carries on.
+
+use crate::registry::{DeleteOptions, Deleted, ListQuery, Registry, SYSTEM_NAMESPACES, name_of};
+use flotilla_api::{ApiError, Reason, all_resources, by_kind};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How often terminating namespaces are looked at without a poke.
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// Creates the system namespaces that are missing.
+pub async fn bootstrap(registry: &Registry) -> Result<(), ApiError> {
+    let rt = by_kind("v1", "Namespace").ok_or_else(|| ApiError::internal("no Namespace kind"))?;
+    for name in SYSTEM_NAMESPACES {
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match registry.create(rt, None, namespace, false).await {
+            Ok(_) => tracing::info!(namespace = name, "created system namespace"),
+            Err(e) if e.reason == Reason::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Empties one terminating namespace; removes it once nothing is left. Returns whether
+/// it is gone.
+async fn finalize(registry: &Registry, namespace: &str) -> Result<bool, ApiError> {
+    let mut remaining = 0usize;
+    for rt in all_resources().iter().filter(|r| r.namespaced) {
+        let list = registry.list(rt, Some(namespace), &ListQuery::default()).await?;
+        for object in list["items"].as_array().into_iter().flatten() {
+            match registry.delete(rt, Some(namespace), name_of(object), &DeleteOptions::default()).await {
+                Ok(Deleted::Gone(_)) => {}
+                Ok(Deleted::Pending(_)) => remaining += 1,
+                Err(e) if e.reason == Reason::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if remaining > 0 {
+        tracing::debug!(namespace, remaining, "namespace waits for finalizers");
+        return Ok(false);
+    }
+    let rt = by_kind("v1", "Namespace").ok_or_else(|| ApiError::internal("no Namespace kind"))?;
+    let key = rt.key(None, namespace);
+    match registry.store().get(&key).await {
+        Ok(Some(kv)) => {
+            registry
+                .store()
+                .delete(&key, Some(kv.mod_revision))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        Ok(None) => {}
+        Err(e) => return Err(ApiError::internal(e.to_string())),
+    }
+    tracing::info!(namespace, "namespace deleted");
+    Ok(true)
+}
+
+/// Runs the namespace finalizer until the process ends.
+pub async fn run_finalizer(registry: Registry, poke: Arc<Notify>) {
+    let Some(rt) = by_kind("v1", "Namespace") else { return };
+    loop {
+        match registry.list(rt, None, &ListQuery::default()).await {
+            Ok(list) => {
+                for ns in list["items"].as_array().into_iter().flatten() {
+                    if ns["metadata"]["deletionTimestamp"].is_string() {
+                        let name = name_of(ns).to_string();
+                        if let Err(e) = finalize(&registry, &name).await {
+                            tracing::warn!(namespace = %name, error = %e, "emptying namespace failed; will retry");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing namespaces failed"),
+        }
+        let _ = tokio::time::timeout(RESYNC, poke.notified()).await;
+    }
+}

@@ -1,0 +1,818 @@
+//! What each verb does to stored objects, as kube-apiserver's generic registry does:
+//! system fields on create, optimistic concurrency and generation on update, status
+//! and scale subresources, patches, finalizers and propagation on delete.
+//!
+//! Objects are JSON values; in the store they carry no `resourceVersion`, which is the
+//! store's `mod_revision` and is filled in on every read, as etcd3 storage does.
+
+use base64::Engine as _;
+use flotilla_api::{ApiError, FieldError, FieldSelector, LabelSelector, ObjectRef, Reason, ResourceType, Subresource};
+use flotilla_store::{KeyValue, ListOptions, Store};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// Names of the namespaces that always exist and may not be deleted.
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How many times an unconditional update re-reads and retries after losing a race.
+const UPDATE_RETRIES: usize = 16;
+
+/// The object verbs over one store.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+/// A patch, told apart by the request's Content-Type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType<'a> {
+    /// RFC 6902 operations.
+    Json(&'a Value),
+    /// RFC 7386 merge patch.
+    Merge(&'a Value),
+}
+
+/// A list request's filters and paging.
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum Deleted {
+    /// The object is gone; this was its last state.
+    Gone(Value),
+    /// The object is being deleted and waits for its finalizers.
+    Pending(Value),
+}
+
+/// Delete options from the body or the query string.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    pub propagation_policy: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+fn object_ref<'a>(rt: &'a ResourceType, name: &'a str) -> ObjectRef<'a> {
+    ObjectRef { group: rt.group, resource: rt.plural, name }
+}
+
+pub(crate) fn metadata(object: &Value) -> &Value {
+    object.get("metadata").unwrap_or(&Value::Null)
+}
+
+fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.get("metadata").is_some_and(Value::is_object) {
+        object["metadata"] = json!({});
+    }
+    match object.get_mut("metadata") {
+        Some(Value::Object(map)) => map,
+        // Unreachable: set to an object just above.
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    metadata(object).get(field).and_then(Value::as_str)
+}
+
+pub(crate) fn name_of(object: &Value) -> &str {
+    meta_str(object, "name").unwrap_or("")
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    metadata(object)
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Parses a `resourceVersion` from a client.
+pub fn parse_resource_version(rv: &str) -> Result<u64, ApiError> {
+    rv.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion \"{rv}\": must be a decimal number")))
+}
+
+/// Fills in `apiVersion` and `kind` when missing; refuses a body of another kind.
+fn check_type_meta(rt: &ResourceType, object: &mut Value) -> Result<(), ApiError> {
+    let expected = rt.api_version();
+    match object.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => object["apiVersion"] = json!(expected),
+        Some(v) if v == expected => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected})"
+            )));
+        }
+    }
+    match object.get("kind").and_then(Value::as_str) {
+        None | Some("") => object["kind"] = json!(rt.kind),
+        Some(k) if k == rt.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({}) of {}",
+                rt.kind,
+                rt.qualified_plural()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Sets or checks `metadata.namespace` against the request's namespace.
+fn check_namespace(rt: &ResourceType, object: &mut Value, namespace: Option<&str>) -> Result<(), ApiError> {
+    if !rt.namespaced {
+        return Ok(());
+    }
+    let Some(ns) = namespace else {
+        return Err(ApiError::bad_request(format!("{} must be created in a namespace", rt.qualified_plural())));
+    };
+    match meta_str(object, "namespace") {
+        None | Some("") => {
+            metadata_mut(object).insert("namespace".into(), json!(ns));
+            Ok(())
+        }
+        Some(given) if given == ns => Ok(()),
+        Some(given) => Err(ApiError::bad_request(format!(
+            "the namespace of the provided object ({given}) does not match the namespace sent on the request ({ns})"
+        ))),
+    }
+}
+
+fn invalid(rt: &ResourceType, name: &str, errors: &[FieldError]) -> ApiError {
+    ApiError::invalid(rt.kind, rt.group, name, errors)
+}
+
+fn validate(rt: &ResourceType, object: Value) -> Result<Value, ApiError> {
+    let name = name_of(&object).to_string();
+    rt.validate(object).map_err(|errors| invalid(rt, &name, &errors))
+}
+
+/// A random suffix for `generateName`, from the same alphabet Kubernetes uses (no
+/// vowels, no look-alike characters).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    bytes[..5].iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect()
+}
+
+/// The object with `metadata`, `status` and the type fields removed: what a change to
+/// bumps `generation`.
+fn spec_part(object: &Value) -> Value {
+    let mut spec = object.clone();
+    if let Value::Object(map) = &mut spec {
+        for key in ["metadata", "status", "apiVersion", "kind"] {
+            map.remove(key);
+        }
+    }
+    spec
+}
+
+fn status_success(rt: &ResourceType, object: &Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": name_of(object),
+            "group": rt.group,
+            "kind": rt.plural,
+            "uid": meta_str(object, "uid").unwrap_or(""),
+        }
+    })
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Decodes a stored value and stamps its `resourceVersion`.
+    pub fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
+        let mut object: Value = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        Ok(object)
+    }
+
+    fn encode(object: &Value) -> Vec<u8> {
+        let mut stored = object.clone();
+        metadata_mut(&mut stored).remove("resourceVersion");
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    fn store_error(rt: &ResourceType, name: &str, error: flotilla_store::Error) -> ApiError {
+        use flotilla_store::Error as E;
+        match error {
+            E::AlreadyExists { .. } => ApiError::already_exists(object_ref(rt, name)),
+            E::NotFound { .. } => ApiError::not_found(object_ref(rt, name)),
+            E::Conflict { .. } => ApiError::conflict(
+                object_ref(rt, name),
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ),
+            E::Compacted { requested, compacted } => {
+                ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::new(Reason::InternalError, format!("storage failure: {other}"))
+            }
+        }
+    }
+
+    /// Refuses new objects in a namespace that does not exist or is being deleted.
+    async fn check_namespace_open(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<(), ApiError> {
+        let namespaces =
+            flotilla_api::by_kind("v1", "Namespace").ok_or_else(|| ApiError::internal("no Namespace kind"))?;
+        let key = namespaces.key(None, namespace);
+        let kv = self.store.get(&key).await.map_err(|e| Self::store_error(namespaces, namespace, e))?;
+        let Some(kv) = kv else {
+            return Err(ApiError::not_found(ObjectRef { group: "", resource: "namespaces", name: namespace }));
+        };
+        let ns = self.decode(&kv)?;
+        if meta_str(&ns, "deletionTimestamp").is_some() {
+            return Err(ApiError::new(
+                Reason::Forbidden,
+                format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                    rt.qualified_plural()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn create(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        mut object: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        check_type_meta(rt, &mut object)?;
+        check_namespace(rt, &mut object, namespace)?;
+        let generated_prefix = match meta_str(&object, "name") {
+            Some(name) if !name.is_empty() => None,
+            _ => meta_str(&object, "generateName").filter(|g| !g.is_empty()).map(str::to_string),
+        };
+        {
+            let meta = metadata_mut(&mut object);
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), json!(flotilla_api::timestamp_now()));
+            meta.insert("generation".into(), json!(1));
+            for system in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+                meta.remove(system);
+            }
+        }
+        if rt.kind == "Namespace" {
+            object["spec"] = json!({"finalizers": ["kubernetes"]});
+            object["status"] = json!({"phase": "Active"});
+        }
+        for _attempt in 0..8 {
+            if let Some(prefix) = &generated_prefix {
+                metadata_mut(&mut object).insert("name".into(), json!(format!("{prefix}{}", random_suffix())));
+            }
+            let canonical = validate(rt, object.clone())?;
+            let name = name_of(&canonical).to_string();
+            if let Some(ns) = namespace.filter(|_| rt.namespaced) {
+                self.check_namespace_open(rt, ns, &name).await?;
+            }
+            if dry_run {
+                return Ok(canonical);
+            }
+            let key = rt.key(namespace, &name);
+            match self.store.create(&key, Self::encode(&canonical)).await {
+                Ok(kv) => return self.decode(&kv),
+                // A generated name that collided: draw another.
+                Err(flotilla_store::Error::AlreadyExists { .. }) if generated_prefix.is_some() => continue,
+                Err(e) => return Err(Self::store_error(rt, &name, e)),
+            }
+        }
+        Err(ApiError::new(Reason::AlreadyExists, "could not generate a unique name; try again"))
+    }
+
+    pub async fn get(&self, rt: &'static ResourceType, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+        let kv = self.store.get(&rt.key(namespace, name)).await.map_err(|e| Self::store_error(rt, name, e))?;
+        match kv {
+            Some(kv) => self.decode(&kv),
+            None => Err(ApiError::not_found(object_ref(rt, name))),
+        }
+    }
+
+    /// Lists objects, filtered by selectors, one page at a time.
+    pub async fn list(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        query: &ListQuery,
+    ) -> Result<Value, ApiError> {
+        let prefix = rt.key_prefix(namespace);
+        let (mut start_after, mut revision) = match &query.continue_token {
+            Some(token) => {
+                let (rv, key) = decode_continue(token)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::bad_request("the continue token is not for this list"));
+                }
+                (Some(key), Some(rv))
+            }
+            None => (None, None),
+        };
+        let limit = query.limit.filter(|l| *l > 0);
+        let mut items = Vec::new();
+        let mut continue_key = None;
+        loop {
+            let page_size = limit.map(|l| (l - items.len()).max(64));
+            let options = ListOptions { start_after: start_after.clone(), limit: page_size };
+            let page = self.store.list(&prefix, options).await.map_err(|e| Self::store_error(rt, "", e))?;
+            revision.get_or_insert(page.revision);
+            let page_len = page.items.len();
+            for (index, kv) in page.items.iter().enumerate() {
+                let object = self.decode(kv)?;
+                if query.labels.matches(labels_of(&object)) && query.fields.matches(&object) {
+                    items.push(object);
+                }
+                if limit.is_some_and(|l| items.len() >= l) {
+                    if index + 1 < page_len || page.more {
+                        continue_key = Some(kv.key.clone());
+                    }
+                    break;
+                }
+            }
+            if continue_key.is_some() || limit.is_some_and(|l| items.len() >= l) || !page.more {
+                break;
+            }
+            start_after = page.items.last().map(|kv| kv.key.clone());
+        }
+        let revision = revision.unwrap_or_else(|| self.store.current_revision());
+        let mut list_meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(key) = continue_key {
+            list_meta["continue"] = json!(encode_continue(revision, &key));
+        }
+        Ok(json!({
+            "apiVersion": rt.api_version(),
+            "kind": format!("{}List", rt.kind),
+            "metadata": list_meta,
+            "items": items,
+        }))
+    }
+
+    /// Reads, changes and writes back one object with compare-and-swap, retrying when a
+    /// concurrent writer wins unless the caller named the version it expects.
+    async fn update_with<F>(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        dry_run: bool,
+        mut change: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(&Value) -> Result<(Value, Option<u64>), ApiError>,
+    {
+        let key = rt.key(namespace, name);
+        for _ in 0..UPDATE_RETRIES {
+            let Some(kv) = self.store.get(&key).await.map_err(|e| Self::store_error(rt, name, e))? else {
+                return Err(ApiError::not_found(object_ref(rt, name)));
+            };
+            let current = self.decode(&kv)?;
+            let (updated, precondition) = change(&current)?;
+            if precondition.is_some_and(|rv| rv != kv.mod_revision) {
+                return Err(Self::store_error(
+                    rt,
+                    name,
+                    flotilla_store::Error::Conflict { key, expected: 0, current: kv.mod_revision },
+                ));
+            }
+            if updated == current || dry_run {
+                // No change: kube-apiserver does not write, so the resourceVersion stays.
+                return Ok(updated);
+            }
+            // Removing the last finalizer of an object being deleted deletes it. A
+            // namespace is removed only by its own finalizer, once it is empty.
+            let finished = rt.kind != "Namespace"
+                && meta_str(&updated, "deletionTimestamp").is_some()
+                && finalizers(&updated).is_empty();
+            let result = if finished {
+                self.store.delete(&key, Some(kv.mod_revision)).await
+            } else {
+                self.store.update(&key, Self::encode(&updated), kv.mod_revision).await
+            };
+            match result {
+                Ok(written) if finished => {
+                    let mut gone = updated;
+                    metadata_mut(&mut gone).insert("resourceVersion".into(), json!(written.mod_revision.to_string()));
+                    return Ok(gone);
+                }
+                Ok(written) => return self.decode(&written),
+                Err(flotilla_store::Error::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(Self::store_error(rt, name, e)),
+            }
+        }
+        Err(Self::store_error(rt, name, flotilla_store::Error::Conflict { key, expected: 0, current: 0 }))
+    }
+
+    /// Replaces an object (PUT), or only its status with `Subresource::Status`.
+    pub async fn update(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+        subresource: Option<Subresource>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let precondition = match meta_str(&body, "resourceVersion") {
+            Some(rv) if !rv.is_empty() => Some(parse_resource_version(rv)?),
+            _ => None,
+        };
+        self.update_with(rt, namespace, name, dry_run, |current| {
+            Ok((prepare_update(rt, current, body.clone(), namespace, name, subresource)?, precondition))
+        })
+        .await
+    }
+
+    /// Applies a JSON patch or a JSON merge patch to an object or its status.
+    pub async fn patch(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        patch: PatchType<'_>,
+        subresource: Option<Subresource>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let (operations, merge): (Option<json_patch::Patch>, &Value) =
+            match patch {
+                PatchType::Json(ops) => (
+                    Some(serde_json::from_value(ops.clone()).map_err(|e| {
+                        ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}"))
+                    })?),
+                    &Value::Null,
+                ),
+                PatchType::Merge(merge) => (None, merge),
+            };
+        self.update_with(rt, namespace, name, dry_run, |current| {
+            let mut patched = current.clone();
+            match &operations {
+                Some(ops) => json_patch::patch(&mut patched, ops)
+                    .map_err(|e| ApiError::new(Reason::Invalid, format!("the JSON patch could not be applied: {e}")))?,
+                None => json_patch::merge(&mut patched, merge),
+            }
+            // A patch that sets resourceVersion makes it a precondition.
+            let precondition = match meta_str(&patched, "resourceVersion") {
+                Some(rv) if Some(rv) != meta_str(current, "resourceVersion") => Some(parse_resource_version(rv)?),
+                _ => None,
+            };
+            Ok((prepare_update(rt, current, patched, namespace, name, subresource)?, precondition))
+        })
+        .await
+    }
+
+    /// The `scale` subresource of an object with `spec.replicas`.
+    pub fn scale_of(&self, rt: &ResourceType, object: &Value) -> Value {
+        let meta = metadata(object);
+        let selector = object
+            .pointer("/spec/selector")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .and_then(|s| LabelSelector::from_label_selector(&s).ok())
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let _ = rt;
+        json!({
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+                "creationTimestamp": meta.get("creationTimestamp"),
+            },
+            "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+            "status": {
+                "replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+                "selector": selector,
+            },
+        })
+    }
+
+    /// Writes a Scale (from PUT, or a patch of the current Scale) back to `spec.replicas`.
+    pub async fn update_scale<F>(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        dry_run: bool,
+        mut new_scale: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: FnMut(Value) -> Result<Value, ApiError>,
+    {
+        let updated = self
+            .update_with(rt, namespace, name, dry_run, |current| {
+                let scale = new_scale(self.scale_of(rt, current))?;
+                let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+                if replicas < 0 {
+                    let error = FieldError::invalid("spec.replicas", &replicas, "must be greater than or equal to 0");
+                    return Err(ApiError::invalid("Scale", "autoscaling", name, &[error]));
+                }
+                let precondition = match scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                    Some(rv) if Some(rv) != meta_str(current, "resourceVersion") => Some(parse_resource_version(rv)?),
+                    _ => None,
+                };
+                let mut next = current.clone();
+                next["spec"]["replicas"] = json!(replicas);
+                Ok((prepare_update(rt, current, next, namespace, name, None)?, precondition))
+            })
+            .await?;
+        Ok(self.scale_of(rt, &updated))
+    }
+
+    /// Deletes an object, or marks it for deletion while finalizers remain.
+    pub async fn delete(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<Deleted, ApiError> {
+        if rt.kind == "Namespace" && SYSTEM_NAMESPACES.contains(&name) {
+            return Err(ApiError::new(
+                Reason::Forbidden,
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            ));
+        }
+        let key = rt.key(namespace, name);
+        for _ in 0..UPDATE_RETRIES {
+            let Some(kv) = self.store.get(&key).await.map_err(|e| Self::store_error(rt, name, e))? else {
+                return Err(ApiError::not_found(object_ref(rt, name)));
+            };
+            let current = self.decode(&kv)?;
+            check_preconditions(rt, &current, options)?;
+            let mut pending = finalizers(&current);
+            match options.propagation_policy.as_deref() {
+                None | Some("Background") => {}
+                Some("Foreground") => add_finalizer(&mut pending, "foregroundDeletion"),
+                Some("Orphan") => add_finalizer(&mut pending, "orphan"),
+                Some(other) => {
+                    let error =
+                        FieldError::not_supported("propagationPolicy", other, &["Foreground", "Background", "Orphan"]);
+                    return Err(ApiError::invalid("DeleteOptions", "", name, &[error]));
+                }
+            }
+            if rt.kind == "Namespace" {
+                // The namespace finalizer empties it first (see namespaces.rs).
+                add_finalizer(&mut pending, "kubernetes");
+            }
+            if pending.is_empty() {
+                if options.dry_run {
+                    return Ok(Deleted::Gone(current));
+                }
+                match self.store.delete(&key, Some(kv.mod_revision)).await {
+                    Ok(_) => return Ok(Deleted::Gone(current)),
+                    Err(flotilla_store::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(Self::store_error(rt, name, e)),
+                }
+            }
+            let mut marked = current.clone();
+            {
+                let meta = metadata_mut(&mut marked);
+                if !meta.contains_key("deletionTimestamp") {
+                    meta.insert("deletionTimestamp".into(), json!(flotilla_api::timestamp_now()));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
+                if rt.kind != "Namespace" {
+                    meta.insert("finalizers".into(), json!(pending));
+                }
+            }
+            if rt.kind == "Namespace" {
+                marked["status"]["phase"] = json!("Terminating");
+            }
+            if marked == current || options.dry_run {
+                return Ok(Deleted::Pending(marked));
+            }
+            match self.store.update(&key, Self::encode(&marked), kv.mod_revision).await {
+                Ok(written) => return Ok(Deleted::Pending(self.decode(&written)?)),
+                Err(flotilla_store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(Self::store_error(rt, name, e)),
+            }
+        }
+        Err(Self::store_error(rt, name, flotilla_store::Error::Conflict { key, expected: 0, current: 0 }))
+    }
+
+    /// The response body of a delete: the object while it waits for finalizers, a
+    /// success `Status` once it is gone.
+    pub fn deleted_body(rt: &ResourceType, deleted: &Deleted) -> Value {
+        match deleted {
+            Deleted::Gone(object) => status_success(rt, object),
+            Deleted::Pending(object) => object.clone(),
+        }
+    }
+
+    /// Deletes every object a list with `query` would return.
+    pub async fn delete_collection(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        query: &ListQuery,
+        options: &DeleteOptions,
+    ) -> Result<Value, ApiError> {
+        let mut all = query.clone();
+        all.limit = None;
+        all.continue_token = None;
+        let list = self.list(rt, namespace, &all).await?;
+        let mut deleted = Vec::new();
+        for object in list["items"].as_array().into_iter().flatten() {
+            let ns = meta_str(object, "namespace");
+            match self.delete(rt, ns.or(namespace), name_of(object), options).await {
+                Ok(Deleted::Gone(o) | Deleted::Pending(o)) => deleted.push(o),
+                Err(e) if e.reason == Reason::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(json!({
+            "apiVersion": rt.api_version(),
+            "kind": format!("{}List", rt.kind),
+            "metadata": {"resourceVersion": self.store.current_revision().to_string()},
+            "items": deleted,
+        }))
+    }
+}
+
+fn add_finalizer(finalizers: &mut Vec<String>, name: &str) {
+    if !finalizers.iter().any(|f| f == name) {
+        finalizers.push(name.to_string());
+    }
+}
+
+pub(crate) fn labels_of(object: &Value) -> &Map<String, Value> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    metadata(object).get("labels").and_then(Value::as_object).unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+}
+
+fn check_preconditions(rt: &ResourceType, current: &Value, options: &DeleteOptions) -> Result<(), ApiError> {
+    let name = name_of(current);
+    if let Some(uid) = &options.precondition_uid {
+        let actual = meta_str(current, "uid").unwrap_or("");
+        if uid != actual {
+            let why = format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}");
+            return Err(ApiError::conflict(object_ref(rt, name), &why));
+        }
+    }
+    if let Some(rv) = &options.precondition_resource_version {
+        let actual = meta_str(current, "resourceVersion").unwrap_or("");
+        if rv != actual {
+            let why = format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+            );
+            return Err(ApiError::conflict(object_ref(rt, name), &why));
+        }
+    }
+    Ok(())
+}
+
+/// The object a PUT or patch produces from `current` and the client's `body`: type,
+/// name and namespace checked, system fields kept, status kept apart, generation
+/// bumped on a spec change, and the result validated.
+fn prepare_update(
+    rt: &ResourceType,
+    current: &Value,
+    mut body: Value,
+    namespace: Option<&str>,
+    name: &str,
+    subresource: Option<Subresource>,
+) -> Result<Value, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the request body must be an object"));
+    }
+    check_type_meta(rt, &mut body)?;
+    check_namespace(rt, &mut body, namespace)?;
+    match meta_str(&body, "name") {
+        None | Some("") => {
+            metadata_mut(&mut body).insert("name".into(), json!(name));
+        }
+        Some(given) if given == name => {}
+        Some(given) => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let mut next = match subresource {
+        Some(Subresource::Status) => {
+            let mut next = current.clone();
+            match body.get("status") {
+                Some(status) if !status.is_null() => next["status"] = status.clone(),
+                _ => {
+                    if let Value::Object(map) = &mut next {
+                        map.remove("status");
+                    }
+                }
+            }
+            next
+        }
+        _ => {
+            if rt.has_subresource(Subresource::Status)
+                && let Value::Object(map) = &mut body
+            {
+                match current.get("status") {
+                    Some(status) => map.insert("status".into(), status.clone()),
+                    None => map.remove("status"),
+                };
+            }
+            body
+        }
+    };
+    let old_meta = metadata(current).clone();
+    let being_deleted = old_meta.get("deletionTimestamp").is_some();
+    if being_deleted {
+        let old_finalizers = finalizers(current);
+        if let Some(added) = finalizers(&next).into_iter().find(|f| !old_finalizers.contains(f)) {
+            let error = FieldError::forbidden(
+                "metadata.finalizers",
+                format!(
+                    "no new finalizers can be added if the object is being deleted, found new finalizers [\"{added}\"]"
+                ),
+            );
+            return Err(invalid(rt, name, &[error]));
+        }
+    }
+    let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+    let generation = if spec_part(&next) != spec_part(current) { generation + 1 } else { generation };
+    {
+        let meta = metadata_mut(&mut next);
+        for system in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion"]
+        {
+            match old_meta.get(system) {
+                Some(value) => meta.insert(system.into(), value.clone()),
+                None => meta.remove(system),
+            };
+        }
+        meta.insert("generation".into(), json!(generation));
+        meta.remove("selfLink");
+    }
+    if rt.kind == "Namespace" {
+        // The namespace lifecycle owns spec.finalizers and the phase.
+        next["spec"] = current.get("spec").cloned().unwrap_or(json!({}));
+        if subresource != Some(Subresource::Status) {
+            next["status"] = current.get("status").cloned().unwrap_or(json!({}));
+        }
+    }
+    validate(rt, next)
+}
+
+fn encode_continue(revision: u64, key: &str) -> String {
+    let token = json!({"rv": revision, "start": key});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid continue token \"{token}\": list again without it"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let rv = value.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
+    let key = value.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    Ok((rv, key.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let token = encode_continue(42, "/registry/pods/default/a");
+        assert_eq!(decode_continue(&token).ok(), Some((42, "/registry/pods/default/a".to_string())));
+        assert_eq!(decode_continue("!!!").map_err(|e| e.code()).err(), Some(400));
+    }
+
+    #[test]
+    fn generation_moves_with_spec_only() {
+        let rt = flotilla_api::by_kind("v1", "ConfigMap").expect("configmap");
+        let current = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "default", "uid": "u", "generation": 1, "resourceVersion": "5"},
+            "data": {"a": "1"}});
+        let mut labelled = current.clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        labelled["metadata"]["uid"] = json!("forged");
+        let next = prepare_update(rt, &current, labelled, Some("default"), "c", None).expect("valid");
+        assert_eq!(next["metadata"]["generation"], 1);
+        assert_eq!(next["metadata"]["uid"], "u", "uid is immutable");
+        let mut changed = current.clone();
+        changed["data"]["a"] = json!("2");
+        let next = prepare_update(rt, &current, changed, Some("default"), "c", None).expect("valid");
+        assert_eq!(next["metadata"]["generation"], 2);
+    }
+}

@@ -1,0 +1,145 @@
+//! Strategic merge patch, the patch kubectl and the Python client send by default: a
+//! JSON merge patch in which lists of objects with a merge key (containers by `name`,
+//! container ports by `containerPort`, ...) are merged item by item instead of being
+//! replaced, and `$patch: replace | delete` directives apply to maps and list items.
+//!
+//! The merge keys are Kubernetes' `x-kubernetes-patch-merge-key` of the kinds Flotilla
+//! serves, looked up by field name (and, for `ports`, by the items' shape).
+//! `$setElementOrder`, `$retainKeys` and `$deleteFromPrimitiveList` are accepted and
+//! ignored until the full implementation lands with the kubectl issue.
+
+use serde_json::{Map, Value};
+
+/// The merge key of a list field, if it is merged rather than replaced.
+fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "hostAliases"
+        | "resourceClaims"
+        | "schedulingGates" => Some(if field == "hostAliases" { "ip" } else { "name" }),
+        "volumeMounts" => Some("mountPath"),
+        "volumeDevices" => Some("devicePath"),
+        "conditions" => Some("type"),
+        "ownerReferences" => Some("uid"),
+        "topologySpreadConstraints" => Some("topologyKey"),
+        "ports" => {
+            let container_ports = items.iter().any(|i| i.get("containerPort").is_some());
+            Some(if container_ports { "containerPort" } else { "port" })
+        }
+        _ => None,
+    }
+}
+
+/// Applies `patch` to `target` in place.
+pub fn apply(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if patch_map.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut replacement = patch_map.clone();
+        replacement.remove("$patch");
+        *target = Value::Object(strip_directives(replacement));
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(target_map) = target else { return };
+    for (key, value) in patch_map {
+        if key.starts_with('$') {
+            continue;
+        }
+        if value.is_null() {
+            target_map.remove(key);
+            continue;
+        }
+        match (target_map.get_mut(key), value) {
+            (Some(existing @ Value::Object(_)), Value::Object(_)) => {
+                if value.get("$patch").and_then(Value::as_str) == Some("delete") {
+                    target_map.remove(key);
+                } else {
+                    apply(existing, value);
+                }
+            }
+            (Some(Value::Array(existing)), Value::Array(items)) => match merge_key(key, items) {
+                Some(merge_key) => merge_list(existing, items, merge_key),
+                None => *existing = items.iter().cloned().map(strip_value).collect(),
+            },
+            _ => {
+                target_map.insert(key.clone(), strip_value(value.clone()));
+            }
+        }
+    }
+}
+
+fn merge_list(existing: &mut Vec<Value>, patch_items: &[Value], key: &str) {
+    for item in patch_items {
+        let Some(id) = item.get(key) else {
+            existing.push(strip_value(item.clone()));
+            continue;
+        };
+        let position = existing.iter().position(|e| e.get(key) == Some(id));
+        let directive = item.get("$patch").and_then(Value::as_str);
+        match (position, directive) {
+            (Some(i), Some("delete")) => {
+                existing.remove(i);
+            }
+            (None, Some("delete")) => {}
+            (Some(i), _) => apply(&mut existing[i], item),
+            (None, _) => existing.push(strip_value(item.clone())),
+        }
+    }
+}
+
+fn strip_directives(map: Map<String, Value>) -> Map<String, Value> {
+    map.into_iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k, strip_value(v))).collect()
+}
+
+fn strip_value(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(strip_directives(map)),
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_value).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn containers_merge_by_name_and_other_lists_replace() {
+        let mut deployment = json!({"spec": {"template": {"spec": {
+            "containers": [{"name": "web", "image": "a:1", "env": [{"name": "A", "value": "1"}]},
+                           {"name": "sidecar", "image": "s:1"}],
+            "tolerations": [{"key": "x"}]}}}});
+        let patch = json!({"spec": {"template": {"spec": {
+            "containers": [{"name": "web", "image": "a:2", "env": [{"name": "B", "value": "2"}]},
+                           {"name": "sidecar", "$patch": "delete"}],
+            "tolerations": [{"key": "y"}]}}}});
+        apply(&mut deployment, &patch);
+        let spec = &deployment["spec"]["template"]["spec"];
+        assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
+        assert_eq!(spec["containers"][0]["image"], "a:2");
+        assert_eq!(spec["containers"][0]["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+        assert_eq!(spec["tolerations"], json!([{"key": "y"}]));
+    }
+
+    #[test]
+    fn null_deletes_and_replace_directive_replaces() {
+        let mut object = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "data": {"x": "1", "y": "2"}});
+        apply(
+            &mut object,
+            &json!({"metadata": {"labels": {"a": null, "c": "3"}}, "data": {"$patch": "replace", "z": "9"}}),
+        );
+        assert_eq!(object["metadata"]["labels"], json!({"b": "2", "c": "3"}));
+        assert_eq!(object["data"], json!({"z": "9"}));
+    }
+}

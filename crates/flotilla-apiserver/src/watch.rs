@@ -1,0 +1,149 @@
+//! Watch: a stream of newline-delimited JSON events (`ADDED`, `MODIFIED`, `DELETED`,
+//! `BOOKMARK`, `ERROR`) over the store's watch, filtered by selectors the way
+//! kube-apiserver's watch cache filters: an object that stops matching is DELETED for
+//! this watcher, one that starts matching is ADDED.
+
+use crate::registry::{Registry, labels_of};
+use bytes::Bytes;
+use flotilla_api::{ApiError, FieldSelector, LabelSelector, ResourceType};
+use flotilla_store::{EventType, WatchEvent};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A watch request, parsed.
+#[derive(Debug, Clone)]
+pub struct WatchQuery {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    /// Start after this revision; `None` (or "0") means "send the current state first".
+    pub resource_version: Option<u64>,
+    pub allow_bookmarks: bool,
+    pub timeout: Option<Duration>,
+}
+
+fn event_line(event_type: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Starts a watch and returns the channel its lines arrive on. Errors that happen
+/// before the stream starts (a bad selector, a store failure) are returned as such;
+/// history that is too old is reported in-stream as an ERROR event with a 410 Status,
+/// as kube-apiserver does, so clients re-list.
+pub async fn start(
+    registry: Registry,
+    rt: &'static ResourceType,
+    namespace: Option<String>,
+    query: WatchQuery,
+) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let store = registry.store().clone();
+    let prefix = rt.key_prefix(namespace.as_deref());
+    let matches = {
+        let labels = query.labels.clone();
+        let fields = query.fields.clone();
+        move |object: &Value| labels.matches(labels_of(object)) && fields.matches(object)
+    };
+
+    // Where the stream starts, and the synthetic ADDED events of the current state.
+    let (start_revision, initial) = match query.resource_version {
+        Some(rv) if rv > 0 => (rv, Vec::new()),
+        _ => {
+            let list_query = crate::registry::ListQuery {
+                labels: query.labels.clone(),
+                fields: query.fields.clone(),
+                ..Default::default()
+            };
+            let list = registry.list(rt, namespace.as_deref(), &list_query).await?;
+            let revision = list["metadata"]["resourceVersion"].as_str().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            (revision, items)
+        }
+    };
+    let watcher = match store.watch(&prefix, start_revision).await {
+        Ok(watcher) => Some(watcher),
+        Err(flotilla_store::Error::Compacted { requested, compacted }) => {
+            let status = ApiError::gone(format!("too old resource version: {requested} ({compacted})")).to_status();
+            let status = serde_json::to_value(status).unwrap_or_default();
+            let _ = tx.send(event_line("ERROR", &status)).await;
+            None
+        }
+        Err(e) => return Err(ApiError::internal(format!("cannot watch: {e}"))),
+    };
+    let Some(mut watcher) = watcher else { return Ok(rx) };
+
+    let api_version = rt.api_version();
+    let kind = rt.kind;
+    let task = async move {
+        for object in &initial {
+            if tx.send(event_line("ADDED", object)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = query.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut last_revision = start_revision;
+        let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
+        bookmarks.reset();
+        loop {
+            let sleep_until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                next = watcher.next() => match next {
+                    Some(Ok(event)) => {
+                        last_revision = event.revision();
+                        if let Some(line) = render(&registry, &event, &matches)
+                            && tx.send(line).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let status = ApiError::gone(format!("the watch fell behind and must be restarted: {e}")).to_status();
+                        let _ = tx.send(event_line("ERROR", &serde_json::to_value(status).unwrap_or_default())).await;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = bookmarks.tick(), if query.allow_bookmarks => {
+                    let bookmark = json!({"apiVersion": api_version, "kind": kind,
+                        "metadata": {"resourceVersion": last_revision.to_string()}});
+                    if tx.send(event_line("BOOKMARK", &bookmark)).await.is_err() {
+                        return;
+                    }
+                }
+                () = sleep_until_deadline => return,
+                () = tx.closed() => return,
+            }
+        }
+    };
+    tokio::spawn(tracing::Instrument::in_current_span(task));
+    Ok(rx)
+}
+
+/// The line a store event becomes for a watcher with these selectors, if any.
+fn render(registry: &Registry, event: &WatchEvent, matches: &impl Fn(&Value) -> bool) -> Option<Bytes> {
+    let object = registry.decode(&event.kv).ok()?;
+    match event.event_type {
+        EventType::Delete => matches(&object).then(|| event_line("DELETED", &object)),
+        EventType::Put => {
+            let now = matches(&object);
+            let before =
+                event.prev.as_ref().and_then(|prev| registry.decode(prev).ok()).is_some_and(|prev| matches(&prev));
+            match (before, now) {
+                (false, true) => Some(event_line("ADDED", &object)),
+                (true, true) => Some(event_line("MODIFIED", &object)),
+                (true, false) => Some(event_line("DELETED", &object)),
+                (false, false) => None,
+            }
+        }
+    }
+}
