@@ -464,35 +464,3 @@ fn events_round_trip_through_the_log_encoding() {
     assert_eq!(decode_event(1, &[7]), None);
     assert_eq!(decode_event(1, &[0, 200, 0, 0, 0]), None);
 }
-
-/// `cargo test -p flotilla-store --release -- --ignored --nocapture throughput`: durable
-/// creates per second from 64 concurrent clients (the requirement is >= 5,000/s).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check"]
-async fn throughput_with_64_clients() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let store = Arc::new(open(dir.path())?);
-    let (clients, per_client) = (64, 500);
-    let start = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..per_client {
-                store.create(&format!("/bench/{c}/{i}"), vec![b'x'; 1000]).await?;
-            }
-            Ok::<_, Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    let elapsed = start.elapsed();
-    let writes = clients * per_client;
-    println!(
-        "{writes} creates in {elapsed:?}: {:.0}/s, {} commits",
-        f64::from(writes) / elapsed.as_secs_f64(),
-        store.commit_count()
-    );
-    Ok(())
-}
