@@ -9,7 +9,7 @@ use flotilla_api::{
     ApiError, FieldSelector, Format, LabelSelector, Reason, ResourceType, Subresource, decode_object, encode,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -261,6 +261,12 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
     serve_resource(state, request, target, format).instrument(span).await
 }
 
+/// How much of an oversized body is read and thrown away before answering 413, so that
+/// a client still writing it gets the Status instead of a broken pipe (Go's net/http
+/// drains for the same reason).
+const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn read_body(request: Request<Incoming>) -> Result<(HeaderMap, Bytes), ApiError> {
     let too_large = || {
         ApiError::new(
@@ -268,23 +274,27 @@ async fn read_body(request: Request<Incoming>) -> Result<(HeaderMap, Bytes), Api
             format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
         )
     };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(too_large());
-    }
-    let (parts, body) = request.into_parts();
-    let bytes = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            too_large()
-        } else {
-            ApiError::bad_request(format!("reading the request body failed: {e}"))
+    let (parts, mut body) = request.into_parts();
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body failed: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if collected.len() + data.len() > MAX_BODY_BYTES {
+            let mut drained = collected.len() + data.len();
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                while drained < MAX_DRAIN_BYTES {
+                    match body.frame().await {
+                        Some(Ok(frame)) => drained += frame.data_ref().map_or(0, |d| d.len()),
+                        _ => break,
+                    }
+                }
+            })
+            .await;
+            return Err(too_large());
         }
-    })?;
-    Ok((parts.headers, bytes.to_bytes()))
+        collected.extend_from_slice(&data);
+    }
+    Ok((parts.headers, Bytes::from(collected)))
 }
 
 fn content_type(headers: &HeaderMap) -> String {

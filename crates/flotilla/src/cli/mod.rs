@@ -1,0 +1,65 @@
+//! The command line: one clap struct per subcommand, each with `async fn execute`.
+
+mod apply;
+mod delete;
+mod describe;
+mod get;
+mod server;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Flotilla: a Kubernetes-style orchestrator whose pods are WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: API server and store.
+    Server(server::ServerCommand),
+    /// Create or update objects from manifest files.
+    Apply(apply::ApplyCommand),
+    /// List objects, or show one.
+    Get(get::GetCommand),
+    /// Delete objects named on the command line or in manifest files.
+    Delete(delete::DeleteCommand),
+    /// Show an object in detail, with its events.
+    Describe(describe::DescribeCommand),
+}
+
+impl Cli {
+    pub async fn execute(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Server(command) => command.execute().await,
+            Command::Apply(command) => command.execute().await,
+            Command::Get(command) => command.execute().await,
+            Command::Delete(command) => command.execute().await,
+            Command::Describe(command) => command.execute().await,
+        }
+    }
+}
+
+/// Flags every client command shares.
+#[derive(Debug, Args, Clone)]
+pub struct ClientFlags {
+    /// The kubeconfig to use (default: $KUBECONFIG, then the data dir's kubeconfig).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace (default: the kubeconfig context's, else `default`).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+}
+
+impl ClientFlags {
+    /// A client for the configured cluster and the namespace to work in.
+    pub fn connect(&self) -> anyhow::Result<(crate::client::Client, String)> {
+        let path = crate::client::kubeconfig_path(self.kubeconfig.as_deref());
+        let client = crate::client::Client::from_kubeconfig(&path)?;
+        let namespace = self.namespace.clone().unwrap_or_else(|| client.default_namespace.clone());
+        Ok((client, namespace))
+    }
+}

@@ -1,0 +1,411 @@
+//! Bad input gets a `Status` with the right code, reason and a message naming the
+//! problem, and changes nothing: the store's revision is the same after every case.
+
+use crate::support::{Server, collection_path, kind, list_revision, minimal_object};
+use anyhow::{Context as _, Result};
+use flotilla::client::Client;
+use http::Method;
+use serde_json::{Value, json};
+
+/// One bad request and what the server must answer.
+struct Case {
+    what: &'static str,
+    method: Method,
+    path: String,
+    content_type: &'static str,
+    body: Vec<u8>,
+    code: u16,
+    reason: &'static str,
+    /// Text the message must contain (the field or the problem it names).
+    message: &'static str,
+}
+
+#[expect(clippy::too_many_arguments, reason = "one row of the table of cases")]
+fn case(
+    what: &'static str,
+    method: Method,
+    path: impl Into<String>,
+    content_type: &'static str,
+    body: impl Into<Vec<u8>>,
+    code: u16,
+    reason: &'static str,
+    message: &'static str,
+) -> Case {
+    Case { what, method, path: path.into(), content_type, body: body.into(), code, reason, message }
+}
+
+fn json_body(value: Value) -> Vec<u8> {
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// A client that presents `token` (or none) to the server the kubeconfig names.
+fn client_with_token(kubeconfig: &std::path::Path, token: Option<&str>) -> Result<Client> {
+    let config: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+    let cluster = &config["clusters"][0]["cluster"];
+    let server = cluster["server"].as_str().context("server")?;
+    let ca = cluster["certificate-authority-data"].as_str().context("ca")?;
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.decode(ca)?;
+    Client::new(server, token.map(str::to_string), Some(&ca), "default".into())
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses_and_change_nothing() -> Result<()> {
+    let server = Server::start()?;
+    let client = &server.client;
+    let cm = kind("v1", "ConfigMap");
+    let deploy = kind("apps/v1", "Deployment");
+    let cms = collection_path(cm, Some("default"));
+    let deploys = collection_path(deploy, Some("default"));
+    client.post_json(&cms, &minimal_object(cm, "existing")).await?.ok()?;
+    let existing = client.post_json(&deploys, &minimal_object(deploy, "web")).await?.ok()?;
+    let mut stale = existing.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    stale["spec"]["replicas"] = json!(4);
+
+    let mut bad_quantity = minimal_object(deploy, "hungry");
+    bad_quantity["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "lots"}});
+    let mut negative = minimal_object(deploy, "negative");
+    negative["spec"]["replicas"] = json!(-2);
+    let mut wrong_type = minimal_object(deploy, "typed");
+    wrong_type["spec"]["replicas"] = json!("three");
+    let mut always_job = minimal_object(kind("batch/v1", "Job"), "forever");
+    always_job["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+    let mut mismatched = minimal_object(deploy, "selector");
+    mismatched["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+    let jobs = collection_path(kind("batch/v1", "Job"), Some("default"));
+    let json = "application/json";
+    let merge = "application/merge-patch+json";
+
+    let cases = vec![
+        case("malformed JSON", Method::POST, &cms, json, "{\"metadata\": {", 400, "BadRequest", "not valid JSON"),
+        case(
+            "malformed YAML",
+            Method::POST,
+            &cms,
+            "application/yaml",
+            "metadata: [unclosed",
+            400,
+            "BadRequest",
+            "not valid YAML",
+        ),
+        case("body is not an object", Method::POST, &cms, json, "[1, 2]", 400, "BadRequest", "must be an object"),
+        case(
+            "apiVersion/kind mismatch",
+            Method::POST,
+            &cms,
+            json,
+            json_body(minimal_object(deploy, "x")),
+            400,
+            "BadRequest",
+            "does not match the expected API version",
+        ),
+        case(
+            "unknown resource",
+            Method::GET,
+            "/api/v1/namespaces/default/widgets",
+            "",
+            "",
+            404,
+            "NotFound",
+            "could not find the requested resource",
+        ),
+        case("unknown group", Method::GET, "/apis/example.com/v1/things", "", "", 404, "NotFound", "could not find"),
+        case(
+            "invalid name",
+            Method::POST,
+            &cms,
+            json,
+            json_body(json!({"metadata": {"name": "Bad_Name"}})),
+            422,
+            "Invalid",
+            "metadata.name: Invalid value: \"Bad_Name\"",
+        ),
+        case(
+            "over-long name",
+            Method::POST,
+            &cms,
+            json,
+            json_body(json!({"metadata": {"name": "a".repeat(254)}})),
+            422,
+            "Invalid",
+            "metadata.name",
+        ),
+        case(
+            "missing name",
+            Method::POST,
+            &cms,
+            json,
+            json_body(json!({"data": {}})),
+            422,
+            "Invalid",
+            "name or generateName is required",
+        ),
+        case(
+            "duplicate create",
+            Method::POST,
+            &cms,
+            json,
+            json_body(minimal_object(cm, "existing")),
+            409,
+            "AlreadyExists",
+            "configmaps \"existing\" already exists",
+        ),
+        case(
+            "stale resourceVersion",
+            Method::PUT,
+            format!("{deploys}/web"),
+            json,
+            json_body(stale),
+            409,
+            "Conflict",
+            "the object has been modified",
+        ),
+        case(
+            "body too large",
+            Method::POST,
+            &cms,
+            json,
+            vec![b' '; 4 * 1024 * 1024],
+            413,
+            "RequestEntityTooLarge",
+            "larger than the limit",
+        ),
+        case(
+            "wrong content type",
+            Method::POST,
+            &cms,
+            "text/plain",
+            "hello",
+            415,
+            "UnsupportedMediaType",
+            "text/plain",
+        ),
+        case(
+            "apply patch not served yet",
+            Method::PATCH,
+            format!("{cms}/existing"),
+            "application/apply-patch+yaml",
+            "{}",
+            415,
+            "UnsupportedMediaType",
+            "apply-patch+yaml",
+        ),
+        case(
+            "invalid label selector",
+            Method::GET,
+            format!("{cms}?labelSelector=a%20in%20(b"),
+            "",
+            "",
+            400,
+            "BadRequest",
+            "unable to parse requirement",
+        ),
+        case(
+            "unsupported field selector",
+            Method::GET,
+            format!("{cms}?fieldSelector=spec.bogus%3Dx"),
+            "",
+            "",
+            400,
+            "BadRequest",
+            "field label not supported: spec.bogus",
+        ),
+        case("invalid limit", Method::GET, format!("{cms}?limit=lots"), "", "", 400, "BadRequest", "limit"),
+        case(
+            "invalid continue token",
+            Method::GET,
+            format!("{cms}?limit=1&continue=garbage"),
+            "",
+            "",
+            400,
+            "BadRequest",
+            "continue token",
+        ),
+        case(
+            "invalid quantity",
+            Method::POST,
+            &deploys,
+            json,
+            json_body(bad_quantity),
+            422,
+            "Invalid",
+            "spec.template.spec.containers[0].resources.limits[memory]",
+        ),
+        case(
+            "negative replicas",
+            Method::POST,
+            &deploys,
+            json,
+            json_body(negative),
+            422,
+            "Invalid",
+            "spec.replicas: Invalid value: -2: must be greater than or equal to 0",
+        ),
+        case("wrong field type", Method::POST, &deploys, json, json_body(wrong_type), 422, "Invalid", "spec.replicas"),
+        case(
+            "selector does not match template",
+            Method::POST,
+            &deploys,
+            json,
+            json_body(mismatched),
+            422,
+            "Invalid",
+            "`selector` does not match template `labels`",
+        ),
+        case(
+            "job that never ends",
+            Method::POST,
+            &jobs,
+            json,
+            json_body(always_job),
+            422,
+            "Invalid",
+            "spec.template.spec.restartPolicy: Unsupported value: \"Always\"",
+        ),
+        case(
+            "patch of a missing object",
+            Method::PATCH,
+            format!("{cms}/missing"),
+            merge,
+            "{\"data\": {}}",
+            404,
+            "NotFound",
+            "configmaps \"missing\" not found",
+        ),
+        case(
+            "JSON patch of a missing path",
+            Method::PATCH,
+            format!("{cms}/existing"),
+            "application/json-patch+json",
+            json_body(json!([{"op": "replace", "path": "/spec/nothing", "value": 1}])),
+            422,
+            "Invalid",
+            "could not be applied",
+        ),
+        case(
+            "namespace mismatch",
+            Method::POST,
+            &cms,
+            json,
+            json_body(json!({"metadata": {"name": "x", "namespace": "kube-system"}})),
+            400,
+            "BadRequest",
+            "does not match the namespace",
+        ),
+        case(
+            "name mismatch on update",
+            Method::PUT,
+            format!("{cms}/existing"),
+            json,
+            json_body(minimal_object(cm, "other")),
+            400,
+            "BadRequest",
+            "does not match the name on the URL",
+        ),
+        case(
+            "missing namespace",
+            Method::POST,
+            collection_path(cm, Some("nowhere")),
+            json,
+            json_body(minimal_object(cm, "x")),
+            404,
+            "NotFound",
+            "namespaces \"nowhere\" not found",
+        ),
+        case(
+            "path traversal in name",
+            Method::GET,
+            format!("{cms}/.."),
+            "",
+            "",
+            400,
+            "BadRequest",
+            "invalid resource name",
+        ),
+        case(
+            "encoded traversal in name",
+            Method::GET,
+            format!("{cms}/%2e%2e%2fsecrets"),
+            "",
+            "",
+            400,
+            "BadRequest",
+            "invalid resource name",
+        ),
+        case(
+            "bad propagation policy",
+            Method::DELETE,
+            format!("{cms}/existing?propagationPolicy=Sideways"),
+            "",
+            "",
+            422,
+            "Invalid",
+            "propagationPolicy",
+        ),
+        case(
+            "sendInitialEvents before watch-list",
+            Method::GET,
+            format!("{cms}?watch=1&sendInitialEvents=true"),
+            "",
+            "",
+            422,
+            "Invalid",
+            "sendInitialEvents",
+        ),
+        case(
+            "unparseable boolean",
+            Method::GET,
+            format!("{cms}?watch=maybe"),
+            "",
+            "",
+            400,
+            "BadRequest",
+            "invalid boolean value for watch",
+        ),
+        case(
+            "method not allowed",
+            Method::POST,
+            format!("{cms}/existing"),
+            json,
+            "{}",
+            405,
+            "MethodNotAllowed",
+            "POST",
+        ),
+    ];
+    assert!(cases.len() >= 20);
+
+    let revision = list_revision(client, &cms).await?;
+    for case in &cases {
+        let response = client.send(case.method.clone(), &case.path, case.content_type, case.body.clone()).await?;
+        let status = response.json().with_context(|| format!("{}: body", case.what))?;
+        assert_eq!(response.status.as_u16(), case.code, "{}: {status}", case.what);
+        assert_eq!(status["kind"], "Status", "{}", case.what);
+        assert_eq!(status["status"], "Failure", "{}", case.what);
+        assert_eq!(status["code"], case.code, "{}", case.what);
+        assert_eq!(status["reason"], case.reason, "{}: {status}", case.what);
+        let message = status["message"].as_str().unwrap_or("");
+        assert!(message.contains(case.message), "{}: message {message:?} lacks {:?}", case.what, case.message);
+        if case.reason == "Invalid" && case.message.contains('.') && !case.what.contains("patch") {
+            let causes = status["details"]["causes"].as_array().cloned().unwrap_or_default();
+            assert!(!causes.is_empty(), "{}: Invalid names its fields in details.causes: {status}", case.what);
+        }
+    }
+    // Nothing above wrote anything, and the server still serves.
+    assert_eq!(list_revision(client, &cms).await?, revision, "bad input changed the store");
+    let unchanged = client.get(&format!("{deploys}/web")).await?.ok()?;
+    assert_eq!(unchanged, existing);
+
+    // Without a valid token nothing but health and version is served.
+    for token in [None, Some("not-the-token")] {
+        let stranger = client_with_token(&server.kubeconfig, token)?;
+        let response = stranger.get(&cms).await?;
+        assert_eq!(response.status.as_u16(), 401, "token {token:?}");
+        assert_eq!(response.json()?["reason"], "Unauthorized");
+        assert_eq!(stranger.post_json(&cms, &minimal_object(cm, "intruder")).await?.status.as_u16(), 401);
+        assert_eq!(stranger.get("/healthz").await?.status.as_u16(), 200);
+    }
+    assert_eq!(list_revision(client, &cms).await?, revision);
+    Ok(())
+}

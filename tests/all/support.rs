@@ -1,0 +1,168 @@
+//! What the end-to-end tests share: starting and stopping a real server, a client for
+//! it, and the smallest valid object of each kind.
+
+use anyhow::{Context as _, Result, bail};
+use flotilla::client::{Client, LineReader};
+use flotilla::testkit::ServerProcess;
+use flotilla_api::ResourceType;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The `flotilla` binary cargo built for these tests.
+pub fn flotilla_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_flotilla")
+}
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A `flotilla server` process on an ephemeral loopback port, with its data directory.
+pub struct Server {
+    process: ServerProcess,
+    /// Kept so the directory lives as long as the server (and across restarts).
+    data_dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `server` flags.
+    pub fn start_with(extra_args: &[&str]) -> Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let process = ServerProcess::spawn(Path::new(flotilla_bin()), data_dir.path(), &extra_args)?;
+        let client = Client::from_kubeconfig(&process.kubeconfig)?;
+        let kubeconfig = process.kubeconfig.clone();
+        Ok(Self { process, data_dir, extra_args, client, kubeconfig })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill(&mut self) -> Result<()> {
+        self.process.kill()
+    }
+
+    /// Kills the server and starts it again on the same data directory (a new port).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.process = ServerProcess::spawn(Path::new(flotilla_bin()), self.data_dir.path(), &self.extra_args)?;
+        self.client = Client::from_kubeconfig(&self.process.kubeconfig)?;
+        self.kubeconfig = self.process.kubeconfig.clone();
+        Ok(())
+    }
+
+    /// Runs the `flotilla` CLI against this server; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> Result<(bool, String, String)> {
+        let output = Command::new(flotilla_bin())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output()?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    }
+}
+
+/// The REST path of a kind's collection in a namespace (or cluster-wide).
+pub fn collection_path(rt: &ResourceType, namespace: Option<&str>) -> String {
+    let base = if rt.group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/{}", rt.group, rt.version) };
+    match namespace {
+        Some(ns) if rt.namespaced => format!("{base}/namespaces/{ns}/{}", rt.plural),
+        _ => format!("{base}/{}", rt.plural),
+    }
+}
+
+/// The REST path of one object.
+pub fn object_path(rt: &ResourceType, namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", collection_path(rt, namespace))
+}
+
+/// The kind registered for `apiVersion` + `kind`.
+pub fn kind(api_version: &str, kind: &str) -> &'static ResourceType {
+    flotilla_api::by_kind(api_version, kind).unwrap_or_else(|| panic!("no kind {api_version} {kind}"))
+}
+
+/// A pod template running `image`, labelled `app: NAME`.
+pub fn pod_template(app: &str, restart_policy: &str) -> Value {
+    json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {"restartPolicy": restart_policy, "containers": [{"name": "main", "image": "hello-http:1"}]}
+    })
+}
+
+/// The smallest valid object of a kind, named `name`.
+pub fn minimal_object(rt: &ResourceType, name: &str) -> Value {
+    let mut object =
+        json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name, "labels": {"app": name}}});
+    let workload_spec = json!({"selector": {"matchLabels": {"app": name}}, "template": pod_template(name, "Always")});
+    match rt.kind {
+        "Pod" => object["spec"] = pod_template(name, "Always")["spec"].clone(),
+        "Deployment" | "ReplicaSet" | "DaemonSet" => object["spec"] = workload_spec,
+        "Job" => object["spec"] = json!({"template": pod_template(name, "Never")}),
+        "CronJob" => {
+            object["spec"] = json!({"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": pod_template(name, "OnFailure")}}})
+        }
+        "Service" => object["spec"] = json!({"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]}),
+        "ConfigMap" => object["data"] = json!({"greeting": "hello"}),
+        "Secret" => object["stringData"] = json!({"password": "s3cret"}),
+        "Endpoints" => object["subsets"] = json!([{"addresses": [{"ip": "10.0.0.1"}], "ports": [{"port": 80}]}]),
+        "EndpointSlice" => object["addressType"] = json!("IPv4"),
+        "Event" => {
+            object["involvedObject"] = json!({"kind": "Pod", "name": "p", "namespace": "default"});
+            object["reason"] = json!("Testing");
+        }
+        "Ingress" => object["spec"] = json!({"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}),
+        "IngressClass" => object["spec"] = json!({"controller": "flotilla.dev/ingress"}),
+        "HorizontalPodAutoscaler" => {
+            object["spec"] = json!({"maxReplicas": 5, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}})
+        }
+        "Node" => object["spec"] = json!({"podCIDR": "10.244.0.0/24"}),
+        _ => {}
+    }
+    object
+}
+
+/// A watch stream opened with `query` on a collection.
+pub async fn watch(client: &Client, path: &str, query: &str) -> Result<LineReader> {
+    let (status, body) = client.stream(&format!("{path}?watch=1&{query}")).await?;
+    if !status.is_success() {
+        bail!("watch failed with {status}");
+    }
+    Ok(LineReader::new(body))
+}
+
+/// The next watch event, failing after `timeout`.
+pub async fn next_event(reader: &mut LineReader, timeout: Duration) -> Result<Value> {
+    match tokio::time::timeout(timeout, reader.next()).await {
+        Ok(Ok(Some(event))) => Ok(event),
+        Ok(Ok(None)) => bail!("the watch ended"),
+        Ok(Err(e)) => Err(e),
+        Err(_) => bail!("no watch event within {timeout:?}"),
+    }
+}
+
+/// The store revision a list reports.
+pub async fn list_revision(client: &Client, path: &str) -> Result<u64> {
+    let list = client.get(path).await?.ok()?;
+    list["metadata"]["resourceVersion"]
+        .as_str()
+        .context("list without resourceVersion")?
+        .parse()
+        .context("resourceVersion not a number")
+}
