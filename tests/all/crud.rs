@@ -217,6 +217,28 @@ async fn selectors_paging_and_generate_name() -> Result<()> {
         "{everywhere:?}"
     );
 
+    // YAML in, YAML out when Accept asks for it.
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-yaml\n  labels: {tier: yaml}\ndata:\n  k: v\n";
+    let created = client.send(http::Method::POST, &collection, "application/yaml", yaml.into()).await?.ok()?;
+    assert_eq!(created["data"]["k"], "v");
+    let as_yaml = client
+        .send_accepting(http::Method::GET, &format!("{collection}/from-yaml"), "", Vec::new(), "application/yaml")
+        .await?;
+    assert_eq!(as_yaml.status, StatusCode::OK);
+    let parsed: Value = serde_yaml_ng::from_slice(&as_yaml.body)?;
+    assert_eq!(parsed["metadata"]["uid"], created["metadata"]["uid"]);
+    // Booleans in query strings are read leniently.
+    for flag in ["true", "True", "1"] {
+        let response = client.get(&query(&format!("watch={flag}&timeoutSeconds=1"))).await?;
+        assert_eq!(response.status, StatusCode::OK, "watch={flag}");
+        assert!(String::from_utf8_lossy(&response.body).contains("\"ADDED\""), "watch={flag}");
+    }
+
+    // deletecollection removes exactly what the selector picks.
+    let deleted = client.delete(&query("labelSelector=tier%3Dweb")).await?.ok()?;
+    assert_eq!(names(&deleted), ["cm-0", "cm-1", "cm-4"]);
+    assert_eq!(names(&client.get(&query("labelSelector=tier")).await?.ok()?), ["cm-2", "cm-3", "from-yaml"]);
+
     // generateName draws a unique name.
     let generated = json!({"metadata": {"generateName": "gen-"}, "data": {"a": "b"}});
     let first = client.post_json(&collection, &generated).await?.ok()?;

@@ -440,7 +440,7 @@ async fn serve_resource(
     match (method, sub) {
         (Method::GET, Some(Subresource::Scale)) => {
             let object = registry.get(rt, ns, &name).await?;
-            reply(200, registry.scale_of(rt, &object))
+            reply(200, registry.scale_of(&object))
         }
         (Method::GET, _) => reply(200, registry.get(rt, ns, &name).await?),
         (Method::PUT, Some(Subresource::Scale)) => {

@@ -67,13 +67,17 @@ pub(crate) fn metadata(object: &Value) -> &Value {
     object.get("metadata").unwrap_or(&Value::Null)
 }
 
+/// The object's metadata map, made if missing. Callers pass objects only (request
+/// bodies and stored values are checked to be objects before they get here).
 fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.is_object() {
+        *object = Value::Object(Map::new());
+    }
     if !object.get("metadata").is_some_and(Value::is_object) {
         object["metadata"] = json!({});
     }
     match object.get_mut("metadata") {
         Some(Value::Object(map)) => map,
-        // Unreachable: set to an object just above.
         _ => unreachable!("metadata was just made an object"),
     }
 }
@@ -203,6 +207,9 @@ impl Registry {
     pub fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
         let mut object: Value = serde_json::from_slice(&kv.value)
             .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+        if !object.is_object() {
+            return Err(ApiError::internal(format!("stored object {} is corrupt: not a JSON object", kv.key)));
+        }
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         Ok(object)
     }
@@ -481,7 +488,7 @@ impl Registry {
     }
 
     /// The `scale` subresource of an object with `spec.replicas`.
-    pub fn scale_of(&self, rt: &ResourceType, object: &Value) -> Value {
+    pub fn scale_of(&self, object: &Value) -> Value {
         let meta = metadata(object);
         let selector = object
             .pointer("/spec/selector")
@@ -489,7 +496,6 @@ impl Registry {
             .and_then(|s| LabelSelector::from_label_selector(&s).ok())
             .map(|s| s.to_string())
             .unwrap_or_default();
-        let _ = rt;
         json!({
             "apiVersion": "autoscaling/v1",
             "kind": "Scale",
@@ -522,7 +528,7 @@ impl Registry {
     {
         let updated = self
             .update_with(rt, namespace, name, dry_run, |current| {
-                let scale = new_scale(self.scale_of(rt, current))?;
+                let scale = new_scale(self.scale_of(current))?;
                 let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
                 if replicas < 0 {
                     let error = FieldError::invalid("spec.replicas", &replicas, "must be greater than or equal to 0");
@@ -537,7 +543,7 @@ impl Registry {
                 Ok((prepare_update(rt, current, next, namespace, name, None)?, precondition))
             })
             .await?;
-        Ok(self.scale_of(rt, &updated))
+        Ok(self.scale_of(&updated))
     }
 
     /// Deletes an object, or marks it for deletion while finalizers remain.

@@ -171,10 +171,19 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<Request<Full<Bytes>>> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.server))
-            .header(header::ACCEPT, "application/json");
+        self.request_accepting(method, path, content_type, body, "application/json")
+    }
+
+    fn request_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        accept: &str,
+    ) -> Result<Request<Full<Bytes>>> {
+        let mut builder =
+            Request::builder().method(method).uri(format!("{}{path}", self.server)).header(header::ACCEPT, accept);
         if !body.is_empty() {
             builder = builder.header(header::CONTENT_TYPE, content_type);
         }
@@ -186,7 +195,19 @@ impl Client {
 
     /// Sends one request and reads the whole response.
     pub async fn send(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<Response> {
-        let request = self.request(method.clone(), path, content_type, body)?;
+        self.send_accepting(method, path, content_type, body, "application/json").await
+    }
+
+    /// Sends one request asking for the response in `accept` (e.g. `application/yaml`).
+    pub async fn send_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        accept: &str,
+    ) -> Result<Response> {
+        let request = self.request_accepting(method.clone(), path, content_type, body, accept)?;
         let response = self.http.request(request).await.with_context(|| format!("{method} {}{path}", self.server))?;
         let status = response.status();
         let body = response.into_body().collect().await.context("reading the response")?.to_bytes();
