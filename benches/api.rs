@@ -166,7 +166,8 @@ async fn list(client: &Client, store: &Arc<RedbStore>, rows: &mut Vec<Row>) -> R
     Ok(())
 }
 
-/// Delivery latency from a write's acknowledgement until every watcher has the event.
+/// Latency from sending a write until every watcher has its event (the event can
+/// arrive before the write's own response, so the send is the reference point).
 async fn fan_out(client: &Client, watchers: usize, writes: usize) -> Result<Vec<Duration>> {
     let ns = format!("watch-{watchers}");
     client.post_json("/api/v1/namespaces", &json!({"metadata": {"name": ns}})).await?.ok()?;
@@ -191,10 +192,10 @@ async fn fan_out(client: &Client, watchers: usize, writes: usize) -> Result<Vec<
             }
         });
     }
-    let mut acked = Vec::with_capacity(writes);
+    let mut sent = Vec::with_capacity(writes);
     for i in 0..writes {
+        sent.push(Instant::now());
         client.post_json(&path, &config_map(&format!("w{i}"))).await?.ok()?;
-        acked.push(Instant::now());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut last_delivery = vec![None::<Instant>; writes];
@@ -208,7 +209,7 @@ async fn fan_out(client: &Client, watchers: usize, writes: usize) -> Result<Vec<
     }
     let mut latencies: Vec<Duration> = last_delivery
         .iter()
-        .zip(&acked)
+        .zip(&sent)
         .map(|(d, a)| d.map_or(Duration::ZERO, |d| d.saturating_duration_since(*a)))
         .collect();
     latencies.sort();
