@@ -214,6 +214,13 @@ impl Registry {
         Ok(object)
     }
 
+    /// The object as written: `resourceVersion` set to the write's revision, without
+    /// parsing back the bytes just stored.
+    fn stamped(mut object: Value, kv: &KeyValue) -> Value {
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+        object
+    }
+
     fn encode(object: &Value) -> Vec<u8> {
         let mut stored = object.clone();
         metadata_mut(&mut stored).remove("resourceVersion");
@@ -301,7 +308,7 @@ impl Registry {
             }
             let key = rt.key(namespace, &name);
             match self.store.create(&key, Self::encode(&canonical)).await {
-                Ok(kv) => return self.decode(&kv),
+                Ok(kv) => return Ok(Self::stamped(canonical, &kv)),
                 // A generated name that collided: draw another.
                 Err(flotilla_store::Error::AlreadyExists { .. }) if generated_prefix.is_some() => continue,
                 Err(e) => return Err(Self::store_error(rt, &name, e)),
@@ -417,12 +424,7 @@ impl Registry {
                 self.store.update(&key, Self::encode(&updated), kv.mod_revision).await
             };
             match result {
-                Ok(written) if finished => {
-                    let mut gone = updated;
-                    metadata_mut(&mut gone).insert("resourceVersion".into(), json!(written.mod_revision.to_string()));
-                    return Ok(gone);
-                }
-                Ok(written) => return self.decode(&written),
+                Ok(written) => return Ok(Self::stamped(updated, &written)),
                 Err(flotilla_store::Error::Conflict { .. }) if precondition.is_none() => continue,
                 Err(e) => return Err(Self::store_error(rt, name, e)),
             }
