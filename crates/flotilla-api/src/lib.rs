@@ -17,7 +17,9 @@ pub use codec::{Format, decode_manifests, decode_object, encode};
 pub use error::{ApiError, FieldError, FieldErrorType, ObjectRef, Reason, Result};
 pub use k8s_openapi;
 pub use quantity::{Quantity, parse_quantity};
-pub use resources::{ResourceType, Subresource, all as all_resources, by_cli_name, by_kind, by_plural, groups};
+pub use resources::{
+    ResourceType, Subresource, all as all_resources, by_cli_name, by_kind, by_plural, groups, unknown_fields,
+};
 pub use selector::{FieldSelector, LabelSelector};
 pub use validation::{NameRule, is_dns1123_label, is_dns1123_subdomain, validate_path_segment_name};
 

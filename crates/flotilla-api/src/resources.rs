@@ -96,11 +96,13 @@ impl ResourceType {
         fields
     }
 
-    /// Checks an object of this kind and returns it in canonical form (typed round trip,
-    /// unknown fields dropped), or every problem found, each naming its field.
+    /// Checks an object of this kind and returns it in canonical form (kube-apiserver's
+    /// defaults filled in, typed round trip, unknown fields dropped), or every problem
+    /// found, each naming its field.
     ///
     /// The object must already carry its `apiVersion` and `kind`.
-    pub fn validate(&self, object: Value) -> Result<Value, Vec<FieldError>> {
+    pub fn validate(&self, mut object: Value) -> Result<Value, Vec<FieldError>> {
+        workloads::apply_defaults(self.kind, &mut object);
         let mut errors = Vec::new();
         if let Some(meta) = object.get("metadata") {
             errors.extend(validate_object_meta(meta, self.namespaced, self.name_rule));
@@ -224,6 +226,37 @@ static RESOURCES: &[ResourceType] = &[
         fields: [], rules: workloads::validate_hpa),
 ];
 
+/// The fields of `input` that its canonical form dropped because no schema declares
+/// them, as paths (`spec.replicass`, `spec.template.spec.containers[0].imagee`): what
+/// `fieldValidation=Strict|Warn` reports. Nulls in the input are not fields.
+pub fn unknown_fields(input: &Value, canonical: &Value) -> Vec<String> {
+    fn walk(input: &Value, canonical: &Value, path: &str, out: &mut Vec<String>) {
+        match (input, canonical) {
+            (Value::Object(given), Value::Object(kept)) => {
+                for (key, value) in given {
+                    if value.is_null() {
+                        continue;
+                    }
+                    let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    match kept.get(key) {
+                        Some(kept_value) => walk(value, kept_value, &child, out),
+                        None => out.push(child),
+                    }
+                }
+            }
+            (Value::Array(given), Value::Array(kept)) if given.len() == kept.len() => {
+                for (index, (value, kept_value)) in given.iter().zip(kept).enumerate() {
+                    walk(value, kept_value, &format!("{path}[{index}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(input, canonical, "", &mut out);
+    out
+}
+
 /// Every kind the API serves, in discovery order.
 pub fn all() -> &'static [ResourceType] {
     RESOURCES
@@ -335,6 +368,19 @@ mod tests {
             "spec": {"replicas": "three"}});
         let errors = deploy.validate(object).expect_err("type error");
         assert_eq!(errors[0].field, "spec.replicas", "{errors:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_found_by_path() {
+        let deploy = by_kind("apps/v1", "Deployment").expect("deployment kind");
+        let input = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x", "namespace": "default", "creationTimestamp": null},
+            "spec": {"replicass": 2, "selector": {"matchLabels": {"app": "x"}},
+                "template": {"metadata": {"labels": {"app": "x"}},
+                    "spec": {"containers": [{"name": "c", "image": "i", "imagee": "typo"}]}}}});
+        let canonical = deploy.validate(input.clone()).expect("valid once pruned");
+        assert_eq!(unknown_fields(&input, &canonical), ["spec.replicass", "spec.template.spec.containers[0].imagee"]);
+        assert!(unknown_fields(&canonical, &canonical).is_empty());
     }
 
     #[test]

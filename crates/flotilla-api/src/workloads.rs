@@ -377,6 +377,122 @@ pub(crate) fn validate_hpa(object: &Value) -> Vec<FieldError> {
     errors
 }
 
+/// Sets `field` of `object` (a map) to `value` when it is missing or null.
+fn default_field(object: &mut Value, field: &str, value: Value) {
+    if let Value::Object(map) = object
+        && map.get(field).is_none_or(Value::is_null)
+    {
+        map.insert(field.to_string(), value);
+    }
+}
+
+/// The map at `field` of `object`, made if missing; None if `object` is not a map.
+fn child<'a>(object: &'a mut Value, field: &str) -> Option<&'a mut Value> {
+    default_field(object, field, Value::Object(Map::new()));
+    object.get_mut(field).filter(|v| v.is_object())
+}
+
+/// kube-apiserver's defaults for a pod spec (standalone or in a template).
+fn default_pod_spec(spec: &mut Value) {
+    default_field(spec, "restartPolicy", Value::from("Always"));
+    default_field(spec, "terminationGracePeriodSeconds", Value::from(30));
+    default_field(spec, "dnsPolicy", Value::from("ClusterFirst"));
+    default_field(spec, "schedulerName", Value::from("default-scheduler"));
+    for list in ["initContainers", "containers"] {
+        if let Some(Value::Array(containers)) = spec.get_mut(list) {
+            for container in containers {
+                let latest = container
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .is_some_and(|i| i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or(i).contains(':'));
+                default_field(
+                    container,
+                    "imagePullPolicy",
+                    Value::from(if latest { "Always" } else { "IfNotPresent" }),
+                );
+                default_field(container, "terminationMessagePath", Value::from("/dev/termination-log"));
+                default_field(container, "terminationMessagePolicy", Value::from("File"));
+                if let Some(Value::Array(ports)) = container.get_mut("ports") {
+                    ports.iter_mut().for_each(|p| default_field(p, "protocol", Value::from("TCP")));
+                }
+            }
+        }
+    }
+}
+
+fn default_template(spec: &mut Value) {
+    if let Some(template_spec) = child(spec, "template").and_then(|t| child(t, "spec")) {
+        default_pod_spec(template_spec);
+    }
+}
+
+/// Fills in the fields kube-apiserver defaults on every write of `kind`, so objects
+/// read back the way kubectl and controllers expect (`Secret.type: Opaque`, a
+/// Deployment's strategy, a Service port's protocol, ...).
+pub(crate) fn apply_defaults(kind: &str, object: &mut Value) {
+    let percent = |p: &str| Value::from(p);
+    match kind {
+        "Secret" => default_field(object, "type", Value::from("Opaque")),
+        "Pod" => {
+            if let Some(spec) = child(object, "spec") {
+                default_pod_spec(spec);
+            }
+        }
+        "Service" => {
+            let Some(spec) = child(object, "spec") else { return };
+            default_field(spec, "type", Value::from("ClusterIP"));
+            default_field(spec, "sessionAffinity", Value::from("None"));
+            if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+                for port in ports {
+                    default_field(port, "protocol", Value::from("TCP"));
+                    let number = port.get("port").cloned().unwrap_or(Value::Null);
+                    default_field(port, "targetPort", number);
+                }
+            }
+        }
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+            let Some(spec) = child(object, "spec") else { return };
+            if kind != "DaemonSet" {
+                default_field(spec, "replicas", Value::from(1));
+            }
+            default_field(spec, "revisionHistoryLimit", Value::from(10));
+            if kind == "Deployment" {
+                default_field(spec, "progressDeadlineSeconds", Value::from(600));
+                if let Some(strategy) = child(spec, "strategy") {
+                    default_field(strategy, "type", Value::from("RollingUpdate"));
+                    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                        && let Some(rolling) = child(strategy, "rollingUpdate")
+                    {
+                        default_field(rolling, "maxSurge", percent("25%"));
+                        default_field(rolling, "maxUnavailable", percent("25%"));
+                    }
+                }
+            }
+            default_template(spec);
+        }
+        "Job" => {
+            if let Some(spec) = child(object, "spec") {
+                default_field(spec, "parallelism", Value::from(1));
+                default_field(spec, "completions", Value::from(1));
+                default_field(spec, "backoffLimit", Value::from(6));
+                default_template(spec);
+            }
+        }
+        "CronJob" => {
+            let Some(spec) = child(object, "spec") else { return };
+            default_field(spec, "concurrencyPolicy", Value::from("Allow"));
+            default_field(spec, "suspend", Value::from(false));
+            default_field(spec, "successfulJobsHistoryLimit", Value::from(3));
+            default_field(spec, "failedJobsHistoryLimit", Value::from(1));
+            if let Some(job_spec) = child(spec, "jobTemplate").and_then(|t| child(t, "spec")) {
+                default_field(job_spec, "backoffLimit", Value::from(6));
+                default_template(job_spec);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +504,37 @@ mod tests {
 
     fn deployment(spec: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": spec})
+    }
+
+    #[test]
+    fn defaults_match_kube_apiserver() {
+        let mut deployment = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "web", "image": "hello:1", "ports": [{"containerPort": 80}]}, {"name": "log", "image": "log"}]}}}});
+        apply_defaults("Deployment", &mut deployment);
+        let spec = &deployment["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(
+            spec["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        );
+        let pod = &spec["template"]["spec"];
+        assert_eq!((pod["restartPolicy"].as_str(), pod["dnsPolicy"].as_str()), (Some("Always"), Some("ClusterFirst")));
+        assert_eq!(pod["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(pod["containers"][1]["imagePullPolicy"], "Always", "no tag means latest");
+        assert_eq!(pod["containers"][0]["ports"][0]["protocol"], "TCP");
+
+        let mut recreate = json!({"spec": {"strategy": {"type": "Recreate"}}});
+        apply_defaults("Deployment", &mut recreate);
+        assert!(recreate["spec"]["strategy"].get("rollingUpdate").is_none());
+
+        let mut service = json!({"spec": {"ports": [{"port": 80}, {"port": 443, "targetPort": "https"}]}});
+        apply_defaults("Service", &mut service);
+        assert_eq!(service["spec"]["type"], "ClusterIP");
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(service["spec"]["ports"][1]["targetPort"], "https");
+        let mut secret = json!({});
+        apply_defaults("Secret", &mut secret);
+        assert_eq!(secret["type"], "Opaque");
     }
 
     #[test]
