@@ -239,6 +239,18 @@ async fn selectors_paging_and_generate_name() -> Result<()> {
     assert_eq!(names(&deleted), ["cm-0", "cm-1", "cm-4"]);
     assert_eq!(names(&client.get(&query("labelSelector=tier")).await?.ok()?), ["cm-2", "cm-3", "from-yaml"]);
 
+    // fieldValidation: Warn (the default) keeps the request and says what was dropped.
+    let typo = json!({"metadata": {"name": "typo"}, "data": {"a": "b"}, "datta": {"c": "d"}});
+    let warned = client.send(http::Method::POST, &collection, "application/json", serde_json::to_vec(&typo)?).await?;
+    assert_eq!(warned.status, StatusCode::CREATED);
+    assert!(warned.json()?.get("datta").is_none(), "the unknown field is dropped");
+    let warnings: Vec<&str> = warned.headers.get_all("warning").iter().filter_map(|v| v.to_str().ok()).collect();
+    assert_eq!(warnings, [r#"299 - "unknown field \"datta\"""#]);
+    let ignored = client
+        .post_json(&query("fieldValidation=Ignore"), &json!({"metadata": {"name": "typo2"}, "datta": {}}))
+        .await?;
+    assert_eq!(ignored.status, StatusCode::CREATED);
+
     // generateName draws a unique name.
     let generated = json!({"metadata": {"generateName": "gen-"}, "data": {"a": "b"}});
     let first = client.post_json(&collection, &generated).await?.ok()?;

@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod crud;
 mod durability;
+mod kubectl;
 mod python_client;
 mod support;
 mod watch;

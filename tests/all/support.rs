@@ -64,6 +64,48 @@ impl Server {
         Ok(())
     }
 
+    /// Runs the real kubectl (1.37, installed by tests/setup.sh) against this server;
+    /// returns (success, stdout, stderr). Its HOME and discovery cache live in this
+    /// server's data directory, so nothing is shared between tests.
+    pub fn kubectl(&self, args: &[&str]) -> Result<(bool, String, String)> {
+        self.kubectl_with_stdin(args, "")
+    }
+
+    /// kubectl with `stdin` as its standard input (for `apply -f -`).
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: &str) -> Result<(bool, String, String)> {
+        use std::io::Write as _;
+        let mut child = self.kubectl_command(args)?.stdin(Stdio::piped()).spawn()?;
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin.as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    }
+
+    /// A kubectl command for this server, output piped, for tests that read it live.
+    pub fn kubectl_command(&self, args: &[&str]) -> Result<Command> {
+        let kubectl = repo_root().join("target/test-venv/bin/kubectl");
+        anyhow::ensure!(kubectl.exists(), "{} is missing: run tests/setup.sh first", kubectl.display());
+        let home = self.data_dir().join("home");
+        let mut command = Command::new(kubectl);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(home.join(".kube/cache"))
+            .args(args)
+            .env("HOME", &home)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok(command)
+    }
+
     /// Runs the `flotilla` CLI against this server; returns (success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> Result<(bool, String, String)> {
         let output = Command::new(flotilla_bin())

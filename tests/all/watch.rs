@@ -99,3 +99,33 @@ async fn too_old_resource_version_is_gone() -> Result<()> {
     assert_eq!(next_event(&mut fresh, WAIT).await?["type"], "MODIFIED");
     Ok(())
 }
+
+#[tokio::test]
+async fn watch_list_sends_state_then_the_initial_events_end_bookmark() -> Result<()> {
+    let server = Server::start()?;
+    let client = &server.client;
+    let rt = kind("v1", "ConfigMap");
+    let collection = collection_path(rt, Some("default"));
+    for name in ["one", "two"] {
+        client.post_json(&collection, &minimal_object(rt, name)).await?.ok()?;
+    }
+    let query = "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
+    let mut stream = watch(client, &collection, query).await?;
+    let mut added = Vec::new();
+    let end = loop {
+        let event = next_event(&mut stream, WAIT).await?;
+        match event["type"].as_str() {
+            Some("ADDED") => added.push(event["object"]["metadata"]["name"].as_str().unwrap_or("").to_string()),
+            Some("BOOKMARK") => break event,
+            other => anyhow::bail!("unexpected event {other:?}: {event}"),
+        }
+    };
+    assert_eq!(added, ["one", "two"]);
+    assert_eq!(end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    let listed = list_revision(client, &collection).await?;
+    assert_eq!(end["object"]["metadata"]["resourceVersion"], listed.to_string());
+    client.post_json(&collection, &minimal_object(rt, "three")).await?.ok()?;
+    let live = next_event(&mut stream, WAIT).await?;
+    assert_eq!((live["type"].as_str(), live["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("three")));
+    Ok(())
+}

@@ -98,9 +98,91 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}))
 }
 
+/// The media type of aggregated discovery, as kubectl asks for it and reads it back
+/// from the response's Content-Type.
+pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an Accept header asks for aggregated discovery (v2) before anything else.
+pub fn wants_aggregated(accept: &str) -> bool {
+    let first = accept.split(',').next().unwrap_or("");
+    let params: Vec<String> = first.split(';').skip(1).map(|p| p.trim().replace(' ', "")).collect();
+    ["g=apidiscovery.k8s.io", "v=v2", "as=APIGroupDiscoveryList"].iter().all(|want| params.iter().any(|p| p == want))
+}
+
+fn gvk(group: &str, version: &str, kind: &str) -> Value {
+    json!({"group": group, "version": version, "kind": kind})
+}
+
+/// `/api` (core, when `core` is true) or `/apis` (every other group) in the aggregated
+/// form: every group, version and resource in one document.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = groups()
+        .into_iter()
+        .filter(|(group, _)| group.is_empty() == core)
+        .map(|(group, version)| {
+            let resources: Vec<Value> = all_resources()
+                .iter()
+                .filter(|r| r.group == group && r.version == version)
+                .map(|rt| {
+                    let subresources: Vec<Value> = rt
+                        .subresources
+                        .iter()
+                        .map(|sub| {
+                            let kind = match sub {
+                                Subresource::Scale => gvk("autoscaling", "v1", "Scale"),
+                                Subresource::Status => gvk(rt.group, rt.version, rt.kind),
+                            };
+                            json!({"subresource": sub.name(), "responseKind": kind, "verbs": ["get", "patch", "update"]})
+                        })
+                        .collect();
+                    let mut entry = json!({
+                        "resource": rt.plural,
+                        "responseKind": gvk(rt.group, rt.version, rt.kind),
+                        "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+                        "singularResource": rt.singular(),
+                        "verbs": VERBS,
+                        "subresources": subresources,
+                    });
+                    if !rt.short_names.is_empty() {
+                        entry["shortNames"] = json!(rt.short_names);
+                    }
+                    if !rt.categories.is_empty() {
+                        entry["categories"] = json!(rt.categories);
+                    }
+                    entry
+                })
+                .collect();
+            json!({
+                "metadata": {"name": group},
+                "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
+            })
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aggregated_discovery_lists_groups_resources_and_subresources() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert!(wants_aggregated(kubectl));
+        assert!(!wants_aggregated("application/json"));
+        let core = aggregated(true);
+        assert_eq!(core["items"].as_array().map(Vec::len), Some(1));
+        assert_eq!(core["items"][0]["metadata"]["name"], "");
+        let apis = aggregated(false);
+        let apps = apis["items"].as_array().into_iter().flatten().find(|g| g["metadata"]["name"] == "apps").cloned();
+        let apps = apps.expect("apps group");
+        let resources = apps["versions"][0]["resources"].as_array().cloned().unwrap_or_default();
+        let deployments = resources.iter().find(|r| r["resource"] == "deployments").expect("deployments");
+        assert_eq!(deployments["scope"], "Namespaced");
+        assert_eq!(deployments["shortNames"], json!(["deploy"]));
+        let scale = deployments["subresources"].as_array().into_iter().flatten().find(|s| s["subresource"] == "scale");
+        assert_eq!(scale.map(|s| s["responseKind"]["group"].clone()), Some(json!("autoscaling")));
+    }
 
     #[test]
     fn core_and_apps_are_discoverable_with_short_names_and_scale() {

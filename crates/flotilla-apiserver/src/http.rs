@@ -1,9 +1,11 @@
 //! The HTTP edge: authentication, routing of Kubernetes REST paths, content
 //! negotiation, body limits, and turning every failure into a `Status`.
 
-use crate::registry::{DeleteOptions, Deleted, ListQuery, PatchType, Registry, parse_resource_version};
+use crate::registry::{
+    DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions, parse_resource_version,
+};
 use crate::watch::{self, WatchQuery};
-use crate::{discovery, strategic};
+use crate::{discovery, openapi, protobuf, strategic, tables};
 use bytes::Bytes;
 use flotilla_api::{
     ApiError, FieldSelector, Format, LabelSelector, Reason, ResourceType, Subresource, decode_object, encode,
@@ -53,6 +55,20 @@ fn respond(code: u16, value: &Value, format: Format) -> Response<Body> {
     if let Ok(value) = header::HeaderValue::from_str(content_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, value);
     }
+    response
+}
+
+/// Prebuilt bytes with their Content-Type (OpenAPI documents).
+fn respond_bytes(bytes: &'static [u8], content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from_static(bytes)));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
+
+/// A JSON body with a specific Content-Type (aggregated discovery, tables).
+fn respond_as(value: &Value, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(encode(value, Format::Json)));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     response
 }
 
@@ -242,8 +258,34 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
             "Unauthorized: a valid bearer token is required (see DATA_DIR/kubeconfig)",
         ));
     }
+    // OpenAPI documents have their own media types (kubectl asks for v2 in protobuf only).
+    match segments.as_slice() {
+        ["openapi", "v3"] => return ok(openapi::index()),
+        ["openapi", "v3", rest @ ..] => {
+            let gv = rest.join("/");
+            let document = openapi::document(&gv).ok_or_else(|| not_found_path(&path))?;
+            let mut response = respond_bytes(document, "application/json");
+            // The document never changes while the server runs: clients cache it by hash.
+            if let Some(etag) =
+                openapi::document_hash(&gv).and_then(|h| header::HeaderValue::from_str(&format!("\"{h}\"")).ok())
+            {
+                response.headers_mut().insert(header::ETAG, etag);
+            }
+            return Ok(response);
+        }
+        ["openapi", "v2"] => return Ok(respond_bytes(openapi::v2_document(), openapi::V2_CONTENT_TYPE)),
+        _ => {}
+    }
     let format = response_format(request.headers())?;
+    let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let aggregated = discovery::wants_aggregated(accept);
     let target = match segments.as_slice() {
+        ["api"] if aggregated => {
+            return Ok(respond_as(&discovery::aggregated(true), discovery::AGGREGATED_CONTENT_TYPE));
+        }
+        ["apis"] if aggregated => {
+            return Ok(respond_as(&discovery::aggregated(false), discovery::AGGREGATED_CONTENT_TYPE));
+        }
         ["api"] => return ok(discovery::api_versions(&state.server_address)),
         ["apis"] => return ok(discovery::api_group_list()),
         ["api", version] => {
@@ -258,7 +300,8 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         _ => return Err(not_found_path(&path)),
     };
     let span = tracing::debug_span!("object", resource = target.rt.plural, object = %format!("{}/{}", target.namespace.as_deref().unwrap_or(""), target.name.as_deref().unwrap_or("")));
-    serve_resource(state, request, target, format).instrument(span).await
+    let table = tables::wants_table(accept);
+    serve_resource(state, request, target, format, table).instrument(span).await
 }
 
 /// How much of an oversized body is read and thrown away before answering 413, so that
@@ -317,7 +360,12 @@ fn object_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let format = match content_type(headers).as_str() {
         "" | "application/json" => Format::Json,
         "application/yaml" | "application/x-yaml" | "text/yaml" => Format::Yaml,
-        other => return Err(unsupported_media(other, "application/json, application/yaml")),
+        // kubectl's typed commands (create configmap, create secret, ...) send protobuf.
+        protobuf::CONTENT_TYPE => return protobuf::decode_object(body),
+        other => {
+            let accepted = format!("application/json, application/yaml, {}", protobuf::CONTENT_TYPE);
+            return Err(unsupported_media(other, &accepted));
+        }
     };
     decode_object(body, format)
 }
@@ -326,6 +374,8 @@ enum Patch {
     Json(Value),
     Merge(Value),
     Strategic(Value),
+    /// Server-side apply: the applied configuration.
+    Apply(Value),
 }
 
 fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
@@ -336,9 +386,12 @@ fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
         "application/json-patch+json" => Ok(Patch::Json(parse(body)?)),
         "application/merge-patch+json" => Ok(Patch::Merge(decode_object(body, Format::Json)?)),
         "application/strategic-merge-patch+json" => Ok(Patch::Strategic(decode_object(body, Format::Json)?)),
+        // YAML is a superset of JSON: kubectl sends either.
+        "application/apply-patch+yaml" => Ok(Patch::Apply(decode_object(body, Format::Yaml)?)),
         other => Err(unsupported_media(
             other,
-            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
+            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, \
+             application/apply-patch+yaml",
         )),
     }
 }
@@ -394,11 +447,52 @@ fn subresource(target: &Target) -> Result<Option<Subresource>, ApiError> {
     }
 }
 
+/// The write options a request asks for: `dryRun`, `fieldValidation`, `fieldManager`
+/// (kube-apiserver defaults the manager to the client's User-Agent program name).
+fn write_options(query: &Query, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let field_manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(manager) if manager.len() > 128 => {
+            return Err(ApiError::bad_request("fieldManager must not be longer than 128 characters"));
+        }
+        Some(manager) => manager.to_string(),
+        None => headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|agent| agent.split('/').next())
+            .filter(|program| !program.is_empty())
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    Ok(WriteOptions {
+        dry_run: query.dry_run()?,
+        field_validation: FieldValidation::parse(query.get("fieldValidation"))?,
+        field_manager,
+        server_side_apply: content_type(headers) == "application/apply-patch+yaml",
+        warnings: Default::default(),
+    })
+}
+
+/// A response, with one `Warning` header per warning the write produced.
+fn respond_warning(code: u16, value: &Value, format: Format, writes: &WriteOptions) -> Response<Body> {
+    let mut response = respond(code, value, format);
+    for warning in writes.take_warnings() {
+        let text = format!("299 - \"{}\"", warning.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+/// The Content-Type of a meta.k8s.io/v1 Table response.
+const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
 async fn serve_resource(
     state: &Arc<ApiState>,
     request: Request<Incoming>,
     target: Target,
     format: Format,
+    table: bool,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(request.uri().query());
     let method = request.method().clone();
@@ -406,20 +500,26 @@ async fn serve_resource(
     let rt = target.rt;
     let ns = target.namespace.as_deref();
     let sub = subresource(&target)?;
-    let reply = |code: u16, value: Value| Ok(respond(code, &value, format));
+    let writes = write_options(&query, request.headers())?;
+    let reply = |code: u16, value: Value| Ok(respond_warning(code, &value, format, &writes));
+    // kubectl get asks for rows as kube-apiserver prints them.
+    let include = tables::IncludeObject::parse(query.get("includeObject"))?;
+    let as_table =
+        |value: &Value| respond_as(&tables::table(rt, value, include, jiff::Timestamp::now()), TABLE_CONTENT_TYPE);
 
     let Some(name) = target.name.clone() else {
         // The collection.
         return match method {
             Method::GET if target.watch_path || query.flag("watch")? => {
-                serve_watch(state, rt, target.namespace.clone(), &query).await
+                let table = table.then_some(include);
+                serve_watch(state, rt, target.namespace.clone(), &query, table).await
             }
+            Method::GET if table => Ok(as_table(&registry.list(rt, ns, &list_query(&query, rt)?).await?)),
             Method::GET => reply(200, registry.list(rt, ns, &list_query(&query, rt)?).await?),
             Method::POST => {
-                let dry_run = query.dry_run()?;
                 let (headers, body) = read_body(request).await?;
                 let object = object_body(&headers, &body)?;
-                reply(201, registry.create(rt, ns, object, dry_run).await?)
+                reply(201, registry.create(rt, ns, object, &writes).await?)
             }
             Method::DELETE => {
                 let list = list_query(&query, rt)?;
@@ -442,33 +542,41 @@ async fn serve_resource(
             let object = registry.get(rt, ns, &name).await?;
             reply(200, registry.scale_of(&object))
         }
+        (Method::GET, None) if table => Ok(as_table(&registry.get(rt, ns, &name).await?)),
         (Method::GET, _) => reply(200, registry.get(rt, ns, &name).await?),
         (Method::PUT, Some(Subresource::Scale)) => {
-            let dry_run = query.dry_run()?;
             let (headers, body) = read_body(request).await?;
             let scale = object_body(&headers, &body)?;
-            reply(200, registry.update_scale(rt, ns, &name, dry_run, |_| Ok(scale.clone())).await?)
+            reply(200, registry.update_scale(rt, ns, &name, &writes, |_| Ok(scale.clone())).await?)
         }
         (Method::PUT, sub) => {
-            let dry_run = query.dry_run()?;
             let (headers, body) = read_body(request).await?;
             let object = object_body(&headers, &body)?;
-            reply(200, registry.update(rt, ns, &name, object, sub, dry_run).await?)
+            reply(200, registry.update(rt, ns, &name, object, sub, &writes).await?)
         }
         (Method::PATCH, sub) => {
-            let dry_run = query.dry_run()?;
             let (headers, body) = read_body(request).await?;
             let patch = patch_body(&headers, &body)?;
             if sub == Some(Subresource::Scale) {
-                let scaled = registry.update_scale(rt, ns, &name, dry_run, |mut scale| {
+                let scaled = registry.update_scale(rt, ns, &name, &writes, |mut scale| {
                     apply_patch(&mut scale, &patch)?;
                     Ok(scale)
                 });
                 return reply(200, scaled.await?);
             }
             let patched = match &patch {
-                Patch::Json(ops) => registry.patch(rt, ns, &name, PatchType::Json(ops), sub, dry_run).await?,
-                Patch::Merge(merge) => registry.patch(rt, ns, &name, PatchType::Merge(merge), sub, dry_run).await?,
+                Patch::Json(ops) => registry.patch(rt, ns, &name, PatchType::Json(ops), sub, &writes).await?,
+                Patch::Merge(merge) => registry.patch(rt, ns, &name, PatchType::Merge(merge), sub, &writes).await?,
+                Patch::Apply(config) => {
+                    if query.get("fieldManager").is_none_or(str::is_empty) {
+                        let error = flotilla_api::FieldError::required("fieldManager", "is required for apply patch");
+                        return Err(ApiError::invalid("PatchOptions", "meta.k8s.io", "", &[error]));
+                    }
+                    if sub.is_some() {
+                        return Err(ApiError::bad_request("server-side apply of a subresource is not supported"));
+                    }
+                    registry.apply(rt, ns, &name, config.clone(), query.flag("force")?, &writes).await?
+                }
                 Patch::Strategic(patch) => {
                     let current = registry.get(rt, ns, &name).await?;
                     let mut target_object = current.clone();
@@ -477,7 +585,7 @@ async fn serve_resource(
                     // a concurrent writer makes this a Conflict, never a lost update.
                     let mut as_merge = target_object;
                     as_merge["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-                    registry.update(rt, ns, &name, as_merge, sub, dry_run).await?
+                    registry.update(rt, ns, &name, as_merge, sub, &writes).await?
                 }
             };
             reply(200, patched)
@@ -512,6 +620,7 @@ fn apply_patch(target: &mut Value, patch: &Patch) -> Result<(), ApiError> {
             strategic::apply(target, patch);
             Ok(())
         }
+        Patch::Apply(_) => Err(ApiError::bad_request("server-side apply of a subresource is not supported")),
     }
 }
 
@@ -524,19 +633,24 @@ async fn serve_watch(
     rt: &'static ResourceType,
     namespace: Option<String>,
     query: &Query,
+    table: Option<tables::IncludeObject>,
 ) -> Result<Response<Body>, ApiError> {
-    if query.flag("sendInitialEvents")? {
-        // Until watch-list is implemented, answer as kube-apiserver does without the
-        // WatchList feature: clients then fall back to list + watch.
-        return Err(ApiError::invalid(
-            "ListOptions",
-            "meta.k8s.io",
-            "",
-            &[flotilla_api::FieldError::forbidden(
-                "sendInitialEvents",
-                "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
-            )],
-        ));
+    let send_initial_events = query.flag("sendInitialEvents")?;
+    let resource_version_match = query.get("resourceVersionMatch").filter(|m| !m.is_empty());
+    if send_initial_events && resource_version_match != Some("NotOlderThan") {
+        // As kube-apiserver validates ListOptions for watch-list.
+        let error = flotilla_api::FieldError::forbidden(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        );
+        return Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", &[error]));
+    }
+    if send_initial_events && !query.flag("allowWatchBookmarks")? {
+        let error = flotilla_api::FieldError::forbidden(
+            "allowWatchBookmarks",
+            "sendInitialEvents requires setting allowWatchBookmarks to true",
+        );
+        return Err(ApiError::invalid("ListOptions", "meta.k8s.io", "", &[error]));
     }
     let (labels, fields) = query.selectors(rt)?;
     let resource_version = match query.get("resourceVersion") {
@@ -549,6 +663,8 @@ async fn serve_watch(
         resource_version,
         allow_bookmarks: query.flag("allowWatchBookmarks")?,
         timeout: query.number("timeoutSeconds")?.filter(|t| *t > 0).map(Duration::from_secs),
+        send_initial_events,
+        table,
     };
     let lines = watch::start(state.registry.clone(), rt, namespace, watch_query).await?;
     let stream = ReceiverStream::new(lines).map(|line| Ok::<_, Infallible>(Frame::data(line)));

@@ -7,19 +7,23 @@
 //! reconcile workloads: controllers and node agents are clients of this API like any
 //! other, through the store's objects and watches.
 
+mod apply;
 mod discovery;
 mod error;
 mod http;
 mod namespaces;
+mod openapi;
 mod pki;
+mod protobuf;
 mod registry;
 mod strategic;
+mod tables;
 mod watch;
 
 pub use error::{Error, Result};
 pub use http::MAX_BODY_BYTES;
 pub use pki::{Identity, PkiPaths, write_kubeconfig};
-pub use registry::{DeleteOptions, Deleted, ListQuery, PatchType, Registry};
+pub use registry::{DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions};
 
 use flotilla_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -5,7 +5,7 @@
 //! `deletionTimestamp` whenever poked and on a timer, so a restart in the middle of a
 //! deletion simply carries on.
 
-use crate::registry::{DeleteOptions, Deleted, ListQuery, Registry, SYSTEM_NAMESPACES, name_of};
+use crate::registry::{DeleteOptions, Deleted, ListQuery, Registry, SYSTEM_NAMESPACES, WriteOptions, name_of};
 use flotilla_api::{ApiError, Reason, all_resources, by_kind};
 use serde_json::json;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ pub async fn bootstrap(registry: &Registry) -> Result<(), ApiError> {
     let rt = by_kind("v1", "Namespace").ok_or_else(|| ApiError::internal("no Namespace kind"))?;
     for name in SYSTEM_NAMESPACES {
         let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match registry.create(rt, None, namespace, false).await {
+        match registry.create(rt, None, namespace, &WriteOptions::default()).await {
             Ok(_) => tracing::info!(namespace = name, "created system namespace"),
             Err(e) if e.reason == Reason::AlreadyExists => {}
             Err(e) => return Err(e),

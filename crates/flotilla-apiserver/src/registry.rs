@@ -50,6 +50,59 @@ pub enum Deleted {
     Pending(Value),
 }
 
+/// How strictly fields the schema does not declare are treated (`fieldValidation`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and warn (kube-apiserver's default).
+    #[default]
+    Warn,
+    /// Refuse the request.
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(value: Option<&str>) -> Result<Self, ApiError> {
+        match value {
+            None | Some("") | Some("Warn") => Ok(Self::Warn),
+            Some("Ignore") => Ok(Self::Ignore),
+            Some("Strict") => Ok(Self::Strict),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid fieldValidation \"{other}\": must be one of Ignore, Warn or Strict"
+            ))),
+        }
+    }
+}
+
+/// Per-request options of a write, and the warnings it produced.
+#[derive(Debug, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: validate and answer, but store nothing.
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+    /// Who is writing, as recorded in `managedFields`.
+    pub field_manager: String,
+    /// A server-side apply: its own `managedFields` entry is made by the apply merge,
+    /// not recorded as an update.
+    pub server_side_apply: bool,
+    /// Warnings for the response's `Warning` headers.
+    pub warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl WriteOptions {
+    fn warn(&self, warning: String) {
+        if let Ok(mut warnings) = self.warnings.lock() {
+            warnings.push(warning);
+        }
+    }
+
+    /// The warnings collected so far.
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
+    }
+}
+
 /// Delete options from the body or the query string.
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
@@ -154,9 +207,27 @@ fn invalid(rt: &ResourceType, name: &str, errors: &[FieldError]) -> ApiError {
     ApiError::invalid(rt.kind, rt.group, name, errors)
 }
 
-fn validate(rt: &ResourceType, object: Value) -> Result<Value, ApiError> {
+/// Validates an object and applies `fieldValidation` to the fields its schema drops.
+fn validate(rt: &ResourceType, object: Value, options: &WriteOptions) -> Result<Value, ApiError> {
     let name = name_of(&object).to_string();
-    rt.validate(object).map_err(|errors| invalid(rt, &name, &errors))
+    let input = (options.field_validation != FieldValidation::Ignore).then(|| object.clone());
+    let canonical = rt.validate(object).map_err(|errors| invalid(rt, &name, &errors))?;
+    if let Some(input) = input {
+        let unknown: Vec<String> =
+            flotilla_api::unknown_fields(&input, &canonical).iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        if !unknown.is_empty() {
+            if options.field_validation == FieldValidation::Strict {
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    unknown.join(", "),
+                    kind = rt.kind,
+                    version = rt.version,
+                )));
+            }
+            unknown.into_iter().for_each(|w| options.warn(w));
+        }
+    }
+    Ok(canonical)
 }
 
 /// A random suffix for `generateName`, from the same alphabet Kubernetes uses (no
@@ -273,7 +344,7 @@ impl Registry {
         rt: &'static ResourceType,
         namespace: Option<&str>,
         mut object: Value,
-        dry_run: bool,
+        options: &WriteOptions,
     ) -> Result<Value, ApiError> {
         check_type_meta(rt, &mut object)?;
         check_namespace(rt, &mut object, namespace)?;
@@ -298,12 +369,12 @@ impl Registry {
             if let Some(prefix) = &generated_prefix {
                 metadata_mut(&mut object).insert("name".into(), json!(format!("{prefix}{}", random_suffix())));
             }
-            let canonical = validate(rt, object.clone())?;
+            let canonical = record_update(rt, None, validate(rt, object.clone(), options)?, options);
             let name = name_of(&canonical).to_string();
             if let Some(ns) = namespace.filter(|_| rt.namespaced) {
                 self.check_namespace_open(rt, ns, &name).await?;
             }
-            if dry_run {
+            if options.dry_run {
                 return Ok(canonical);
             }
             let key = rt.key(namespace, &name);
@@ -389,7 +460,7 @@ impl Registry {
         rt: &'static ResourceType,
         namespace: Option<&str>,
         name: &str,
-        dry_run: bool,
+        options: &WriteOptions,
         mut change: F,
     ) -> Result<Value, ApiError>
     where
@@ -409,7 +480,7 @@ impl Registry {
                     flotilla_store::Error::Conflict { key, expected: 0, current: kv.mod_revision },
                 ));
             }
-            if updated == current || dry_run {
+            if updated == current || options.dry_run {
                 // No change: kube-apiserver does not write, so the resourceVersion stays.
                 return Ok(updated);
             }
@@ -440,14 +511,14 @@ impl Registry {
         name: &str,
         body: Value,
         subresource: Option<Subresource>,
-        dry_run: bool,
+        options: &WriteOptions,
     ) -> Result<Value, ApiError> {
         let precondition = match meta_str(&body, "resourceVersion") {
             Some(rv) if !rv.is_empty() => Some(parse_resource_version(rv)?),
             _ => None,
         };
-        self.update_with(rt, namespace, name, dry_run, |current| {
-            Ok((prepare_update(rt, current, body.clone(), namespace, name, subresource)?, precondition))
+        self.update_with(rt, namespace, name, options, |current| {
+            Ok((prepare_update(rt, current, body.clone(), namespace, name, subresource, options)?, precondition))
         })
         .await
     }
@@ -460,7 +531,7 @@ impl Registry {
         name: &str,
         patch: PatchType<'_>,
         subresource: Option<Subresource>,
-        dry_run: bool,
+        options: &WriteOptions,
     ) -> Result<Value, ApiError> {
         let (operations, merge): (Option<json_patch::Patch>, &Value) =
             match patch {
@@ -472,7 +543,7 @@ impl Registry {
                 ),
                 PatchType::Merge(merge) => (None, merge),
             };
-        self.update_with(rt, namespace, name, dry_run, |current| {
+        self.update_with(rt, namespace, name, options, |current| {
             let mut patched = current.clone();
             match &operations {
                 Some(ops) => json_patch::patch(&mut patched, ops)
@@ -484,7 +555,47 @@ impl Registry {
                 Some(rv) if Some(rv) != meta_str(current, "resourceVersion") => Some(parse_resource_version(rv)?),
                 _ => None,
             };
-            Ok((prepare_update(rt, current, patched, namespace, name, subresource)?, precondition))
+            Ok((prepare_update(rt, current, patched, namespace, name, subresource, options)?, precondition))
+        })
+        .await
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`): merges the applied
+    /// configuration into the object as `options.field_manager`, creating it when it
+    /// does not exist; fields another manager owns with a different value are a 409
+    /// Conflict unless `force`.
+    pub async fn apply(
+        &self,
+        rt: &'static ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        mut config: Value,
+        force: bool,
+        options: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        check_type_meta(rt, &mut config)?;
+        match meta_str(&config, "name") {
+            Some(given) if given != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {
+                metadata_mut(&mut config).insert("name".into(), json!(name));
+            }
+        }
+        let api_version = rt.api_version();
+        let now = flotilla_api::timestamp_now();
+        let manager = options.field_manager.as_str();
+        let merge = |live: Option<&Value>| {
+            crate::apply::apply(live, &config, manager, force, &api_version, &now)
+                .map_err(|conflicts| crate::apply::conflict_error(&conflicts))
+        };
+        if self.store.get(&rt.key(namespace, name)).await.map_err(|e| Self::store_error(rt, name, e))?.is_none() {
+            return self.create(rt, namespace, merge(None)?, options).await;
+        }
+        self.update_with(rt, namespace, name, options, |current| {
+            Ok((prepare_update(rt, current, merge(Some(current))?, namespace, name, None, options)?, None))
         })
         .await
     }
@@ -522,14 +633,14 @@ impl Registry {
         rt: &'static ResourceType,
         namespace: Option<&str>,
         name: &str,
-        dry_run: bool,
+        options: &WriteOptions,
         mut new_scale: F,
     ) -> Result<Value, ApiError>
     where
         F: FnMut(Value) -> Result<Value, ApiError>,
     {
         let updated = self
-            .update_with(rt, namespace, name, dry_run, |current| {
+            .update_with(rt, namespace, name, options, |current| {
                 let scale = new_scale(self.scale_of(current))?;
                 let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
                 if replicas < 0 {
@@ -542,7 +653,7 @@ impl Registry {
                 };
                 let mut next = current.clone();
                 next["spec"]["replicas"] = json!(replicas);
-                Ok((prepare_update(rt, current, next, namespace, name, None)?, precondition))
+                Ok((prepare_update(rt, current, next, namespace, name, None, options)?, precondition))
             })
             .await?;
         Ok(self.scale_of(&updated))
@@ -701,6 +812,7 @@ fn prepare_update(
     namespace: Option<&str>,
     name: &str,
     subresource: Option<Subresource>,
+    options: &WriteOptions,
 ) -> Result<Value, ApiError> {
     if !body.is_object() {
         return Err(ApiError::bad_request("the request body must be an object"));
@@ -757,8 +869,6 @@ fn prepare_update(
             return Err(invalid(rt, name, &[error]));
         }
     }
-    let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
-    let generation = if spec_part(&next) != spec_part(current) { generation + 1 } else { generation };
     {
         let meta = metadata_mut(&mut next);
         for system in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion"]
@@ -768,7 +878,6 @@ fn prepare_update(
                 None => meta.remove(system),
             };
         }
-        meta.insert("generation".into(), json!(generation));
         meta.remove("selfLink");
     }
     if rt.kind == "Namespace" {
@@ -778,7 +887,22 @@ fn prepare_update(
             next["status"] = current.get("status").cloned().unwrap_or(json!({}));
         }
     }
-    validate(rt, next)
+    let mut canonical = validate(rt, next, options)?;
+    // Compared after defaulting, so a default filled in again is not a spec change.
+    let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+    let generation = if spec_part(&canonical) != spec_part(current) { generation + 1 } else { generation };
+    metadata_mut(&mut canonical).insert("generation".into(), json!(generation));
+    Ok(record_update(rt, Some(current), canonical, options))
+}
+
+/// Gives the writer the fields it changed in `managedFields` (a server-side apply made
+/// its own entry already). Runs on canonical objects, so defaults are not changes.
+fn record_update(rt: &ResourceType, old: Option<&Value>, new: Value, options: &WriteOptions) -> Value {
+    if options.server_side_apply {
+        return new;
+    }
+    let now = flotilla_api::timestamp_now();
+    crate::apply::record_update(old, new, &options.field_manager, &rt.api_version(), &now)
 }
 
 fn encode_continue(revision: u64, key: &str) -> String {
@@ -815,12 +939,14 @@ mod tests {
         let mut labelled = current.clone();
         labelled["metadata"]["labels"] = json!({"x": "y"});
         labelled["metadata"]["uid"] = json!("forged");
-        let next = prepare_update(rt, &current, labelled, Some("default"), "c", None).expect("valid");
+        let next = prepare_update(rt, &current, labelled, Some("default"), "c", None, &WriteOptions::default())
+            .expect("valid");
         assert_eq!(next["metadata"]["generation"], 1);
         assert_eq!(next["metadata"]["uid"], "u", "uid is immutable");
         let mut changed = current.clone();
         changed["data"]["a"] = json!("2");
-        let next = prepare_update(rt, &current, changed, Some("default"), "c", None).expect("valid");
+        let next =
+            prepare_update(rt, &current, changed, Some("default"), "c", None, &WriteOptions::default()).expect("valid");
         assert_eq!(next["metadata"]["generation"], 2);
     }
 }

@@ -4,13 +4,18 @@
 //! replaced, and `$patch: replace | delete` directives apply to maps and list items.
 //!
 //! The merge keys are Kubernetes' `x-kubernetes-patch-merge-key` of the kinds Flotilla
-//! serves, looked up by field name (and, for `ports`, by the items' shape).
-//! `$setElementOrder`, `$retainKeys` and `$deleteFromPrimitiveList` are accepted and
-//! ignored until the full implementation lands with the kubectl issue.
+//! serves, looked up by field name (and, for `ports`, by the items' shape). The
+//! directives kubectl's three-way apply sends are honoured: `$setElementOrder/FIELD`
+//! (the order of a merged list), `$retainKeys` (the only keys a map keeps),
+//! `$deleteFromPrimitiveList/FIELD` (values to drop from a set of primitives), and
+//! `finalizers` merge as a set.
 
 use serde_json::{Map, Value};
 
 /// The merge key of a list field, if it is merged rather than replaced.
+/// Lists of primitives that merge as sets rather than being replaced.
+const PRIMITIVE_SETS: &[&str] = &["finalizers"];
+
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     match field {
         "containers"
@@ -69,6 +74,13 @@ pub fn apply(target: &mut Value, patch: &Value) {
             }
             (Some(Value::Array(existing)), Value::Array(items)) => match merge_key(key, items) {
                 Some(merge_key) => merge_list(existing, items, merge_key),
+                None if PRIMITIVE_SETS.contains(&key.as_str()) => {
+                    for item in items {
+                        if !existing.contains(item) {
+                            existing.push(item.clone());
+                        }
+                    }
+                }
                 None => *existing = items.iter().cloned().map(strip_value).collect(),
             },
             _ => {
@@ -76,6 +88,40 @@ pub fn apply(target: &mut Value, patch: &Value) {
             }
         }
     }
+    apply_directives(target_map, patch_map);
+}
+
+/// The `$`-directives of one map of a patch, applied after its fields merged.
+fn apply_directives(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (key, value) in patch {
+        let Some(items) = value.as_array() else { continue };
+        if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
+            if let Some(Value::Array(list)) = target.get_mut(field) {
+                list.retain(|v| !items.contains(v));
+            }
+        } else if let Some(field) = key.strip_prefix("$setElementOrder/") {
+            if let Some(Value::Array(list)) = target.get_mut(field) {
+                reorder(list, items, merge_key(field, items));
+            }
+        } else if key == "$retainKeys" {
+            let keep: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            target.retain(|k, _| keep.contains(&k.as_str()));
+        }
+    }
+}
+
+/// Puts `list` in the order of `order` (items matched by merge key, or by value for
+/// primitives); items the order does not name keep their relative order after them.
+fn reorder(list: &mut [Value], order: &[Value], key: Option<&str>) {
+    let identity = |v: &Value| match key {
+        Some(key) => v.get(key).cloned(),
+        None => Some(v.clone()),
+    };
+    let rank = |v: &Value| {
+        let id = identity(v);
+        order.iter().position(|o| id.is_some() && identity(o) == id).unwrap_or(usize::MAX)
+    };
+    list.sort_by_key(rank);
 }
 
 fn merge_list(existing: &mut Vec<Value>, patch_items: &[Value], key: &str) {
@@ -130,6 +176,23 @@ mod tests {
         assert_eq!(spec["containers"][0]["image"], "a:2");
         assert_eq!(spec["containers"][0]["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
         assert_eq!(spec["tolerations"], json!([{"key": "y"}]));
+    }
+
+    #[test]
+    fn kubectl_apply_directives() {
+        let mut object = json!({"metadata": {"finalizers": ["a", "b"]}, "spec": {
+            "containers": [{"name": "x", "image": "1"}, {"name": "y", "image": "1"}],
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        let patch = json!({"metadata": {"finalizers": ["c"], "$deleteFromPrimitiveList/finalizers": ["a"]},
+            "spec": {"$setElementOrder/containers": [{"name": "z"}, {"name": "y"}, {"name": "x"}],
+                "containers": [{"name": "z", "image": "2"}],
+                "strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
+        apply(&mut object, &patch);
+        assert_eq!(object["metadata"]["finalizers"], json!(["b", "c"]));
+        let names: Vec<&str> =
+            object["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+        assert_eq!(names, ["z", "y", "x"]);
+        assert_eq!(object["spec"]["strategy"], json!({"type": "Recreate"}));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! this watcher, one that starts matching is ADDED.
 
 use crate::registry::{Registry, labels_of};
+use crate::tables::{self, IncludeObject};
 use bytes::Bytes;
 use flotilla_api::{ApiError, FieldSelector, LabelSelector, ResourceType};
 use flotilla_store::{EventType, WatchEvent};
@@ -23,6 +24,12 @@ pub struct WatchQuery {
     pub resource_version: Option<u64>,
     pub allow_bookmarks: bool,
     pub timeout: Option<Duration>,
+    /// Watch-list (`sendInitialEvents=true`): the current state first, then a BOOKMARK
+    /// annotated `k8s.io/initial-events-end`, then changes.
+    pub send_initial_events: bool,
+    /// Objects as one-row meta.k8s.io Tables (`kubectl get -w`), carrying this much of
+    /// the object.
+    pub table: Option<IncludeObject>,
 }
 
 fn event_line(event_type: &str, object: &Value) -> Bytes {
@@ -52,7 +59,8 @@ pub async fn start(
 
     // Where the stream starts, and the synthetic ADDED events of the current state.
     let (start_revision, initial) = match query.resource_version {
-        Some(rv) if rv > 0 => (rv, Vec::new()),
+        // NotOlderThan: the current state is at least as new as any revision asked for.
+        Some(rv) if rv > 0 && !query.send_initial_events => (rv, Vec::new()),
         _ => {
             let list_query = crate::registry::ListQuery {
                 labels: query.labels.clone(),
@@ -79,9 +87,27 @@ pub async fn start(
 
     let api_version = rt.api_version();
     let kind = rt.kind;
+    // Table watches carry column definitions in their first object only, as
+    // kube-apiserver's do.
+    let mut headers_sent = false;
+    let mut shape = move |object: Value| match query.table {
+        Some(include) => {
+            let first = !std::mem::replace(&mut headers_sent, true);
+            tables::watch_table(rt, &object, include, jiff::Timestamp::now(), first)
+        }
+        None => object,
+    };
     let task = async move {
-        for object in &initial {
-            if tx.send(event_line("ADDED", object)).await.is_err() {
+        for object in initial {
+            if tx.send(event_line("ADDED", &shape(object))).await.is_err() {
+                return;
+            }
+        }
+        if query.send_initial_events {
+            let end = json!({"apiVersion": api_version, "kind": kind, "metadata": {
+                "resourceVersion": start_revision.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"}}});
+            if tx.send(event_line("BOOKMARK", &end)).await.is_err() {
                 return;
             }
         }
@@ -100,8 +126,8 @@ pub async fn start(
                 next = watcher.next() => match next {
                     Some(Ok(event)) => {
                         last_revision = event.revision();
-                        if let Some(line) = render(&registry, &event, &matches)
-                            && tx.send(line).await.is_err()
+                        if let Some((event_type, object)) = classify(&registry, &event, &matches)
+                            && tx.send(event_line(event_type, &shape(object))).await.is_err()
                         {
                             return;
                         }
@@ -129,21 +155,27 @@ pub async fn start(
     Ok(rx)
 }
 
-/// The line a store event becomes for a watcher with these selectors, if any.
-fn render(registry: &Registry, event: &WatchEvent, matches: &impl Fn(&Value) -> bool) -> Option<Bytes> {
+/// What a store event is for a watcher with these selectors, if anything: its type and
+/// object.
+fn classify(
+    registry: &Registry,
+    event: &WatchEvent,
+    matches: &impl Fn(&Value) -> bool,
+) -> Option<(&'static str, Value)> {
     let object = registry.decode(&event.kv).ok()?;
-    match event.event_type {
-        EventType::Delete => matches(&object).then(|| event_line("DELETED", &object)),
+    let event_type = match event.event_type {
+        EventType::Delete => matches(&object).then_some("DELETED")?,
         EventType::Put => {
             let now = matches(&object);
             let before =
                 event.prev.as_ref().and_then(|prev| registry.decode(prev).ok()).is_some_and(|prev| matches(&prev));
             match (before, now) {
-                (false, true) => Some(event_line("ADDED", &object)),
-                (true, true) => Some(event_line("MODIFIED", &object)),
-                (true, false) => Some(event_line("DELETED", &object)),
-                (false, false) => None,
+                (false, true) => "ADDED",
+                (true, true) => "MODIFIED",
+                (true, false) => "DELETED",
+                (false, false) => return None,
             }
         }
-    }
+    };
+    Some((event_type, object))
 }

@@ -63,6 +63,7 @@ struct Context {
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -210,8 +211,9 @@ impl Client {
         let request = self.request_accepting(method.clone(), path, content_type, body, accept)?;
         let response = self.http.request(request).await.with_context(|| format!("{method} {}{path}", self.server))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await.context("reading the response")?.to_bytes();
-        Ok(Response { status, body })
+        Ok(Response { status, headers, body })
     }
 
     pub async fn get(&self, path: &str) -> Result<Response> {

@@ -473,7 +473,7 @@ impl GetCommand {
         let (status, body) = client.stream(&path).await?;
         if !status.is_success() {
             let bytes = http_body_util::BodyExt::collect(body).await.context("reading the watch response")?.to_bytes();
-            Response { status, body: bytes }.ok()?;
+            Response { status, headers: Default::default(), body: bytes }.ok()?;
             bail!("the watch failed with status {status}");
         }
         let mut reader = LineReader::new(body);

@@ -1,0 +1,945 @@
+//! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`), decoded
+//! into the JSON object a JSON client would have sent.
+//!
+//! Why: client-go sends built-in kinds as protobuf and never falls back to JSON, so
+//! kubectl's typed commands (`kubectl create configmap|secret|namespace|service|
+//! deployment`) POST protobuf, while Flotilla stores and validates JSON. This module
+//! owns that one translation; the request path decides when to call it.
+//!
+//! The wire format (k8s.io/apimachinery/pkg/runtime/serializer/protobuf): the magic
+//! `k8s\0`, then a `runtime.Unknown` whose `typeMeta` names the kind and whose `raw`
+//! is the object's own protobuf. `raw` is decoded into the k8s-pb type for that kind
+//! and converted field by field with the Kubernetes JSON names, leaving out what Go's
+//! `omitempty` leaves out.
+//!
+//! Nothing is dropped silently: each conversion moves the fields it knows out of the
+//! decoded message, and whatever is left must be zero-valued (Go's encoder writes every
+//! non-pointer field, so an unset string arrives as `""` and an unset struct as an empty
+//! message). A set field Flotilla does not convert yet is refused with 415 and a hint to
+//! send JSON, rather than stored without it. `selfLink` (no longer served) is the one
+//! field discarded on purpose; `status` is not converted, so a non-empty one is refused.
+
+use base64::Engine as _;
+use flotilla_api::{ApiError, Reason};
+use k8s_pb::api::apps::v1 as apps;
+use k8s_pb::api::core::v1 as core;
+use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_pb::apimachinery::pkg::runtime::Unknown;
+use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+use prost::Message;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::mem::take;
+
+/// The media type of Kubernetes protobuf.
+pub(crate) const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
+
+/// What every Kubernetes protobuf body starts with: `k8s\0`.
+const MAGIC: &[u8] = b"k8s\0";
+
+/// How deep the leftover-field check looks into nested messages before it calls a
+/// field set (prost already refuses messages nested deeper than 100).
+const MAX_ZERO_DEPTH: usize = 64;
+
+type Decode = fn(&[u8]) -> Result<Map<String, Value>, ApiError>;
+
+/// The kinds accepted as protobuf: apiVersion, kind, and how to decode `raw`.
+const KINDS: &[(&str, &str, Decode)] = &[
+    ("v1", "ConfigMap", decode_as::<core::ConfigMap>),
+    ("v1", "Secret", decode_as::<core::Secret>),
+    ("v1", "Namespace", decode_as::<core::Namespace>),
+    ("v1", "Service", decode_as::<core::Service>),
+    ("apps/v1", "Deployment", decode_as::<apps::Deployment>),
+];
+
+/// Decodes a protobuf request body into the JSON object a JSON client would send
+/// (apiVersion, kind, metadata, ...).
+///
+/// Unsupported kinds, and set fields not converted yet, are `UnsupportedMediaType`
+/// with a message saying to use JSON; a body that is not Kubernetes protobuf is a bad
+/// request naming what failed.
+pub(crate) fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
+    let envelope = body.strip_prefix(MAGIC).ok_or_else(|| {
+        ApiError::bad_request(format!("{CONTENT_TYPE} body does not start with the magic prefix \"k8s\\x00\""))
+    })?;
+    let unknown = Unknown::decode(envelope)
+        .map_err(|e| ApiError::bad_request(format!("{CONTENT_TYPE} body is not a runtime.Unknown envelope: {e}")))?;
+    if let Some(encoding) = unknown.content_encoding.filter(|e| !e.is_empty()) {
+        return Err(ApiError::new(
+            Reason::UnsupportedMediaType,
+            format!(
+                "{CONTENT_TYPE} content encoding {encoding:?} is not supported; send the object as application/json"
+            ),
+        ));
+    }
+    let type_meta = unknown.type_meta.unwrap_or_default();
+    let api_version = type_meta.api_version.unwrap_or_default();
+    let kind = type_meta.kind.unwrap_or_default();
+    if api_version.is_empty() || kind.is_empty() {
+        return Err(ApiError::bad_request(format!("{CONTENT_TYPE} envelope does not name its apiVersion and kind")));
+    }
+    let (_, _, decode) = KINDS.iter().find(|(v, k, _)| *v == api_version && *k == kind).ok_or_else(|| {
+        ApiError::new(
+            Reason::UnsupportedMediaType,
+            format!(
+                "{api_version}, Kind={kind} cannot be sent to Flotilla as {CONTENT_TYPE} (supported: {}); \
+                 send it as application/json, e.g. `kubectl create -f` with a manifest",
+                KINDS.iter().map(|(_, k, _)| *k).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let mut object = decode(unknown.raw.as_deref().unwrap_or_default())?;
+    object.insert("apiVersion".into(), Value::String(api_version));
+    object.insert("kind".into(), Value::String(kind));
+    Ok(Value::Object(object))
+}
+
+fn decode_as<T: ToJson>(raw: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let message =
+        T::decode(raw).map_err(|e| ApiError::bad_request(format!("{CONTENT_TYPE} {} is malformed: {e}", T::NAME)))?;
+    to_json(message)
+}
+
+/// A k8s-pb message with a JSON conversion.
+trait ToJson: Message + Default {
+    /// The Kubernetes type's name, for error messages.
+    const NAME: &'static str;
+
+    /// Moves the fields Flotilla converts out of `self` into their JSON form.
+    fn take_json(&mut self) -> Result<Obj, ApiError>;
+}
+
+/// Converts `message`, refusing it if any field the conversion did not take is set.
+fn to_json<T: ToJson>(mut message: T) -> Result<Map<String, Value>, ApiError> {
+    let json = message.take_json()?;
+    match first_set_field(&message.encode_to_vec(), 0) {
+        None => Ok(json.0),
+        Some(tag) => Err(ApiError::new(
+            Reason::UnsupportedMediaType,
+            format!(
+                "Flotilla cannot yet convert protobuf field {tag} of {} from {CONTENT_TYPE}; \
+                 send the object as application/json",
+                T::NAME
+            ),
+        )),
+    }
+}
+
+/// The tag of the first field in the protobuf `bytes` that is not zero-valued, if any.
+/// An embedded message counts as zero when all its fields are (nested up to
+/// `MAX_ZERO_DEPTH`); anything unparsable counts as set. (Bytes cannot be told from a
+/// message on the wire, so a string that happens to parse as an all-zero message, such
+/// as `"\x08\x00"`, would pass as unset: a price worth no reflection tables.)
+fn first_set_field(mut bytes: &[u8], depth: usize) -> Option<u64> {
+    while !bytes.is_empty() {
+        let Some(key) = varint(&mut bytes) else { return Some(0) };
+        let zero = match key & 7 {
+            0 => varint(&mut bytes) == Some(0),
+            1 => split(&mut bytes, 8).is_some_and(|b| b.iter().all(|&x| x == 0)),
+            5 => split(&mut bytes, 4).is_some_and(|b| b.iter().all(|&x| x == 0)),
+            2 => varint(&mut bytes)
+                .and_then(|len| split(&mut bytes, usize::try_from(len).ok()?))
+                .is_some_and(|b| b.is_empty() || (depth < MAX_ZERO_DEPTH && first_set_field(b, depth + 1).is_none())),
+            _ => false,
+        };
+        if !zero {
+            return Some(key >> 3);
+        }
+    }
+    None
+}
+
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn split<'a>(bytes: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+    let (head, rest) = bytes.split_at_checked(len)?;
+    *bytes = rest;
+    Some(head)
+}
+
+/// A JSON object under construction; each setter leaves out what Go's JSON would.
+#[derive(Debug, Default)]
+struct Obj(Map<String, Value>);
+
+impl Obj {
+    fn put(mut self, key: &str, value: Option<Value>) -> Self {
+        if let Some(value) = value {
+            self.0.insert(key.to_string(), value);
+        }
+        self
+    }
+
+    /// A string; `""` is left out (`omitempty`).
+    fn text(self, key: &str, value: Option<String>) -> Self {
+        self.put(key, value.filter(|s| !s.is_empty()).map(Value::String))
+    }
+
+    /// A number that is kept even when zero (a Go pointer, or a field without `omitempty`).
+    fn int(self, key: &str, value: Option<impl Into<i64>>) -> Self {
+        self.put(key, value.map(|n| Value::from(n.into())))
+    }
+
+    /// A number where zero means unset.
+    fn nonzero(self, key: &str, value: Option<impl Into<i64>>) -> Self {
+        self.int(key, value.map(Into::into).filter(|n| *n != 0))
+    }
+
+    /// A boolean that is kept even when false (a Go pointer).
+    fn boolean(self, key: &str, value: Option<bool>) -> Self {
+        self.put(key, value.map(Value::Bool))
+    }
+
+    /// A boolean where false means unset.
+    fn flag(self, key: &str, value: Option<bool>) -> Self {
+        self.boolean(key, value.filter(|b| *b))
+    }
+
+    fn strings(self, key: &str, value: Vec<String>) -> Self {
+        self.put(key, (!value.is_empty()).then(|| value.into()))
+    }
+
+    fn string_map(self, key: &str, value: BTreeMap<String, String>) -> Self {
+        self.map(key, value, Value::String)
+    }
+
+    /// `[]byte` values, which JSON carries as base64.
+    fn byte_map(self, key: &str, value: BTreeMap<String, Vec<u8>>) -> Self {
+        self.map(key, value, |b| base64::engine::general_purpose::STANDARD.encode(b).into())
+    }
+
+    fn quantities(self, key: &str, value: BTreeMap<String, Quantity>) -> Self {
+        self.map(key, value, |q| q.string.unwrap_or_default().into())
+    }
+
+    fn map<V>(self, key: &str, value: BTreeMap<String, V>, f: impl Fn(V) -> Value) -> Self {
+        self.put(key, (!value.is_empty()).then(|| Value::Object(value.into_iter().map(|(k, v)| (k, f(v))).collect())))
+    }
+
+    /// An IntOrString: a number or a string, by its `type`.
+    fn int_or_string(self, key: &str, value: Option<IntOrString>) -> Self {
+        self.put(
+            key,
+            value.map(|v| match v.r#type {
+                Some(1) => v.str_val.unwrap_or_default().into(),
+                _ => v.int_val.unwrap_or_default().into(),
+            }),
+        )
+    }
+
+    /// A meta/v1 Time as RFC 3339 in seconds; Go's zero time arrives as an empty message.
+    fn time(self, key: &str, value: Option<meta::Time>) -> Result<Self, ApiError> {
+        let Some((seconds, nanos)) = value.and_then(|t| Some((t.seconds?, t.nanos.unwrap_or_default()))) else {
+            return Ok(self);
+        };
+        let time = jiff::Timestamp::new(seconds, nanos)
+            .map_err(|e| ApiError::bad_request(format!("{CONTENT_TYPE} {key} is out of range: {e}")))?;
+        Ok(self.put(key, Some(time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string().into())))
+    }
+
+    /// An embedded struct, kept even when empty as Go's JSON keeps non-pointer structs.
+    fn message<T: ToJson>(self, key: &str, value: Option<T>) -> Result<Self, ApiError> {
+        Ok(self.put(key, value.map(to_json).transpose()?.map(Value::Object)))
+    }
+
+    fn messages<T: ToJson>(self, key: &str, value: Vec<T>) -> Result<Self, ApiError> {
+        let items = value.into_iter().map(|m| to_json(m).map(Value::Object)).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.put(key, (!items.is_empty()).then(|| items.into())))
+    }
+}
+
+// Meta types, shared by every kind.
+
+impl ToJson for meta::ObjectMeta {
+    const NAME: &'static str = "ObjectMeta";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        self.self_link = None;
+        Obj::default()
+            .text("name", self.name.take())
+            .text("generateName", self.generate_name.take())
+            .text("namespace", self.namespace.take())
+            .text("uid", self.uid.take())
+            .text("resourceVersion", self.resource_version.take())
+            .nonzero("generation", self.generation.take())
+            .int("deletionGracePeriodSeconds", self.deletion_grace_period_seconds.take())
+            .string_map("labels", take(&mut self.labels))
+            .string_map("annotations", take(&mut self.annotations))
+            .strings("finalizers", take(&mut self.finalizers))
+            .time("creationTimestamp", self.creation_timestamp.take())?
+            .time("deletionTimestamp", self.deletion_timestamp.take())?
+            .messages("ownerReferences", take(&mut self.owner_references))?
+            .messages("managedFields", take(&mut self.managed_fields))
+    }
+}
+
+impl ToJson for meta::OwnerReference {
+    const NAME: &'static str = "OwnerReference";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .text("apiVersion", self.api_version.take())
+            .text("kind", self.kind.take())
+            .text("name", self.name.take())
+            .text("uid", self.uid.take())
+            .boolean("controller", self.controller.take())
+            .boolean("blockOwnerDeletion", self.block_owner_deletion.take()))
+    }
+}
+
+impl ToJson for meta::ManagedFieldsEntry {
+    const NAME: &'static str = "ManagedFieldsEntry";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        // fieldsV1 is JSON already; protobuf carries its bytes.
+        let fields = match self.fields_v1.take().and_then(|f| f.raw).filter(|raw| !raw.is_empty()) {
+            Some(raw) => Some(serde_json::from_slice(&raw).map_err(|e| {
+                ApiError::bad_request(format!("{CONTENT_TYPE} managedFields fieldsV1 is not JSON: {e}"))
+            })?),
+            None => None,
+        };
+        Obj::default()
+            .text("manager", self.manager.take())
+            .text("operation", self.operation.take())
+            .text("apiVersion", self.api_version.take())
+            .text("fieldsType", self.fields_type.take())
+            .put("fieldsV1", fields)
+            .text("subresource", self.subresource.take())
+            .time("time", self.time.take())
+    }
+}
+
+impl ToJson for meta::LabelSelector {
+    const NAME: &'static str = "LabelSelector";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .string_map("matchLabels", take(&mut self.match_labels))
+            .messages("matchExpressions", take(&mut self.match_expressions))
+    }
+}
+
+impl ToJson for meta::LabelSelectorRequirement {
+    const NAME: &'static str = "LabelSelectorRequirement";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .text("key", self.key.take())
+            .text("operator", self.operator.take())
+            .strings("values", take(&mut self.values)))
+    }
+}
+
+// core/v1
+
+impl ToJson for core::ConfigMap {
+    const NAME: &'static str = "ConfigMap";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .message("metadata", self.metadata.take())?
+            .boolean("immutable", self.immutable.take())
+            .string_map("data", take(&mut self.data))
+            .byte_map("binaryData", take(&mut self.binary_data)))
+    }
+}
+
+impl ToJson for core::Secret {
+    const NAME: &'static str = "Secret";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .message("metadata", self.metadata.take())?
+            .boolean("immutable", self.immutable.take())
+            .byte_map("data", take(&mut self.data))
+            .string_map("stringData", take(&mut self.string_data))
+            .text("type", self.r#type.take()))
+    }
+}
+
+impl ToJson for core::Namespace {
+    const NAME: &'static str = "Namespace";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+impl ToJson for core::NamespaceSpec {
+    const NAME: &'static str = "NamespaceSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default().strings("finalizers", take(&mut self.finalizers)))
+    }
+}
+
+impl ToJson for core::Service {
+    const NAME: &'static str = "Service";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+impl ToJson for core::ServiceSpec {
+    const NAME: &'static str = "ServiceSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .string_map("selector", take(&mut self.selector))
+            .text("clusterIP", self.cluster_ip.take())
+            .strings("clusterIPs", take(&mut self.cluster_ips))
+            .text("type", self.r#type.take())
+            .strings("externalIPs", take(&mut self.external_ips))
+            .text("sessionAffinity", self.session_affinity.take())
+            .text("loadBalancerIP", self.load_balancer_ip.take())
+            .strings("loadBalancerSourceRanges", take(&mut self.load_balancer_source_ranges))
+            .text("externalName", self.external_name.take())
+            .text("externalTrafficPolicy", self.external_traffic_policy.take())
+            .nonzero("healthCheckNodePort", self.health_check_node_port.take())
+            .flag("publishNotReadyAddresses", self.publish_not_ready_addresses.take())
+            .strings("ipFamilies", take(&mut self.ip_families))
+            .text("ipFamilyPolicy", self.ip_family_policy.take())
+            .boolean("allocateLoadBalancerNodePorts", self.allocate_load_balancer_node_ports.take())
+            .text("loadBalancerClass", self.load_balancer_class.take())
+            .text("internalTrafficPolicy", self.internal_traffic_policy.take())
+            .text("trafficDistribution", self.traffic_distribution.take())
+            .messages("ports", take(&mut self.ports))
+    }
+}
+
+impl ToJson for core::ServicePort {
+    const NAME: &'static str = "ServicePort";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        // An int 0 targetPort is Go's unset value (the server defaults it to `port`).
+        let target_port = self.target_port.take().filter(|t| t.r#type == Some(1) || t.int_val.unwrap_or_default() != 0);
+        Ok(Obj::default()
+            .text("name", self.name.take())
+            .text("protocol", self.protocol.take())
+            .text("appProtocol", self.app_protocol.take())
+            .int("port", self.port.take())
+            .int_or_string("targetPort", target_port)
+            .nonzero("nodePort", self.node_port.take()))
+    }
+}
+
+impl ToJson for core::PodTemplateSpec {
+    const NAME: &'static str = "PodTemplateSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+impl ToJson for core::PodSpec {
+    const NAME: &'static str = "PodSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .text("restartPolicy", self.restart_policy.take())
+            .int("terminationGracePeriodSeconds", self.termination_grace_period_seconds.take())
+            .int("activeDeadlineSeconds", self.active_deadline_seconds.take())
+            .text("dnsPolicy", self.dns_policy.take())
+            .string_map("nodeSelector", take(&mut self.node_selector))
+            .text("serviceAccountName", self.service_account_name.take())
+            .text("serviceAccount", self.service_account.take())
+            .boolean("automountServiceAccountToken", self.automount_service_account_token.take())
+            .text("nodeName", self.node_name.take())
+            .flag("hostNetwork", self.host_network.take())
+            .text("hostname", self.hostname.take())
+            .text("subdomain", self.subdomain.take())
+            .text("schedulerName", self.scheduler_name.take())
+            .text("priorityClassName", self.priority_class_name.take())
+            .boolean("enableServiceLinks", self.enable_service_links.take())
+            .messages("imagePullSecrets", take(&mut self.image_pull_secrets))?
+            .messages("initContainers", take(&mut self.init_containers))?
+            .messages("containers", take(&mut self.containers))
+    }
+}
+
+impl ToJson for core::LocalObjectReference {
+    const NAME: &'static str = "LocalObjectReference";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default().text("name", self.name.take()))
+    }
+}
+
+impl ToJson for core::Container {
+    const NAME: &'static str = "Container";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .text("name", self.name.take())
+            .text("image", self.image.take())
+            .strings("command", take(&mut self.command))
+            .strings("args", take(&mut self.args))
+            .text("workingDir", self.working_dir.take())
+            .text("terminationMessagePath", self.termination_message_path.take())
+            .text("terminationMessagePolicy", self.termination_message_policy.take())
+            .text("imagePullPolicy", self.image_pull_policy.take())
+            .flag("stdin", self.stdin.take())
+            .flag("stdinOnce", self.stdin_once.take())
+            .flag("tty", self.tty.take())
+            .messages("ports", take(&mut self.ports))?
+            .messages("env", take(&mut self.env))?
+            .message("resources", self.resources.take())
+    }
+}
+
+impl ToJson for core::ContainerPort {
+    const NAME: &'static str = "ContainerPort";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .text("name", self.name.take())
+            .nonzero("hostPort", self.host_port.take())
+            .int("containerPort", self.container_port.take())
+            .text("protocol", self.protocol.take())
+            .text("hostIP", self.host_ip.take()))
+    }
+}
+
+impl ToJson for core::EnvVar {
+    const NAME: &'static str = "EnvVar";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default().text("name", self.name.take()).text("value", self.value.take()))
+    }
+}
+
+impl ToJson for core::ResourceRequirements {
+    const NAME: &'static str = "ResourceRequirements";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default().quantities("limits", take(&mut self.limits)).quantities("requests", take(&mut self.requests)))
+    }
+}
+
+// apps/v1
+
+impl ToJson for apps::Deployment {
+    const NAME: &'static str = "Deployment";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+impl ToJson for apps::DeploymentSpec {
+    const NAME: &'static str = "DeploymentSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .int("replicas", self.replicas.take())
+            .nonzero("minReadySeconds", self.min_ready_seconds.take())
+            .int("revisionHistoryLimit", self.revision_history_limit.take())
+            .flag("paused", self.paused.take())
+            .int("progressDeadlineSeconds", self.progress_deadline_seconds.take())
+            .message("selector", self.selector.take())?
+            .message("template", self.template.take())?
+            .message("strategy", self.strategy.take())
+    }
+}
+
+impl ToJson for apps::DeploymentStrategy {
+    const NAME: &'static str = "DeploymentStrategy";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().text("type", self.r#type.take()).message("rollingUpdate", self.rolling_update.take())
+    }
+}
+
+impl ToJson for apps::RollingUpdateDeployment {
+    const NAME: &'static str = "RollingUpdateDeployment";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .int_or_string("maxUnavailable", self.max_unavailable.take())
+            .int_or_string("maxSurge", self.max_surge.take()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_pb::apimachinery::pkg::runtime::TypeMeta;
+    use serde_json::json;
+
+    /// A request body exactly as client-go builds it: magic, then `runtime.Unknown`.
+    fn body(api_version: &str, kind: &str, object: &impl Message) -> Vec<u8> {
+        let unknown = Unknown {
+            type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
+            raw: Some(object.encode_to_vec()),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        };
+        [MAGIC, &unknown.encode_to_vec()].concat()
+    }
+
+    fn s(value: &str) -> Option<String> {
+        Some(value.to_string())
+    }
+
+    fn strings<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// ObjectMeta as Go encodes a fresh one: every non-pointer field written, zero or not.
+    fn meta(name: &str) -> meta::ObjectMeta {
+        meta::ObjectMeta {
+            name: s(name),
+            generate_name: s(""),
+            namespace: s(""),
+            self_link: s(""),
+            uid: s(""),
+            resource_version: s(""),
+            generation: Some(0),
+            creation_timestamp: Some(meta::Time::default()),
+            ..Default::default()
+        }
+    }
+
+    fn decode_valid(body: &[u8]) -> Value {
+        let value = decode_object(body).expect("decodes");
+        let api_version = value["apiVersion"].as_str().expect("apiVersion").to_string();
+        let kind = value["kind"].as_str().expect("kind").to_string();
+        let resource = flotilla_api::by_kind(&api_version, &kind).expect("a served kind");
+        // The registry fills the namespace in from the request path before validating.
+        let mut object = value.clone();
+        if resource.namespaced && object["metadata"].get("namespace").is_none() {
+            object["metadata"]["namespace"] = json!("default");
+        }
+        if let Err(errors) = resource.validate(object) {
+            panic!("{kind} fails validation: {errors:?}\n{value:#}");
+        }
+        value
+    }
+
+    #[test]
+    fn configmap_with_data_and_binary_data() {
+        let configmap = core::ConfigMap {
+            metadata: Some(meta::ObjectMeta { namespace: s("default"), ..meta("settings") }),
+            immutable: Some(false),
+            data: strings([("a", "b"), ("mode", "fast")]),
+            binary_data: [("blob".to_string(), vec![0u8, 1, 2, 255])].into(),
+        };
+        assert_eq!(
+            decode_valid(&body("v1", "ConfigMap", &configmap)),
+            json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "settings", "namespace": "default"},
+                "immutable": false,
+                "data": {"a": "b", "mode": "fast"},
+                "binaryData": {"blob": "AAEC/w=="},
+            })
+        );
+    }
+
+    #[test]
+    fn secret_bytes_become_base64_and_type_is_kept() {
+        let secret = core::Secret {
+            metadata: Some(meta("creds")),
+            immutable: None,
+            data: [("password".to_string(), b"hunter2".to_vec())].into(),
+            string_data: strings([("user", "admin")]),
+            r#type: s("Opaque"),
+        };
+        assert_eq!(
+            decode_valid(&body("v1", "Secret", &secret)),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "creds"},
+                "data": {"password": "aHVudGVyMg=="},
+                "stringData": {"user": "admin"},
+                "type": "Opaque",
+            })
+        );
+    }
+
+    #[test]
+    fn namespace_as_kubectl_create_namespace_sends_it() {
+        let namespace = core::Namespace {
+            metadata: Some(meta("team-a")),
+            spec: Some(core::NamespaceSpec::default()),
+            status: Some(core::NamespaceStatus { phase: s(""), conditions: Vec::new() }),
+        };
+        assert_eq!(
+            decode_valid(&body("v1", "Namespace", &namespace)),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}, "spec": {}})
+        );
+    }
+
+    #[test]
+    fn object_meta_fields_use_kubernetes_names() {
+        let metadata = meta::ObjectMeta {
+            name: None,
+            generate_name: s("web-"),
+            namespace: s("prod"),
+            uid: s("0b9f6c1e-1111-2222-3333-444455556666"),
+            resource_version: s("42"),
+            generation: Some(3),
+            creation_timestamp: Some(meta::Time { seconds: Some(1_767_323_045), nanos: Some(500) }),
+            deletion_timestamp: Some(meta::Time::default()),
+            labels: strings([("app", "web")]),
+            annotations: strings([("note", "hi")]),
+            owner_references: vec![meta::OwnerReference {
+                api_version: s("apps/v1"),
+                kind: s("ReplicaSet"),
+                name: s("web-abc"),
+                uid: s("u-1"),
+                controller: Some(true),
+                block_owner_deletion: Some(false),
+            }],
+            finalizers: vec!["example.com/hold".into()],
+            managed_fields: vec![meta::ManagedFieldsEntry {
+                manager: s("kubectl-create"),
+                operation: s("Update"),
+                api_version: s("v1"),
+                time: Some(meta::Time { seconds: Some(1_767_323_045), nanos: Some(0) }),
+                fields_type: s("FieldsV1"),
+                fields_v1: Some(meta::FieldsV1 { raw: Some(br#"{"f:data":{}}"#.to_vec()) }),
+                subresource: s(""),
+            }],
+            ..Default::default()
+        };
+        let configmap = core::ConfigMap { metadata: Some(metadata), ..Default::default() };
+        assert_eq!(
+            decode_valid(&body("v1", "ConfigMap", &configmap))["metadata"],
+            json!({
+                "generateName": "web-",
+                "namespace": "prod",
+                "uid": "0b9f6c1e-1111-2222-3333-444455556666",
+                "resourceVersion": "42",
+                "generation": 3,
+                "creationTimestamp": "2026-01-02T03:04:05Z",
+                "labels": {"app": "web"},
+                "annotations": {"note": "hi"},
+                "ownerReferences": [{
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "web-abc",
+                    "uid": "u-1",
+                    "controller": true,
+                    "blockOwnerDeletion": false,
+                }],
+                "finalizers": ["example.com/hold"],
+                "managedFields": [{
+                    "manager": "kubectl-create",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "time": "2026-01-02T03:04:05Z",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:data": {}},
+                }],
+            })
+        );
+    }
+
+    fn int(value: i32) -> Option<IntOrString> {
+        Some(IntOrString { r#type: Some(0), int_val: Some(value), str_val: s("") })
+    }
+
+    fn named(value: &str) -> Option<IntOrString> {
+        Some(IntOrString { r#type: Some(1), int_val: Some(0), str_val: s(value) })
+    }
+
+    #[test]
+    fn service_as_kubectl_create_service_sends_it() {
+        let port = |name: &str, port: i32, target: Option<IntOrString>, node_port: i32| core::ServicePort {
+            name: s(name),
+            protocol: s("TCP"),
+            port: Some(port),
+            target_port: target,
+            node_port: Some(node_port),
+            ..Default::default()
+        };
+        let service = core::Service {
+            metadata: Some(meta::ObjectMeta { labels: strings([("app", "web")]), ..meta("web") }),
+            spec: Some(core::ServiceSpec {
+                ports: vec![port("80-8080", 80, int(8080), 30080), port("https", 443, named("https"), 0)],
+                selector: strings([("app", "web")]),
+                cluster_ip: s(""),
+                r#type: s("NodePort"),
+                session_affinity: s(""),
+                publish_not_ready_addresses: Some(false),
+                ..Default::default()
+            }),
+            status: Some(core::ServiceStatus::default()),
+        };
+        assert_eq!(
+            decode_valid(&body("v1", "Service", &service)),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web", "labels": {"app": "web"}},
+                "spec": {
+                    "ports": [
+                        {"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080, "nodePort": 30080},
+                        {"name": "https", "protocol": "TCP", "port": 443, "targetPort": "https"},
+                    ],
+                    "selector": {"app": "web"},
+                    "type": "NodePort",
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn deployment_as_kubectl_create_deployment_sends_it() {
+        let labels = strings([("app", "web")]);
+        let container = core::Container {
+            name: s("nginx"),
+            image: s("nginx:1.27"),
+            command: vec!["nginx".into(), "-g".into()],
+            working_dir: s(""),
+            ports: vec![core::ContainerPort {
+                name: s(""),
+                host_port: Some(0),
+                container_port: Some(80),
+                protocol: s(""),
+                host_ip: s(""),
+            }],
+            env: vec![core::EnvVar { name: s("MODE"), value: s("fast"), value_from: None }],
+            resources: Some(core::ResourceRequirements {
+                limits: [("memory".to_string(), Quantity { string: s("128Mi") })].into(),
+                ..Default::default()
+            }),
+            termination_message_path: s(""),
+            image_pull_policy: s(""),
+            stdin: Some(false),
+            tty: Some(false),
+            ..Default::default()
+        };
+        let deployment = apps::Deployment {
+            metadata: Some(meta::ObjectMeta { labels: labels.clone(), ..meta("web") }),
+            spec: Some(apps::DeploymentSpec {
+                replicas: Some(2),
+                selector: Some(meta::LabelSelector {
+                    match_labels: labels.clone(),
+                    match_expressions: vec![meta::LabelSelectorRequirement {
+                        key: s("tier"),
+                        operator: s("In"),
+                        values: vec!["front".into()],
+                    }],
+                }),
+                template: Some(core::PodTemplateSpec {
+                    metadata: Some(meta::ObjectMeta {
+                        labels: strings([("app", "web"), ("tier", "front")]),
+                        ..meta("")
+                    }),
+                    spec: Some(core::PodSpec {
+                        containers: vec![container],
+                        restart_policy: s(""),
+                        dns_policy: s(""),
+                        host_network: Some(false),
+                        ..Default::default()
+                    }),
+                }),
+                strategy: Some(apps::DeploymentStrategy {
+                    r#type: s("RollingUpdate"),
+                    rolling_update: Some(apps::RollingUpdateDeployment {
+                        max_unavailable: int(0),
+                        max_surge: named("25%"),
+                    }),
+                }),
+                min_ready_seconds: Some(0),
+                paused: Some(false),
+                ..Default::default()
+            }),
+            status: Some(apps::DeploymentStatus::default()),
+        };
+        assert_eq!(
+            decode_valid(&body("apps/v1", "Deployment", &deployment)),
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "web", "labels": {"app": "web"}},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {
+                        "matchLabels": {"app": "web"},
+                        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}],
+                    },
+                    "template": {
+                        "metadata": {"labels": {"app": "web", "tier": "front"}},
+                        "spec": {"containers": [{
+                            "name": "nginx",
+                            "image": "nginx:1.27",
+                            "command": ["nginx", "-g"],
+                            "ports": [{"containerPort": 80}],
+                            "env": [{"name": "MODE", "value": "fast"}],
+                            "resources": {"limits": {"memory": "128Mi"}},
+                        }]},
+                    },
+                    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+                },
+            })
+        );
+    }
+
+    fn error(body: &[u8]) -> ApiError {
+        decode_object(body).expect_err("refused")
+    }
+
+    #[test]
+    fn unsupported_kind_is_415_and_says_to_use_json() {
+        let pod = core::Pod { metadata: Some(meta("p")), ..Default::default() };
+        let e = error(&body("v1", "Pod", &pod));
+        assert_eq!((e.reason, e.code()), (Reason::UnsupportedMediaType, 415));
+        assert!(e.message.contains("Kind=Pod") && e.message.contains("application/json"), "{}", e.message);
+    }
+
+    #[test]
+    fn set_fields_not_converted_are_415_not_dropped() {
+        let mut container = core::Container { name: s("c"), image: s("i"), ..Default::default() };
+        container.liveness_probe = Some(core::Probe { period_seconds: Some(5), ..Default::default() });
+        let pod_spec = core::PodSpec { containers: vec![container], ..Default::default() };
+        let deployment = apps::Deployment {
+            metadata: Some(meta("web")),
+            spec: Some(apps::DeploymentSpec {
+                template: Some(core::PodTemplateSpec { metadata: None, spec: Some(pod_spec) }),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let e = error(&body("apps/v1", "Deployment", &deployment));
+        assert_eq!(e.reason, Reason::UnsupportedMediaType);
+        assert!(e.message.contains("Container") && e.message.contains("application/json"), "{}", e.message);
+
+        let status = core::NamespaceStatus { phase: s("Active"), conditions: Vec::new() };
+        let namespace = core::Namespace { metadata: Some(meta("n")), spec: None, status: Some(status) };
+        assert_eq!(error(&body("v1", "Namespace", &namespace)).reason, Reason::UnsupportedMediaType);
+    }
+
+    #[test]
+    fn garbage_is_a_bad_request_naming_what_failed() {
+        let configmap = core::ConfigMap { metadata: Some(meta("c")), ..Default::default() };
+        let good = body("v1", "ConfigMap", &configmap);
+        let cases: [(&str, Vec<u8>, &str); 5] = [
+            ("missing magic", good[MAGIC.len()..].to_vec(), "magic"),
+            ("wrong magic", [b"k8s\x01", &good[MAGIC.len()..]].concat(), "magic"),
+            ("json", br#"{"kind":"ConfigMap"}"#.to_vec(), "magic"),
+            ("truncated envelope", good[..good.len() - 3].to_vec(), "runtime.Unknown"),
+            ("no kind", [MAGIC, &Unknown::default().encode_to_vec()].concat(), "apiVersion and kind"),
+        ];
+        for (case, bytes, says) in cases {
+            let e = error(&bytes);
+            assert_eq!(e.reason, Reason::BadRequest, "{case}");
+            assert!(e.message.contains(says), "{case}: {}", e.message);
+        }
+        // A well-formed envelope around a truncated object.
+        let raw = configmap.encode_to_vec();
+        let unknown = Unknown {
+            type_meta: Some(TypeMeta { api_version: s("v1"), kind: s("ConfigMap") }),
+            raw: Some(raw[..raw.len() - 1].to_vec()),
+            ..Default::default()
+        };
+        let e = error(&[MAGIC, &unknown.encode_to_vec()].concat());
+        assert_eq!(e.reason, Reason::BadRequest);
+        assert!(e.message.contains("ConfigMap is malformed"), "{}", e.message);
+    }
+
+    #[test]
+    fn leftover_check_sees_zero_values_as_unset() {
+        assert_eq!(first_set_field(&[], 0), None);
+        // field 1 varint 0, field 2 empty bytes, field 3 message holding a zero varint
+        assert_eq!(first_set_field(&[0x08, 0x00, 0x12, 0x00, 0x1a, 0x02, 0x08, 0x00], 0), None);
+        assert_eq!(first_set_field(&[0x08, 0x00, 0x10, 0x01], 0), Some(2));
+        assert_eq!(first_set_field(&[0x12, 0x05, 0x08], 0), Some(2), "truncated counts as set");
+        // Past the nesting limit a message counts as set rather than being recursed into.
+        assert_eq!(first_set_field(&[0x0a, 0x02, 0x08, 0x00], MAX_ZERO_DEPTH - 1), None);
+        assert_eq!(first_set_field(&[0x0a, 0x02, 0x08, 0x00], MAX_ZERO_DEPTH), Some(1));
+    }
+}
