@@ -180,6 +180,9 @@ async fn patch_label_annotate_create_and_delete() -> Result<()> {
     ok(&server, &["patch", "deploy", "hello", "-n", "hello", "-p", strategic])?;
     assert_eq!(get(".spec.template.spec.containers[*].name")?, "hello sidecar");
 
+    ok(&server, &["set", "image", "deploy/hello", "-n", "hello", "hello=hello-http:3"])?;
+    assert_eq!(get(".spec.template.spec.containers[0].image")?, "hello-http:3");
+
     ok(&server, &["label", "deploy", "hello", "-n", "hello", "tier=web"])?;
     ok(&server, &["annotate", "deploy", "hello", "-n", "hello", "owner=team-a"])?;
     assert_eq!(get(".metadata.labels.tier")?, "web");
@@ -201,6 +204,7 @@ async fn patch_label_annotate_create_and_delete() -> Result<()> {
     assert!(out.contains("\"hello\" deleted"), "{out}");
     let (success, _, _) = server.kubectl(&["get", "namespace", "hello"])?;
     assert!(!success, "the namespace is gone once delete --wait returns");
+    assert_eq!(ok(&server, &["auth", "can-i", "delete", "deployments"])?.trim(), "yes");
     Ok(())
 }
 

@@ -276,6 +276,9 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         ["openapi", "v2"] => return Ok(respond_bytes(openapi::v2_document(), openapi::V2_CONTENT_TYPE)),
         _ => {}
     }
+    if let ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] = segments.as_slice() {
+        return self_subject_access_review(request).await;
+    }
     let format = response_format(request.headers())?;
     let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let aggregated = discovery::wants_aggregated(accept);
@@ -309,6 +312,24 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
 /// drains for the same reason).
 const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `kubectl auth can-i`: the only identity is the admin token, which may do
+/// everything, so every review is allowed. The request is read, not interpreted
+/// (kubectl sends it in protobuf).
+async fn self_subject_access_review(request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if request.method() != Method::POST {
+        return Err(method_not_allowed(request.method()));
+    }
+    read_body(request).await?;
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "metadata": {},
+        "spec": {},
+        "status": {"allowed": true, "reason": "the cluster admin may do everything"},
+    });
+    Ok(respond(201, &review, Format::Json))
+}
 
 async fn read_body(request: Request<Incoming>) -> Result<(HeaderMap, Bytes), ApiError> {
     let too_large = || {

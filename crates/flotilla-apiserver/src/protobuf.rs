@@ -3,7 +3,8 @@
 //!
 //! Why: client-go sends built-in kinds as protobuf and never falls back to JSON, so
 //! kubectl's typed commands (`kubectl create configmap|secret|namespace|service|
-//! deployment`) POST protobuf, while Flotilla stores and validates JSON. This module
+//! deployment|job|cronjob|ingress`, `kubectl run`) POST protobuf, while Flotilla stores
+//! and validates JSON. This module
 //! owns that one translation; the request path decides when to call it.
 //!
 //! The wire format (k8s.io/apimachinery/pkg/runtime/serializer/protobuf): the magic
@@ -22,7 +23,9 @@
 use base64::Engine as _;
 use flotilla_api::{ApiError, Reason};
 use k8s_pb::api::apps::v1 as apps;
+use k8s_pb::api::batch::v1 as batch;
 use k8s_pb::api::core::v1 as core;
+use k8s_pb::api::networking::v1 as networking;
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
@@ -50,7 +53,11 @@ const KINDS: &[(&str, &str, Decode)] = &[
     ("v1", "Secret", decode_as::<core::Secret>),
     ("v1", "Namespace", decode_as::<core::Namespace>),
     ("v1", "Service", decode_as::<core::Service>),
+    ("v1", "Pod", decode_as::<core::Pod>),
     ("apps/v1", "Deployment", decode_as::<apps::Deployment>),
+    ("batch/v1", "Job", decode_as::<batch::Job>),
+    ("batch/v1", "CronJob", decode_as::<batch::CronJob>),
+    ("networking.k8s.io/v1", "Ingress", decode_as::<networking::Ingress>),
 ];
 
 /// Decodes a protobuf request body into the JSON object a JSON client would send
@@ -423,6 +430,13 @@ impl ToJson for core::ServicePort {
     }
 }
 
+impl ToJson for core::Pod {
+    const NAME: &'static str = "Pod";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
 impl ToJson for core::PodTemplateSpec {
     const NAME: &'static str = "PodTemplateSpec";
     fn take_json(&mut self) -> Result<Obj, ApiError> {
@@ -459,6 +473,16 @@ impl ToJson for core::LocalObjectReference {
     const NAME: &'static str = "LocalObjectReference";
     fn take_json(&mut self) -> Result<Obj, ApiError> {
         Ok(Obj::default().text("name", self.name.take()))
+    }
+}
+
+impl ToJson for core::TypedLocalObjectReference {
+    const NAME: &'static str = "TypedLocalObjectReference";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .text("apiGroup", self.api_group.take())
+            .text("kind", self.kind.take())
+            .text("name", self.name.take()))
     }
 }
 
@@ -546,6 +570,139 @@ impl ToJson for apps::RollingUpdateDeployment {
         Ok(Obj::default()
             .int_or_string("maxUnavailable", self.max_unavailable.take())
             .int_or_string("maxSurge", self.max_surge.take()))
+    }
+}
+
+// batch/v1
+
+impl ToJson for batch::Job {
+    const NAME: &'static str = "Job";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+impl ToJson for batch::JobSpec {
+    const NAME: &'static str = "JobSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .int("parallelism", self.parallelism.take())
+            .int("completions", self.completions.take())
+            .int("activeDeadlineSeconds", self.active_deadline_seconds.take())
+            .int("backoffLimit", self.backoff_limit.take())
+            .int("backoffLimitPerIndex", self.backoff_limit_per_index.take())
+            .int("maxFailedIndexes", self.max_failed_indexes.take())
+            .boolean("manualSelector", self.manual_selector.take())
+            .int("ttlSecondsAfterFinished", self.ttl_seconds_after_finished.take())
+            .text("completionMode", self.completion_mode.take())
+            .boolean("suspend", self.suspend.take())
+            .text("podReplacementPolicy", self.pod_replacement_policy.take())
+            .text("managedBy", self.managed_by.take())
+            .message("selector", self.selector.take())?
+            .message("template", self.template.take())
+    }
+}
+
+impl ToJson for batch::CronJob {
+    const NAME: &'static str = "CronJob";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+impl ToJson for batch::CronJobSpec {
+    const NAME: &'static str = "CronJobSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .text("schedule", self.schedule.take())
+            .text("timeZone", self.time_zone.take())
+            .int("startingDeadlineSeconds", self.starting_deadline_seconds.take())
+            .text("concurrencyPolicy", self.concurrency_policy.take())
+            .boolean("suspend", self.suspend.take())
+            .int("successfulJobsHistoryLimit", self.successful_jobs_history_limit.take())
+            .int("failedJobsHistoryLimit", self.failed_jobs_history_limit.take())
+            .message("jobTemplate", self.job_template.take())
+    }
+}
+
+impl ToJson for batch::JobTemplateSpec {
+    const NAME: &'static str = "JobTemplateSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+// networking.k8s.io/v1
+
+impl ToJson for networking::Ingress {
+    const NAME: &'static str = "Ingress";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+impl ToJson for networking::IngressSpec {
+    const NAME: &'static str = "IngressSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .text("ingressClassName", self.ingress_class_name.take())
+            .message("defaultBackend", self.default_backend.take())?
+            .messages("tls", take(&mut self.tls))?
+            .messages("rules", take(&mut self.rules))
+    }
+}
+
+impl ToJson for networking::IngressTls {
+    const NAME: &'static str = "IngressTLS";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default().strings("hosts", take(&mut self.hosts)).text("secretName", self.secret_name.take()))
+    }
+}
+
+impl ToJson for networking::IngressRule {
+    const NAME: &'static str = "IngressRule";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        // Go inlines IngressRuleValue, so `http` sits beside `host`.
+        let http = self.ingress_rule_value.as_mut().and_then(|v| v.http.take());
+        Obj::default().text("host", self.host.take()).message("http", http)
+    }
+}
+
+impl ToJson for networking::HttpIngressRuleValue {
+    const NAME: &'static str = "HTTPIngressRuleValue";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().messages("paths", take(&mut self.paths))
+    }
+}
+
+impl ToJson for networking::HttpIngressPath {
+    const NAME: &'static str = "HTTPIngressPath";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .text("path", self.path.take())
+            .text("pathType", self.path_type.take())
+            .message("backend", self.backend.take())
+    }
+}
+
+impl ToJson for networking::IngressBackend {
+    const NAME: &'static str = "IngressBackend";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("service", self.service.take())?.message("resource", self.resource.take())
+    }
+}
+
+impl ToJson for networking::IngressServiceBackend {
+    const NAME: &'static str = "IngressServiceBackend";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().text("name", self.name.take()).message("port", self.port.take())
+    }
+}
+
+impl ToJson for networking::ServiceBackendPort {
+    const NAME: &'static str = "ServiceBackendPort";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default().text("name", self.name.take()).nonzero("number", self.number.take()))
     }
 }
 
@@ -869,16 +1026,416 @@ mod tests {
         );
     }
 
+    /// A container as kubectl builds one: name, image, command, Go's zeros for the rest.
+    fn container(name: &str, image: &str, command: &[&str]) -> core::Container {
+        core::Container {
+            name: s(name),
+            image: s(image),
+            command: command.iter().map(|c| c.to_string()).collect(),
+            working_dir: s(""),
+            termination_message_path: s(""),
+            termination_message_policy: s(""),
+            image_pull_policy: s(""),
+            stdin: Some(false),
+            stdin_once: Some(false),
+            tty: Some(false),
+            ..Default::default()
+        }
+    }
+
+    /// A PodSpec with Go's zeros for its non-pointer fields.
+    fn pod_spec(containers: Vec<core::Container>, restart_policy: &str) -> core::PodSpec {
+        core::PodSpec {
+            containers,
+            restart_policy: s(restart_policy),
+            dns_policy: s(""),
+            service_account_name: s(""),
+            service_account: s(""),
+            node_name: s(""),
+            host_network: Some(false),
+            host_pid: Some(false),
+            host_ipc: Some(false),
+            hostname: s(""),
+            subdomain: s(""),
+            scheduler_name: s(""),
+            priority_class_name: s(""),
+            ..Default::default()
+        }
+    }
+
+    fn template(spec: core::PodSpec) -> Option<core::PodTemplateSpec> {
+        Some(core::PodTemplateSpec { metadata: Some(meta("")), spec: Some(spec) })
+    }
+
+    #[test]
+    fn pod_as_kubectl_run_sends_it() {
+        let mut container = container("shell", "busybox:1.36", &[]);
+        container.args = vec!["sleep".into(), "3600".into()];
+        container.stdin = Some(true);
+        container.stdin_once = Some(true);
+        container.tty = Some(true);
+        container.image_pull_policy = s("IfNotPresent");
+        container.ports = vec![core::ContainerPort {
+            name: s(""),
+            host_port: Some(0),
+            container_port: Some(8080),
+            protocol: s(""),
+            host_ip: s(""),
+        }];
+        container.env = vec![core::EnvVar { name: s("MODE"), value: s("debug"), value_from: None }];
+        let mut spec = pod_spec(vec![container], "Never");
+        spec.dns_policy = s("ClusterFirst");
+        let pod = core::Pod {
+            metadata: Some(meta::ObjectMeta { labels: strings([("run", "shell")]), ..meta("shell") }),
+            spec: Some(spec),
+            status: Some(core::PodStatus { phase: s(""), message: s(""), reason: s(""), ..Default::default() }),
+        };
+        assert_eq!(
+            decode_valid(&body("v1", "Pod", &pod)),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "shell", "labels": {"run": "shell"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "dnsPolicy": "ClusterFirst",
+                    "containers": [{
+                        "name": "shell",
+                        "image": "busybox:1.36",
+                        "args": ["sleep", "3600"],
+                        "imagePullPolicy": "IfNotPresent",
+                        "stdin": true,
+                        "stdinOnce": true,
+                        "tty": true,
+                        "ports": [{"containerPort": 8080}],
+                        "env": [{"name": "MODE", "value": "debug"}],
+                    }],
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn job_as_kubectl_create_job_sends_it() {
+        let job = batch::Job {
+            metadata: Some(meta("j")),
+            spec: Some(batch::JobSpec {
+                template: template(pod_spec(vec![container("j", "hello-http:1", &["echo", "hi"])], "Never")),
+                ..Default::default()
+            }),
+            status: Some(batch::JobStatus::default()),
+        };
+        assert_eq!(
+            decode_valid(&body("batch/v1", "Job", &job)),
+            json!({
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": "j"},
+                "spec": {"template": {
+                    "metadata": {},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "j", "image": "hello-http:1", "command": ["echo", "hi"]}],
+                    },
+                }},
+            })
+        );
+    }
+
+    #[test]
+    fn job_from_cronjob_keeps_the_copied_spec_and_owner() {
+        // `kubectl create job --from=cronjob/c` copies the stored (defaulted) jobTemplate.
+        let mut container = container("c", "hello-http:1", &[]);
+        container.image_pull_policy = s("IfNotPresent");
+        container.termination_message_path = s("/dev/termination-log");
+        container.termination_message_policy = s("File");
+        let mut spec = pod_spec(vec![container], "OnFailure");
+        spec.dns_policy = s("ClusterFirst");
+        spec.scheduler_name = s("default-scheduler");
+        spec.termination_grace_period_seconds = Some(30);
+        let labels = strings([("team", "a")]);
+        let job = batch::Job {
+            metadata: Some(meta::ObjectMeta {
+                labels: labels.clone(),
+                annotations: strings([("cronjob.kubernetes.io/instantiate", "manual"), ("note", "nightly")]),
+                owner_references: vec![meta::OwnerReference {
+                    api_version: s("batch/v1"),
+                    kind: s("CronJob"),
+                    name: s("c"),
+                    uid: s("u-7"),
+                    controller: Some(true),
+                    block_owner_deletion: None,
+                }],
+                ..meta("manual-1")
+            }),
+            spec: Some(batch::JobSpec {
+                parallelism: Some(2),
+                completions: Some(4),
+                active_deadline_seconds: Some(600),
+                backoff_limit: Some(0),
+                ttl_seconds_after_finished: Some(0),
+                suspend: Some(false),
+                selector: Some(meta::LabelSelector { match_labels: labels.clone(), match_expressions: Vec::new() }),
+                manual_selector: Some(true),
+                completion_mode: s("NonIndexed"),
+                template: Some(core::PodTemplateSpec {
+                    metadata: Some(meta::ObjectMeta { labels, ..meta("") }),
+                    spec: Some(spec),
+                }),
+                ..Default::default()
+            }),
+            status: Some(batch::JobStatus::default()),
+        };
+        assert_eq!(
+            decode_valid(&body("batch/v1", "Job", &job)),
+            json!({
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": "manual-1",
+                    "labels": {"team": "a"},
+                    "annotations": {"cronjob.kubernetes.io/instantiate": "manual", "note": "nightly"},
+                    "ownerReferences": [
+                        {"apiVersion": "batch/v1", "kind": "CronJob", "name": "c", "uid": "u-7", "controller": true},
+                    ],
+                },
+                "spec": {
+                    "parallelism": 2,
+                    "completions": 4,
+                    "activeDeadlineSeconds": 600,
+                    "backoffLimit": 0,
+                    "ttlSecondsAfterFinished": 0,
+                    "suspend": false,
+                    "selector": {"matchLabels": {"team": "a"}},
+                    "manualSelector": true,
+                    "completionMode": "NonIndexed",
+                    "template": {
+                        "metadata": {"labels": {"team": "a"}},
+                        "spec": {
+                            "restartPolicy": "OnFailure",
+                            "terminationGracePeriodSeconds": 30,
+                            "dnsPolicy": "ClusterFirst",
+                            "schedulerName": "default-scheduler",
+                            "containers": [{
+                                "name": "c",
+                                "image": "hello-http:1",
+                                "terminationMessagePath": "/dev/termination-log",
+                                "terminationMessagePolicy": "File",
+                                "imagePullPolicy": "IfNotPresent",
+                            }],
+                        },
+                    },
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn cronjob_as_kubectl_create_cronjob_sends_it() {
+        let cronjob = batch::CronJob {
+            metadata: Some(meta("c")),
+            spec: Some(batch::CronJobSpec {
+                schedule: s("*/5 * * * *"),
+                concurrency_policy: s(""),
+                job_template: Some(batch::JobTemplateSpec {
+                    metadata: Some(meta("c")),
+                    spec: Some(batch::JobSpec {
+                        template: template(pod_spec(vec![container("c", "hello-http:1", &[])], "OnFailure")),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+            status: Some(batch::CronJobStatus::default()),
+        };
+        assert_eq!(
+            decode_valid(&body("batch/v1", "CronJob", &cronjob)),
+            json!({
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "c"},
+                "spec": {
+                    "schedule": "*/5 * * * *",
+                    "jobTemplate": {
+                        "metadata": {"name": "c"},
+                        "spec": {"template": {
+                            "metadata": {},
+                            "spec": {
+                                "restartPolicy": "OnFailure",
+                                "containers": [{"name": "c", "image": "hello-http:1"}],
+                            },
+                        }},
+                    },
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn cronjob_spec_fields_keep_pointer_zeros() {
+        let cronjob = batch::CronJob {
+            metadata: Some(meta("c")),
+            spec: Some(batch::CronJobSpec {
+                schedule: s("0 3 * * *"),
+                time_zone: s("Europe/Berlin"),
+                starting_deadline_seconds: Some(0),
+                concurrency_policy: s("Forbid"),
+                suspend: Some(false),
+                successful_jobs_history_limit: Some(0),
+                failed_jobs_history_limit: Some(2),
+                job_template: Some(batch::JobTemplateSpec {
+                    metadata: Some(meta::ObjectMeta { annotations: strings([("note", "nightly")]), ..meta("") }),
+                    spec: Some(batch::JobSpec {
+                        backoff_limit: Some(6),
+                        template: template(pod_spec(vec![container("c", "hello-http:1", &[])], "Never")),
+                        ..Default::default()
+                    }),
+                }),
+            }),
+            status: None,
+        };
+        assert_eq!(
+            decode_valid(&body("batch/v1", "CronJob", &cronjob))["spec"],
+            json!({
+                "schedule": "0 3 * * *",
+                "timeZone": "Europe/Berlin",
+                "startingDeadlineSeconds": 0,
+                "concurrencyPolicy": "Forbid",
+                "suspend": false,
+                "successfulJobsHistoryLimit": 0,
+                "failedJobsHistoryLimit": 2,
+                "jobTemplate": {
+                    "metadata": {"annotations": {"note": "nightly"}},
+                    "spec": {
+                        "backoffLimit": 6,
+                        "template": {
+                            "metadata": {},
+                            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "hello-http:1"}]},
+                        },
+                    },
+                },
+            })
+        );
+    }
+
+    /// An IngressBackend as kubectl builds one from `svc:port`.
+    fn backend(service: &str, port: &str) -> networking::IngressBackend {
+        let port = match port.parse::<i32>() {
+            Ok(number) => networking::ServiceBackendPort { name: s(""), number: Some(number) },
+            Err(_) => networking::ServiceBackendPort { name: s(port), number: Some(0) },
+        };
+        networking::IngressBackend {
+            service: Some(networking::IngressServiceBackend { name: s(service), port: Some(port) }),
+            resource: None,
+        }
+    }
+
+    fn path(path: &str, path_type: &str, service: &str, port: &str) -> networking::HttpIngressPath {
+        networking::HttpIngressPath { path: s(path), path_type: s(path_type), backend: Some(backend(service, port)) }
+    }
+
+    fn rule(host: &str, paths: Vec<networking::HttpIngressPath>) -> networking::IngressRule {
+        networking::IngressRule {
+            host: s(host),
+            ingress_rule_value: Some(networking::IngressRuleValue {
+                http: Some(networking::HttpIngressRuleValue { paths }),
+            }),
+        }
+    }
+
+    fn ingress(spec: networking::IngressSpec) -> networking::Ingress {
+        networking::Ingress {
+            metadata: Some(meta("web")),
+            spec: Some(spec),
+            status: Some(networking::IngressStatus { load_balancer: Some(Default::default()) }),
+        }
+    }
+
+    #[test]
+    fn ingress_as_kubectl_create_ingress_sends_it() {
+        // --rule="foo.com/bar=svc:80"
+        let plain = ingress(networking::IngressSpec {
+            rules: vec![rule("foo.com", vec![path("/bar", "Exact", "svc", "80")])],
+            ..Default::default()
+        });
+        assert_eq!(
+            decode_valid(&body("networking.k8s.io/v1", "Ingress", &plain)),
+            json!({
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "metadata": {"name": "web"},
+                "spec": {"rules": [{"host": "foo.com", "http": {"paths": [{
+                    "path": "/bar",
+                    "pathType": "Exact",
+                    "backend": {"service": {"name": "svc", "port": {"number": 80}}},
+                }]}}]},
+            })
+        );
+
+        // --class=nginx --default-backend=def:http --rule="foo.com/*=svc:8080,tls=secret"
+        // --rule="/api=api:grpc"
+        let full = ingress(networking::IngressSpec {
+            ingress_class_name: s("nginx"),
+            default_backend: Some(backend("def", "http")),
+            tls: vec![networking::IngressTls { hosts: vec!["foo.com".into()], secret_name: s("secret") }],
+            rules: vec![
+                rule("foo.com", vec![path("/", "Prefix", "svc", "8080")]),
+                rule("", vec![path("/api", "Exact", "api", "grpc")]),
+            ],
+        });
+        assert_eq!(
+            decode_valid(&body("networking.k8s.io/v1", "Ingress", &full))["spec"],
+            json!({
+                "ingressClassName": "nginx",
+                "defaultBackend": {"service": {"name": "def", "port": {"name": "http"}}},
+                "tls": [{"hosts": ["foo.com"], "secretName": "secret"}],
+                "rules": [
+                    {"host": "foo.com", "http": {"paths": [{
+                        "path": "/",
+                        "pathType": "Prefix",
+                        "backend": {"service": {"name": "svc", "port": {"number": 8080}}},
+                    }]}},
+                    {"http": {"paths": [{
+                        "path": "/api",
+                        "pathType": "Exact",
+                        "backend": {"service": {"name": "api", "port": {"name": "grpc"}}},
+                    }]}},
+                ],
+            })
+        );
+
+        // A resource backend (manifests only) converts too.
+        let resource = ingress(networking::IngressSpec {
+            default_backend: Some(networking::IngressBackend {
+                service: None,
+                resource: Some(core::TypedLocalObjectReference {
+                    api_group: s("k8s.example.com"),
+                    kind: s("StorageBucket"),
+                    name: s("static"),
+                }),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            decode_valid(&body("networking.k8s.io/v1", "Ingress", &resource))["spec"],
+            json!({"defaultBackend": {"resource": {
+                "apiGroup": "k8s.example.com",
+                "kind": "StorageBucket",
+                "name": "static",
+            }}})
+        );
+    }
+
     fn error(body: &[u8]) -> ApiError {
         decode_object(body).expect_err("refused")
     }
 
     #[test]
     fn unsupported_kind_is_415_and_says_to_use_json() {
-        let pod = core::Pod { metadata: Some(meta("p")), ..Default::default() };
-        let e = error(&body("v1", "Pod", &pod));
+        let endpoints = core::Endpoints { metadata: Some(meta("e")), ..Default::default() };
+        let e = error(&body("v1", "Endpoints", &endpoints));
         assert_eq!((e.reason, e.code()), (Reason::UnsupportedMediaType, 415));
-        assert!(e.message.contains("Kind=Pod") && e.message.contains("application/json"), "{}", e.message);
+        assert!(e.message.contains("Kind=Endpoints") && e.message.contains("application/json"), "{}", e.message);
     }
 
     #[test]
@@ -897,6 +1454,29 @@ mod tests {
         let e = error(&body("apps/v1", "Deployment", &deployment));
         assert_eq!(e.reason, Reason::UnsupportedMediaType);
         assert!(e.message.contains("Container") && e.message.contains("application/json"), "{}", e.message);
+
+        // A Job with a podFailurePolicy, an Ingress with a load balancer status: not converted.
+        let policy = batch::PodFailurePolicy {
+            rules: vec![batch::PodFailurePolicyRule { action: s("FailJob"), ..Default::default() }],
+        };
+        let job = batch::Job {
+            metadata: Some(meta("j")),
+            spec: Some(batch::JobSpec { pod_failure_policy: Some(policy), ..Default::default() }),
+            status: None,
+        };
+        let e = error(&body("batch/v1", "Job", &job));
+        assert_eq!(e.reason, Reason::UnsupportedMediaType);
+        assert!(e.message.contains("field 11 of JobSpec"), "{}", e.message);
+        let ingress = networking::Ingress {
+            metadata: Some(meta("web")),
+            spec: None,
+            status: Some(networking::IngressStatus {
+                load_balancer: Some(networking::IngressLoadBalancerStatus {
+                    ingress: vec![networking::IngressLoadBalancerIngress { ip: s("10.0.0.1"), ..Default::default() }],
+                }),
+            }),
+        };
+        assert_eq!(error(&body("networking.k8s.io/v1", "Ingress", &ingress)).reason, Reason::UnsupportedMediaType);
 
         let status = core::NamespaceStatus { phase: s("Active"), conditions: Vec::new() };
         let namespace = core::Namespace { metadata: Some(meta("n")), spec: None, status: Some(status) };
