@@ -273,31 +273,9 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    /// The key fields of a list of objects merged item by item (`+listType=map`), each
-    /// with the default it takes when an item omits it.
+    /// The key fields of this list, if it is merged item by item.
     fn list_keys(self, items: &[Value]) -> Option<&'static [(&'static str, Option<&'static str>)]> {
-        const NAME: &[(&str, Option<&str>)] = &[("name", None)];
-        Some(match self.field {
-            "containers"
-            | "initContainers"
-            | "ephemeralContainers"
-            | "env"
-            | "volumes"
-            | "imagePullSecrets"
-            | "resourceClaims"
-            | "schedulingGates" => NAME,
-            "hostAliases" => &[("ip", None)],
-            "volumeMounts" => &[("mountPath", None)],
-            "volumeDevices" => &[("devicePath", None)],
-            "conditions" => &[("type", None)],
-            "ownerReferences" => &[("uid", None)],
-            "topologySpreadConstraints" => &[("topologyKey", None), ("whenUnsatisfiable", None)],
-            "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => {
-                &[("containerPort", None), ("protocol", Some("TCP"))]
-            }
-            "ports" => &[("port", None), ("protocol", Some("TCP"))],
-            _ => return None,
-        })
+        list_keys(self.field, items)
     }
 
     /// Lists of scalars that are sets (`+listType=set`).
@@ -824,6 +802,34 @@ pub(crate) fn record_update(old: Option<&Value>, mut new: Value, manager: &str, 
     }
     write_entries(&mut new, entries);
     new
+}
+
+/// The key fields of a list of objects merged item by item (`+listType=map`), each
+/// with the default it takes when an item omits it, by the list's field name: the merge
+/// keys of Kubernetes' types, shared with strategic merge patch.
+pub(crate) fn list_keys(field: &str, items: &[Value]) -> Option<&'static [(&'static str, Option<&'static str>)]> {
+    const NAME: &[(&str, Option<&str>)] = &[("name", None)];
+    Some(match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "schedulingGates" => NAME,
+        "hostAliases" => &[("ip", None)],
+        "volumeMounts" => &[("mountPath", None)],
+        "volumeDevices" => &[("devicePath", None)],
+        "conditions" => &[("type", None)],
+        "ownerReferences" => &[("uid", None)],
+        "topologySpreadConstraints" => &[("topologyKey", None), ("whenUnsatisfiable", None)],
+        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => {
+            &[("containerPort", None), ("protocol", Some("TCP"))]
+        }
+        "ports" => &[("port", None), ("protocol", Some("TCP"))],
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

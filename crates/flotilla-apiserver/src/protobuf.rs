@@ -368,12 +368,19 @@ impl ToJson for core::Secret {
     }
 }
 
-impl ToJson for core::Namespace {
-    const NAME: &'static str = "Namespace";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
+/// A message that is just `metadata` and `spec` (most kinds and templates).
+macro_rules! metadata_and_spec {
+    ($ty:ty, $name:literal) => {
+        impl ToJson for $ty {
+            const NAME: &'static str = $name;
+            fn take_json(&mut self) -> Result<Obj, ApiError> {
+                Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+            }
+        }
+    };
 }
+
+metadata_and_spec!(core::Namespace, "Namespace");
 
 impl ToJson for core::NamespaceSpec {
     const NAME: &'static str = "NamespaceSpec";
@@ -382,12 +389,7 @@ impl ToJson for core::NamespaceSpec {
     }
 }
 
-impl ToJson for core::Service {
-    const NAME: &'static str = "Service";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
-}
+metadata_and_spec!(core::Service, "Service");
 
 impl ToJson for core::ServiceSpec {
     const NAME: &'static str = "ServiceSpec";
@@ -430,19 +432,9 @@ impl ToJson for core::ServicePort {
     }
 }
 
-impl ToJson for core::Pod {
-    const NAME: &'static str = "Pod";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
-}
+metadata_and_spec!(core::Pod, "Pod");
 
-impl ToJson for core::PodTemplateSpec {
-    const NAME: &'static str = "PodTemplateSpec";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
-}
+metadata_and_spec!(core::PodTemplateSpec, "PodTemplateSpec");
 
 impl ToJson for core::PodSpec {
     const NAME: &'static str = "PodSpec";
@@ -535,12 +527,7 @@ impl ToJson for core::ResourceRequirements {
 
 // apps/v1
 
-impl ToJson for apps::Deployment {
-    const NAME: &'static str = "Deployment";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
-}
+metadata_and_spec!(apps::Deployment, "Deployment");
 
 impl ToJson for apps::DeploymentSpec {
     const NAME: &'static str = "DeploymentSpec";
@@ -575,12 +562,7 @@ impl ToJson for apps::RollingUpdateDeployment {
 
 // batch/v1
 
-impl ToJson for batch::Job {
-    const NAME: &'static str = "Job";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
-}
+metadata_and_spec!(batch::Job, "Job");
 
 impl ToJson for batch::JobSpec {
     const NAME: &'static str = "JobSpec";
@@ -603,12 +585,7 @@ impl ToJson for batch::JobSpec {
     }
 }
 
-impl ToJson for batch::CronJob {
-    const NAME: &'static str = "CronJob";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
-}
+metadata_and_spec!(batch::CronJob, "CronJob");
 
 impl ToJson for batch::CronJobSpec {
     const NAME: &'static str = "CronJobSpec";
@@ -625,21 +602,11 @@ impl ToJson for batch::CronJobSpec {
     }
 }
 
-impl ToJson for batch::JobTemplateSpec {
-    const NAME: &'static str = "JobTemplateSpec";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
-}
+metadata_and_spec!(batch::JobTemplateSpec, "JobTemplateSpec");
 
 // networking.k8s.io/v1
 
-impl ToJson for networking::Ingress {
-    const NAME: &'static str = "Ingress";
-    fn take_json(&mut self) -> Result<Obj, ApiError> {
-        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
-    }
-}
+metadata_and_spec!(networking::Ingress, "Ingress");
 
 impl ToJson for networking::IngressSpec {
     const NAME: &'static str = "IngressSpec";

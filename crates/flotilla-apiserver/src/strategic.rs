@@ -12,32 +12,13 @@
 
 use serde_json::{Map, Value};
 
-/// The merge key of a list field, if it is merged rather than replaced.
 /// Lists of primitives that merge as sets rather than being replaced.
 const PRIMITIVE_SETS: &[&str] = &["finalizers"];
 
+/// The merge key of a list field, if it is merged rather than replaced: the first of
+/// the list's keys (server-side apply also uses the rest).
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
-    match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "hostAliases"
-        | "resourceClaims"
-        | "schedulingGates" => Some(if field == "hostAliases" { "ip" } else { "name" }),
-        "volumeMounts" => Some("mountPath"),
-        "volumeDevices" => Some("devicePath"),
-        "conditions" => Some("type"),
-        "ownerReferences" => Some("uid"),
-        "topologySpreadConstraints" => Some("topologyKey"),
-        "ports" => {
-            let container_ports = items.iter().any(|i| i.get("containerPort").is_some());
-            Some(if container_ports { "containerPort" } else { "port" })
-        }
-        _ => None,
-    }
+    crate::apply::list_keys(field, items).and_then(|keys| keys.first()).map(|(key, _)| *key)
 }
 
 /// Applies `patch` to `target` in place.
