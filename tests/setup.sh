@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, idempotently:
-# a Python virtual environment with the official Kubernetes client.
+# the wasm32-wasip2 target (the wasm examples are pods' images), and a Python virtual
+# environment with the official Kubernetes client and kubectl.
 # Used by .ci/run and by the README's test command.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
 venv="$root/target/test-venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
