@@ -30,7 +30,7 @@
 //! A test suite can make "every example has a test" a compile-time fact, as wasmtime's
 //! test-programs do: write one test function per example, named after it, then
 //!
-//! ```ignore
+//! ```text
 //! macro_rules! assert_test_exists {
 //!     ($name:ident) => {
 //!         #[allow(unused_imports)]

@@ -1,1 +1,34 @@
-//! placeholder
+//! Flotilla's wasm runtime: turns component bytes into running pods on one node.
+//!
+//! It owns the node's wasmtime [`Engine`](wasmtime::Engine) (async, epoch interruption, the
+//! pooling allocator, the on-disk compile cache), compiling components into [`Image`]s and
+//! telling their kind from their exports, and running them:
+//!
+//! - an [`HttpPod`] (exports `wasi:http/incoming-handler`) is pre-instantiated once; each
+//!   request gets a fresh `Store` and instance with the pod's memory limit and deadline, and
+//!   a semaphore bounds concurrent requests (the shape of `wasmtime serve`);
+//! - a [`CommandPod`] (exports `wasi:cli/run`) runs one instance to an [`Exit`];
+//! - a pod's stdout and stderr land in its [`LogBuffer`].
+//!
+//! A pod gets the env, args and preopened directories of its [`PodSpec`] and nothing else:
+//! no sockets, and outgoing `wasi:http` requests are denied.
+//!
+//! It must not know about the API, the store or scheduling: callers resolve a pod object
+//! into a [`PodSpec`] and decide what an [`Exit`] means for the pod's status.
+
+mod command;
+mod error;
+mod http;
+mod logs;
+mod runtime;
+mod spec;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use crate::command::{CommandPod, Exit};
+pub use crate::error::{Error, PodError, Result};
+pub use crate::http::{HttpPod, ResponseBody};
+pub use crate::logs::{LogBuffer, LogLine, LogStream, LogWriter};
+pub use crate::runtime::{EPOCH_TICK, Image, ImageKind, Runtime, RuntimeConfig};
+pub use crate::spec::{Limits, PodSpec, Preopen};
