@@ -8,10 +8,11 @@
 //!
 //! | example      | kind    | what it does                                                        |
 //! |--------------|---------|---------------------------------------------------------------------|
-//! | `hello-http` | HTTP    | `200 text/plain`: `$GREETING from $POD_NAME\n`                      |
-//! | `echo`       | HTTP    | method, path with query, `name: value` headers, blank line, body    |
+//! | `hello-http` | HTTP    | `200 text/plain`: `$GREETING from $POD_NAME\n` (`$HOSTNAME` if no `POD_NAME`) |
+//! | `echo`       | HTTP    | method, path with query, `name: value` headers, blank line, body; `GET`/`PUT /fs/<path>` reads/writes the file `/<path>` (404, 403 or 500 with the error) |
 //! | `cpu-burner` | HTTP    | spins for `?ms=N` ms (default 100), answers the iteration count     |
 //! | `mem-hog`    | HTTP    | allocates and touches `?mb=N` MiB (default 64), answers the size    |
+//! | `fetcher`    | HTTP    | `GET /?url=URL`: fetches it (outgoing `wasi:http`), answers its status, a newline, its body; 502 with the error code |
 //! | `crasher`    | command | prints a line, exits `$EXIT_CODE` after `$CRASH_AFTER_MS`, or traps if `TRAP=1` |
 //! | `batch`      | command | prints `batch: N primes below $LIMIT` and its args, exits 0         |
 //! | `logger`     | command | `log line N` each second (every 5th to stderr too), `$LINES` lines  |
@@ -99,10 +100,10 @@ mod tests {
 
     #[test]
     fn expected_examples_are_built() {
-        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "crasher", "batch", "logger"] {
+        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher", "crasher", "batch", "logger"] {
             assert!(path(name).is_some(), "{name} missing from ALL");
         }
-        for name in ["hello-http", "echo", "cpu-burner", "mem-hog"] {
+        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher"] {
             assert!(HTTP.contains(&name), "{name} should be an HTTP component");
         }
     }

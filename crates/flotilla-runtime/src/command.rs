@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime_wasi::p2::bindings::CommandPre;
 
@@ -10,7 +10,7 @@ use crate::error::{Error, Result, chain};
 use crate::logs::{LogBuffer, LogStream};
 use crate::runtime::{Image, ImageKind, Runtime};
 use crate::spec::PodSpec;
-use crate::state::{Failure, PodState, new_store};
+use crate::state::{Failure, Instance, PodContext, PodState};
 
 /// How a command pod's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,16 +45,15 @@ struct Inner {
     // Keeps the epoch ticker alive while the pod is.
     _runtime: Runtime,
     pre: CommandPre<PodState>,
-    spec: PodSpec,
-    logs: LogBuffer,
-    memory_limit: usize,
+    pod: PodContext,
 }
 
 impl fmt::Debug for CommandPod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CommandPod")
-            .field("spec", &self.inner.spec)
-            .field("memory_limit", &self.inner.memory_limit)
+            .field("spec", &self.inner.pod.spec)
+            .field("memory_limit", &self.inner.pod.memory_limit)
+            .field("cpu_time", &self.cpu_time())
             .finish_non_exhaustive()
     }
 }
@@ -67,57 +66,77 @@ impl CommandPod {
         let instance_pre =
             runtime.inner.command_linker.instantiate_pre(&image.component).map_err(|e| Error::Link(chain(&e)))?;
         let pre = CommandPre::new(instance_pre).map_err(|e| Error::Link(chain(&e)))?;
-        let memory_limit = runtime.memory_limit(&spec);
-        // Fail now, not at run time, if a preopened directory cannot be opened.
-        new_store(pre.engine(), &spec, &logs, memory_limit, None)?;
-        Ok(CommandPod { inner: Arc::new(Inner { _runtime: runtime, pre, spec, logs, memory_limit }) })
+        let pod = PodContext::new(pre.engine(), runtime.memory_limit(&spec), spec, logs)?;
+        Ok(CommandPod { inner: Arc::new(Inner { _runtime: runtime, pre, pod }) })
     }
 
     /// The pod's log.
     pub fn logs(&self) -> &LogBuffer {
-        &self.inner.logs
+        &self.inner.pod.logs
+    }
+
+    /// The CPU time the pod's runs have used so far (cumulative over restarts, best
+    /// effort: time the instance held a thread, see [`Limits::cpu_millis`](crate::Limits::cpu_millis)).
+    pub fn cpu_time(&self) -> Duration {
+        self.inner.pod.cpu.used()
     }
 
     /// Instantiates the component and calls `wasi:cli/run`. The future is `Send + 'static`
     /// (spawn it); dropping it kills the instance. The log is flushed (a last partial line
-    /// becomes a line) but not closed.
+    /// becomes a line) but not closed; a trap, an OOM kill or the deadline add a last
+    /// stderr line saying so.
     pub async fn run(self) -> Exit {
         let inner = &self.inner;
-        let deadline = inner.spec.limits.active_deadline.map(|timeout| Instant::now() + timeout);
+        let active_deadline = inner.pod.spec.limits.active_deadline;
+        let deadline = active_deadline.map(|timeout| Instant::now() + timeout);
         let exit = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), self.run_instance(Some(deadline)))
                 .await
                 .unwrap_or(Exit::DeadlineExceeded),
             None => self.run_instance(None).await,
         };
-        inner.logs.flush_partial();
-        if let Exit::Trap(message) = &exit {
-            inner.logs.push(LogStream::Stderr, format!("trapped: {message}"));
+        let logs = &inner.pod.logs;
+        logs.flush_partial();
+        match &exit {
+            Exit::Trap(message) => logs.push(LogStream::Stderr, format!("trapped: {message}")),
+            Exit::OutOfMemory => logs.push(
+                LogStream::Stderr,
+                format!("OOMKilled: went over the memory limit of {} bytes", inner.pod.memory_limit),
+            ),
+            Exit::DeadlineExceeded => {
+                let after = active_deadline.map(|deadline| format!(" of {deadline:?}")).unwrap_or_default();
+                logs.push(LogStream::Stderr, format!("DeadlineExceeded: killed at its active deadline{after}"));
+            }
+            Exit::Code(_) | Exit::StartError(_) => {}
         }
         exit
     }
 
     async fn run_instance(&self, deadline: Option<Instant>) -> Exit {
         let inner = &self.inner;
-        let (mut store, outcome) =
-            match new_store(inner.pre.engine(), &inner.spec, &inner.logs, inner.memory_limit, deadline) {
-                Ok(store) => store,
-                Err(error) => return Exit::StartError(error.to_string()),
-            };
-        let command = match inner.pre.instantiate_async(&mut store).await {
-            Ok(command) => command,
-            Err(error) => {
-                return match outcome.classify(&error) {
-                    Failure::Trap(message) => Exit::StartError(message),
-                    failure => failure_exit(failure),
-                };
-            }
+        let Instance { mut store, outcome, meter } = match inner.pod.new_store(inner.pre.engine(), deadline) {
+            Ok(instance) => instance,
+            Err(error) => return Exit::StartError(error.to_string()),
         };
-        match command.wasi_cli_run().call_run(&mut store).await {
-            Ok(Ok(())) => Exit::Code(0),
-            Ok(Err(())) => Exit::Code(1),
-            Err(error) => failure_exit(outcome.classify(&error)),
-        }
+        inner.pod.cpu.wait_for_quota().await;
+        meter
+            .run(async {
+                let command = match inner.pre.instantiate_async(&mut store).await {
+                    Ok(command) => command,
+                    Err(error) => {
+                        return match outcome.classify(&error) {
+                            Failure::Trap(message) => Exit::StartError(message),
+                            failure => failure_exit(failure),
+                        };
+                    }
+                };
+                match command.wasi_cli_run().call_run(&mut store).await {
+                    Ok(Ok(())) => Exit::Code(0),
+                    Ok(Err(())) => Exit::Code(1),
+                    Err(error) => failure_exit(outcome.classify(&error)),
+                }
+            })
+            .await
     }
 }
 

@@ -27,6 +27,12 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("invalid runtime configuration: {0}")]
     Config(String),
+    /// An entry of `PodSpec::allowed_outbound_hosts` is not `HOST`, `HOST:PORT` or `HOST:*`.
+    #[error("invalid allowed outbound host `{entry}`: {reason}")]
+    InvalidOutboundHost { entry: String, reason: &'static str },
+    /// A pod's limit is out of range (a CPU quota of 0).
+    #[error("invalid limit: {0}")]
+    InvalidLimit(String),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
@@ -11,12 +11,12 @@ use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
+use crate::Image;
 use crate::error::{Error, PodError, Result, chain};
 use crate::logs::LogBuffer;
 use crate::runtime::{ImageKind, Runtime};
 use crate::spec::PodSpec;
-use crate::state::{Failure, PodState, new_store};
-use crate::{Image, LogStream};
+use crate::state::{Failure, Instance, PodContext, PodState};
 
 /// The body of a pod's response, streamed from its instance as it writes it.
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
@@ -31,18 +31,17 @@ struct Inner {
     // Keeps the epoch ticker alive while the pod is.
     _runtime: Runtime,
     pre: ProxyPre<PodState>,
-    spec: PodSpec,
-    logs: LogBuffer,
-    memory_limit: usize,
+    pod: PodContext,
     permits: Arc<Semaphore>,
 }
 
 impl fmt::Debug for HttpPod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpPod")
-            .field("spec", &self.inner.spec)
-            .field("memory_limit", &self.inner.memory_limit)
+            .field("spec", &self.inner.pod.spec)
+            .field("memory_limit", &self.inner.pod.memory_limit)
             .field("available_permits", &self.inner.permits.available_permits())
+            .field("cpu_time", &self.cpu_time())
             .finish_non_exhaustive()
     }
 }
@@ -59,21 +58,28 @@ impl HttpPod {
         let instance_pre =
             runtime.inner.http_linker.instantiate_pre(&image.component).map_err(|e| Error::Link(chain(&e)))?;
         let pre = ProxyPre::new(instance_pre).map_err(|e| Error::Link(chain(&e)))?;
-        let memory_limit = runtime.memory_limit(&spec);
-        // Fail now, not per request, if a preopened directory cannot be opened.
-        new_store(pre.engine(), &spec, &logs, memory_limit, None)?;
-        let permits = Arc::new(Semaphore::new(spec.limits.max_concurrent_requests.max(1)));
-        Ok(HttpPod { inner: Arc::new(Inner { _runtime: runtime, pre, spec, logs, memory_limit, permits }) })
+        let pod = PodContext::new(pre.engine(), runtime.memory_limit(&spec), spec, logs)?;
+        let permits = Arc::new(Semaphore::new(pod.spec.limits.max_concurrent_requests.max(1)));
+        Ok(HttpPod { inner: Arc::new(Inner { _runtime: runtime, pre, pod, permits }) })
     }
 
     /// The pod's log.
     pub fn logs(&self) -> &LogBuffer {
-        &self.inner.logs
+        &self.inner.pod.logs
+    }
+
+    /// The CPU time all the pod's request instances have used so far (cumulative, best
+    /// effort: time the instances held a thread, see [`Limits::cpu_millis`](crate::Limits::cpu_millis)).
+    pub fn cpu_time(&self) -> Duration {
+        self.inner.pod.cpu.used()
     }
 
     /// Runs `req` in a fresh instance and returns its response once the component sets it;
     /// the body streams on while the instance runs. Waits while the pod is at its
-    /// concurrency limit. A request without an authority gets `Host: localhost`.
+    /// concurrency limit, and while it is out of CPU quota. A request without an
+    /// authority gets `Host: localhost`. An instance that traps, goes over its memory
+    /// limit or its request timeout (before or after answering) says so on the pod's
+    /// stderr log.
     pub async fn handle<B>(&self, mut req: hyper::Request<B>) -> Result<hyper::Response<ResponseBody>, PodError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -81,14 +87,15 @@ impl HttpPod {
     {
         let inner = &self.inner;
         let permit = inner.permits.clone().acquire_owned().await.map_err(|e| PodError::BadRequest(e.to_string()))?;
-        let deadline = inner.spec.limits.request_timeout.map(|timeout| Instant::now() + timeout);
+        let timeout = inner.pod.spec.limits.request_timeout;
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
         if req.uri().authority().is_none() && !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, HeaderValue::from_static("localhost"));
         }
 
         let engine = inner.pre.engine();
-        let (mut store, outcome) = new_store(engine, &inner.spec, &inner.logs, inner.memory_limit, deadline)
-            .map_err(|e| PodError::BadRequest(e.to_string()))?;
+        let Instance { mut store, outcome, meter } =
+            inner.pod.new_store(engine, deadline).map_err(|e| PodError::BadRequest(e.to_string()))?;
         let (sender, receiver) = oneshot::channel();
         let req = store
             .data_mut()
@@ -98,13 +105,34 @@ impl HttpPod {
         let out = store.data_mut().http().new_response_outparam(sender).map_err(|e| PodError::BadRequest(chain(&e)))?;
 
         let pre = inner.pre.clone();
+        let cpu = inner.pod.cpu.clone();
+        let logs = inner.pod.logs.clone();
+        let memory_limit = inner.pod.memory_limit;
+        let task_outcome = outcome.clone();
+        // The instance runs in its own task: it goes on streaming the body after `handle`
+        // returns the response, so it reports its own failures to the log.
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            cpu.wait_for_quota().await;
+            let result = meter
+                .run(async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                })
+                .await;
+            result.map_err(|error| {
+                let failure = task_outcome.classify(&error);
+                let line = match &failure {
+                    Failure::Trap(message) => format!("request trapped: {message}"),
+                    Failure::OutOfMemory => format!("request killed: over the memory limit of {memory_limit} bytes"),
+                    Failure::DeadlineExceeded => timeout_line(timeout),
+                    Failure::Exit(code) => format!("request handler exited with {code}"),
+                };
+                task_outcome.report(&logs, line);
+                failure
+            })
         });
         let abort = task.abort_handle();
-        let logs = inner.logs.clone();
         let response = async move {
             match receiver.await {
                 Ok(Ok(response)) => Ok(response),
@@ -112,14 +140,11 @@ impl HttpPod {
                 // The outparam was dropped unset: the instance ended; ask it why.
                 Err(_) => match task.await {
                     Ok(Ok(())) => Err(PodError::NoResponse),
-                    Ok(Err(error)) => Err(match outcome.classify(&error) {
+                    Ok(Err(failure)) => Err(match failure {
                         Failure::OutOfMemory => PodError::OutOfMemory,
                         Failure::DeadlineExceeded => PodError::Timeout,
                         Failure::Exit(code) => PodError::Trap { message: format!("the handler exited with {code}") },
-                        Failure::Trap(message) => {
-                            logs.push(LogStream::Stderr, format!("request trapped: {message}"));
-                            PodError::Trap { message }
-                        }
+                        Failure::Trap(message) => PodError::Trap { message },
                     }),
                     Err(join) => Err(PodError::Trap { message: join.to_string() }),
                 },
@@ -130,10 +155,18 @@ impl HttpPod {
                 Ok(result) => result,
                 Err(_) => {
                     abort.abort();
+                    outcome.report(&inner.pod.logs, timeout_line(timeout));
                     Err(PodError::Timeout)
                 }
             },
             None => response.await,
         }
+    }
+}
+
+fn timeout_line(timeout: Option<Duration>) -> String {
+    match timeout {
+        Some(timeout) => format!("request killed: ran past its request timeout of {timeout:?}"),
+        None => "request killed: past its deadline".to_owned(),
     }
 }

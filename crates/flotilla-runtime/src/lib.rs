@@ -8,18 +8,25 @@
 //!   request gets a fresh `Store` and instance with the pod's memory limit and deadline, and
 //!   a semaphore bounds concurrent requests (the shape of `wasmtime serve`);
 //! - a [`CommandPod`] (exports `wasi:cli/run`) runs one instance to an [`Exit`];
-//! - a pod's stdout and stderr land in its [`LogBuffer`].
+//! - a pod's stdout and stderr land in its [`LogBuffer`], and so does a line when an
+//!   instance traps, is OOM-killed or runs past its deadline;
+//! - a pod's CPU quota ([`Limits::cpu_millis`]) is shared by all its instances and kept
+//!   per [`CPU_PERIOD`] as cgroups do: a pod that spent it sleeps (asynchronously, holding
+//!   no thread) until it may run again; `cpu_time()` reports what each pod has used.
 //!
 //! A pod gets the env, args and preopened directories of its [`PodSpec`] and nothing else:
-//! no sockets, and outgoing `wasi:http` requests are denied.
+//! no sockets, and outgoing `wasi:http` requests only to the hosts of its
+//! [`allowed_outbound_hosts`](PodSpec::allowed_outbound_hosts) (denied otherwise).
 //!
 //! It must not know about the API, the store or scheduling: callers resolve a pod object
 //! into a [`PodSpec`] and decide what an [`Exit`] means for the pod's status.
 
 mod command;
+mod cpu;
 mod error;
 mod http;
 mod logs;
+mod outbound;
 mod runtime;
 mod spec;
 mod state;
@@ -27,8 +34,11 @@ mod state;
 mod tests;
 
 pub use crate::command::{CommandPod, Exit};
+pub use crate::cpu::CPU_PERIOD;
 pub use crate::error::{Error, PodError, Result};
 pub use crate::http::{HttpPod, ResponseBody};
+/// The error type of request and response bodies (wasi:http's error code).
+pub use wasmtime_wasi_http::Error as BodyError;
 pub use crate::logs::{LogBuffer, LogLine, LogStream, LogWriter};
 pub use crate::runtime::{EPOCH_TICK, Image, ImageKind, Runtime, RuntimeConfig};
 pub use crate::spec::{Limits, PodSpec, Preopen};

@@ -125,7 +125,8 @@ impl Image {
 
 impl Runtime {
     /// Builds the engine (async, epoch interruption, pooling allocator, the on-disk cache
-    /// when `cache_dir` is set) and starts the epoch ticker thread.
+    /// when `cache_dir` is set) and starts the epoch ticker thread. Fuel stays off: CPU
+    /// quotas are kept by the clock (see [`Limits::cpu_millis`](crate::Limits::cpu_millis)).
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
         let max_memory = usize::try_from(config.max_memory_per_instance)
             .map_err(|_| Error::Config("max_memory_per_instance does not fit in usize".into()))?;
@@ -165,8 +166,12 @@ impl Runtime {
         };
         let engine = Engine::new(&wasmtime_config).map_err(|e| Error::Config(chain(&e)))?;
 
+        // Both kinds get WASI and outgoing `wasi:http` (a worker may call APIs too); each
+        // pod's allow-list decides where its requests may go.
         let mut command_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut command_linker).map_err(|e| Error::Config(chain(&e)))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut command_linker)
+            .map_err(|e| Error::Config(chain(&e)))?;
         let mut http_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(|e| Error::Config(chain(&e)))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)

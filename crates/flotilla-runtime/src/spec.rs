@@ -1,4 +1,4 @@
-//! What a pod is given: env, args, directories and limits.
+//! What a pod is given: env, args, directories, outbound hosts and limits.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +13,13 @@ pub struct PodSpec {
     /// `argv[1..]`; `argv[0]` is the pod's name.
     pub args: Vec<String>,
     pub preopens: Vec<Preopen>,
+    /// Hosts the pod may send outgoing `wasi:http` requests to; any other is refused with
+    /// `HTTP-request-denied`. Each entry is `HOST` (the scheme's default port: 80 for
+    /// `http`, 443 for `https`), `HOST:PORT`, or `HOST:*` (any port); `HOST` is a DNS
+    /// name, an IPv4 address, a bracketed IPv6 address (`[::1]:8080`), `*.DOMAIN` (any
+    /// name under DOMAIN, not DOMAIN itself) or `*` (any host). Names are compared as
+    /// written, case-insensitively, never resolved. Empty: no outgoing HTTP at all.
+    pub allowed_outbound_hosts: Vec<String>,
     pub limits: Limits,
 }
 
@@ -24,7 +31,8 @@ pub struct Preopen {
     pub read_only: bool,
 }
 
-/// A pod's limits; each instance (an HTTP request, a command run) gets its own.
+/// A pod's limits. Memory and timeouts bound each instance (an HTTP request, a command
+/// run); the CPU quota is the pod's, shared by all its instances.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Cap on each linear memory of an instance; going over it is `OutOfMemory`. `None`
@@ -36,10 +44,23 @@ pub struct Limits {
     pub active_deadline: Option<Duration>,
     /// HTTP requests running at once; more wait their turn. At least 1.
     pub max_concurrent_requests: usize,
+    /// CPU quota in millicores (`resources.limits.cpu`; 1000 is one core), for the whole
+    /// pod: all its instances together run at most `cpu_millis / 1000 ×`
+    /// [`CPU_PERIOD`](crate::CPU_PERIOD) of CPU per period, as cgroups' `cfs_quota_us` /
+    /// `cfs_period_us`. A pod that spent its quota is throttled (its instances sleep,
+    /// without holding a thread) until the period that pays its overrun back; it is
+    /// never killed for CPU. `None`: no quota. Must not be 0.
+    pub cpu_millis: Option<u32>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: None, request_timeout: None, active_deadline: None, max_concurrent_requests: 100 }
+        Limits {
+            memory_bytes: None,
+            request_timeout: None,
+            active_deadline: None,
+            max_concurrent_requests: 100,
+            cpu_millis: None,
+        }
     }
 }

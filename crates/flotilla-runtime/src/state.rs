@@ -1,24 +1,27 @@
-//! The per-instance `Store` data: WASI and wasi:http contexts, the memory limiter, the
-//! deadline, and how an instance's failure is told apart (trap, OOM, deadline).
+//! A pod's shared context and the per-instance `Store` data built from it: WASI and
+//! wasi:http contexts, the memory limiter, the CPU meter, the deadline, and how an
+//! instance's failure is told apart (trap, OOM, deadline).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::cpu::{CpuAccount, Meter};
 use crate::error::{Error, Result};
-use crate::logs::LogBuffer;
+use crate::logs::{LogBuffer, LogStream};
+use crate::outbound::{AllowedHosts, OutboundHttp};
 use crate::spec::PodSpec;
 
 /// The `T` of every pod's `Store<T>`.
 pub(crate) struct PodState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    hooks: DenyOutgoing,
+    hooks: OutboundHttp,
     table: ResourceTable,
     limiter: Limiter,
 }
@@ -41,6 +44,8 @@ impl WasiHttpView for PodState {
 pub(crate) struct Outcome {
     pub(crate) out_of_memory: AtomicBool,
     pub(crate) deadline_exceeded: AtomicBool,
+    /// Whether the instance's end has been written to the pod's log.
+    reported: AtomicBool,
 }
 
 /// How an instance's failure reads.
@@ -53,6 +58,14 @@ pub(crate) enum Failure {
 }
 
 impl Outcome {
+    /// Pushes `line` to the pod's stderr log, once per instance (an HTTP instance's task
+    /// and the request's timeout may both see it end).
+    pub(crate) fn report(&self, logs: &LogBuffer, line: String) {
+        if !self.reported.swap(true, Ordering::Relaxed) {
+            logs.push(LogStream::Stderr, line);
+        }
+    }
+
     pub(crate) fn classify(&self, error: &wasmtime::Error) -> Failure {
         if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
             return Failure::Exit(exit.0);
@@ -107,59 +120,69 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// Outgoing `wasi:http` requests are denied until the proxy routes them in process.
-struct DenyOutgoing;
+/// What all the instances of one pod share: its spec, log, resolved limits, outbound
+/// allow-list and CPU account. Built (and checked) once, when the pod is made.
+pub(crate) struct PodContext {
+    pub(crate) spec: PodSpec,
+    pub(crate) logs: LogBuffer,
+    pub(crate) memory_limit: usize,
+    outbound: AllowedHosts,
+    pub(crate) cpu: Arc<CpuAccount>,
+}
 
-type SendRequestFuture = Box<
-    dyn Future<
-            Output = wasmtime_wasi_http::Result<(
-                http::Response<WasiBody>,
-                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
+impl PodContext {
+    /// Checks the spec (outbound hosts, limits, preopened directories) before any instance.
+    pub(crate) fn new(engine: &wasmtime::Engine, memory_limit: usize, spec: PodSpec, logs: LogBuffer) -> Result<Self> {
+        if spec.limits.cpu_millis == Some(0) {
+            return Err(Error::InvalidLimit(
+                "a CPU quota of 0 millicores would never run; leave it unset for none".into(),
+            ));
+        }
+        let outbound = AllowedHosts::parse(&spec.allowed_outbound_hosts)?;
+        let cpu = Arc::new(CpuAccount::new(spec.limits.cpu_millis));
+        let context = PodContext { spec, logs, memory_limit, outbound, cpu };
+        // Fail now, not per instance, if a preopened directory cannot be opened.
+        context.new_store(engine, None)?;
+        Ok(context)
+    }
 
-impl WasiHttpHooks for DenyOutgoing {
-    fn send_request(
-        &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendRequestFuture {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    /// A fresh store for one instance of the pod: its WASI context, memory limit, CPU
+    /// meter and deadline.
+    pub(crate) fn new_store(&self, engine: &wasmtime::Engine, deadline: Option<Instant>) -> Result<Instance> {
+        let outcome = Arc::new(Outcome::default());
+        let meter = Arc::new(Meter::new(self.cpu.clone()));
+        let state = PodState {
+            wasi: wasi_ctx(&self.spec, &self.logs)?,
+            http: WasiHttpCtx::new(),
+            hooks: OutboundHttp::new(self.outbound.clone(), self.logs.clone()),
+            table: ResourceTable::new(),
+            limiter: Limiter { memory_limit: self.memory_limit, outcome: outcome.clone() },
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // Each epoch tick (10 ms) the instance yields to the executor, so a spinning pod
+        // cannot hold a worker thread; it sleeps instead while its pod is out of CPU quota;
+        // and past its deadline it ends.
+        store.set_epoch_deadline(1);
+        let ticker_outcome = outcome.clone();
+        let ticker_meter = meter.clone();
+        store.epoch_deadline_callback(move |_| {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                ticker_outcome.deadline_exceeded.store(true, Ordering::Relaxed);
+                return Err(wasmtime::Error::new(DeadlineExceeded));
+            }
+            Ok(ticker_meter.on_epoch())
+        });
+        Ok(Instance { store, outcome, meter })
     }
 }
 
-/// A fresh store for one instance of a pod: its WASI context, memory limit and deadline.
-pub(crate) fn new_store(
-    engine: &wasmtime::Engine,
-    spec: &PodSpec,
-    logs: &LogBuffer,
-    memory_limit: usize,
-    deadline: Option<Instant>,
-) -> Result<(Store<PodState>, Arc<Outcome>)> {
-    let outcome = Arc::new(Outcome::default());
-    let state = PodState {
-        wasi: wasi_ctx(spec, logs)?,
-        http: WasiHttpCtx::new(),
-        hooks: DenyOutgoing,
-        table: ResourceTable::new(),
-        limiter: Limiter { memory_limit, outcome: outcome.clone() },
-    };
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.limiter);
-    // Each epoch tick (10 ms) the instance yields to the executor, so a spinning pod cannot
-    // hold a worker thread, and past its deadline it ends.
-    store.set_epoch_deadline(1);
-    let ticker_outcome = outcome.clone();
-    store.epoch_deadline_callback(move |_| {
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            ticker_outcome.deadline_exceeded.store(true, Ordering::Relaxed);
-            return Err(wasmtime::Error::new(DeadlineExceeded));
-        }
-        Ok(UpdateDeadline::Yield(1))
-    });
-    Ok((store, outcome))
+/// A fresh instance's store, how it ended, and its CPU meter (poll the instance's future
+/// through [`Meter::run`] so its CPU time is counted).
+pub(crate) struct Instance {
+    pub(crate) store: Store<PodState>,
+    pub(crate) outcome: Arc<Outcome>,
+    pub(crate) meter: Arc<Meter>,
 }
 
 fn wasi_ctx(spec: &PodSpec, logs: &LogBuffer) -> Result<WasiCtx> {

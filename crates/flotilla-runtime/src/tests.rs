@@ -35,9 +35,8 @@ fn spec(name: &str, env: &[(&str, &str)], limits: Limits) -> PodSpec {
     PodSpec {
         name: name.to_owned(),
         env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-        args: Vec::new(),
-        preopens: Vec::new(),
         limits,
+        ..PodSpec::default()
     }
 }
 
@@ -67,6 +66,19 @@ fn lines(logs: &LogBuffer) -> Vec<String> {
     logs.lines().into_iter().map(|l| l.line).collect()
 }
 
+fn stderr(logs: &LogBuffer) -> Vec<String> {
+    logs.lines().into_iter().filter(|l| l.stream == LogStream::Stderr).map(|l| l.line).collect()
+}
+
+/// The iteration count in a cpu-burner answer (`cpu-burner: N iterations in M ms`).
+fn iterations(body: &str) -> u64 {
+    body.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not a burner answer: {body}"))
+}
+
+fn limits_cpu(cpu_millis: u32) -> Limits {
+    Limits { cpu_millis: Some(cpu_millis), ..Limits::default() }
+}
+
 macro_rules! assert_test_exists {
     ($name:ident) => {
         #[allow(unused_imports, reason = "only checks that the test exists")]
@@ -94,6 +106,11 @@ async fn hello_http() {
         assert_eq!(request.await.expect("task"), (200, "Ahoy from web-1\n".to_owned()));
     }
     eprintln!("50 concurrent requests in {:?}", started.elapsed());
+
+    // Without `POD_NAME`, the pod's name comes from `HOSTNAME`, which the runtime sets.
+    let pod = http_pod(flotilla_examples::HELLO_HTTP, spec("web-2", &[], Limits::default()));
+    let (status, body) = text(pod.handle(get("/")).await.expect("response")).await;
+    assert_eq!((status, body.as_str()), (200, "Hello from Flotilla from web-2\n"));
 }
 
 #[tokio::test]
@@ -110,12 +127,54 @@ async fn echo() {
     assert!(body.ends_with("\n\nhello body"), "{body}");
 }
 
+fn put(uri: &str, body: &'static str) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::put(uri).body(Full::new(Bytes::from_static(body.as_bytes()))).expect("request")
+}
+
+#[tokio::test]
+async fn echo_reads_and_writes_preopened_files() {
+    let config = tempfile::tempdir().expect("tempdir");
+    std::fs::write(config.path().join("key"), "value from a ConfigMap").expect("write key");
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut spec = spec("files", &[], Limits::default());
+    spec.preopens.push(Preopen { host: config.path().to_owned(), guest: "/config".into(), read_only: true });
+    spec.preopens.push(Preopen { host: data.path().to_owned(), guest: "/data".into(), read_only: false });
+    let pod = http_pod(flotilla_examples::ECHO, spec);
+
+    let (status, body) = text(pod.handle(get("/fs/config/key")).await.expect("response")).await;
+    assert_eq!((status, body.as_str()), (200, "value from a ConfigMap"));
+    // Nothing outside the preopened directories, nor through `..`.
+    for path in ["/fs/etc/passwd", "/fs/config/missing", "/fs/config/../../etc/passwd"] {
+        let (status, body) = text(pod.handle(get(path)).await.expect("response")).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    // A read-only volume refuses writes; a writable one keeps them on the host.
+    let (status, body) = text(pod.handle(put("/fs/config/key", "overwritten")).await.expect("response")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(std::fs::read_to_string(config.path().join("key")).expect("key"), "value from a ConfigMap");
+    let (status, body) = text(pod.handle(put("/fs/data/out.txt", "written by the pod")).await.expect("response")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(std::fs::read_to_string(data.path().join("out.txt")).expect("out.txt"), "written by the pod");
+    let (status, body) = text(pod.handle(get("/fs/data/out.txt")).await.expect("response")).await;
+    assert_eq!((status, body.as_str()), (200, "written by the pod"));
+
+    // A pod without volumes sees no files at all.
+    let pod = http_pod(flotilla_examples::ECHO, spec_named("bare"));
+    let (status, _) = text(pod.handle(get("/fs/config/key")).await.expect("response")).await;
+    assert_eq!(status, 404);
+}
+
+fn spec_named(name: &str) -> PodSpec {
+    spec(name, &[], Limits::default())
+}
+
 #[tokio::test]
 async fn mem_hog() {
     let limits = Limits { memory_bytes: Some(16 << 20), ..Limits::default() };
     let pod = http_pod(flotilla_examples::MEM_HOG, spec("hog", &[], limits));
     let error = pod.handle(get("/?mb=64")).await.expect_err("over the limit");
     assert_eq!(error, PodError::OutOfMemory);
+    assert_eq!(stderr(pod.logs()), ["request killed: over the memory limit of 16777216 bytes"]);
     // The pod still answers requests that fit.
     let (status, body) = text(pod.handle(get("/?mb=1")).await.expect("small request")).await;
     assert_eq!(status, 200);
@@ -130,20 +189,193 @@ async fn cpu_burner() {
     let error = pod.handle(get("/?ms=5000")).await.expect_err("times out");
     assert_eq!(error, PodError::Timeout);
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert_eq!(stderr(pod.logs()), ["request killed: ran past its request timeout of 50ms"]);
     let (status, _) = text(pod.handle(get("/?ms=1")).await.expect("quick request")).await;
     assert_eq!(status, 200);
+    assert!(pod.cpu_time() >= Duration::from_millis(40), "{:?}", pod.cpu_time());
+}
+
+/// Runs `pod.handle(uri)` in its own task; returns the answer and the request's wall time.
+fn spawn_request(pod: &HttpPod, uri: &'static str) -> tokio::task::JoinHandle<(String, Duration)> {
+    let pod = pod.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let (status, body) = text(pod.handle(get(uri)).await.expect("response")).await;
+        assert_eq!(status, 200, "{body}");
+        (body, started.elapsed())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_quota_throttles_a_pod_and_spares_its_neighbours() {
+    let limited = http_pod(flotilla_examples::CPU_BURNER, spec("burner-100m", &[], limits_cpu(100)));
+    let unlimited = http_pod(flotilla_examples::CPU_BURNER, spec_named("burner"));
+    let neighbour = http_pod(flotilla_examples::HELLO_HTTP, spec_named("neighbour"));
+
+    // The burner spins on the clock for 1 s: throttled, it gets fewer iterations done.
+    let started = Instant::now();
+    let limited_request = spawn_request(&limited, "/?ms=1000");
+    let unlimited_request = spawn_request(&unlimited, "/?ms=1000");
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_millis(900) {
+        let asked = Instant::now();
+        let (status, _) = text(neighbour.handle(get("/")).await.expect("neighbour answers")).await;
+        assert_eq!(status, 200);
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (limited_body, limited_wall) = limited_request.await.expect("task");
+    let (unlimited_body, unlimited_wall) = unlimited_request.await.expect("task");
+
+    let limited_share = limited.cpu_time().as_secs_f64() / limited_wall.as_secs_f64();
+    let unlimited_share = unlimited.cpu_time().as_secs_f64() / unlimited_wall.as_secs_f64();
+    let (limited_iterations, unlimited_iterations) = (iterations(&limited_body), iterations(&unlimited_body));
+    eprintln!(
+        "100m: {limited_share:.3} of a core ({limited_iterations} iterations); unlimited: {unlimited_share:.3} \
+         ({unlimited_iterations}); slowest neighbour answer {slowest:?}"
+    );
+    assert!((0.05..=0.2).contains(&limited_share), "the 100m pod used {limited_share:.3} of a core");
+    assert!(unlimited_share > 0.4, "the unlimited pod used only {unlimited_share:.3} of a core");
+    assert!(unlimited_iterations > 3 * limited_iterations, "{unlimited_iterations} vs {limited_iterations}");
+    assert!(slowest < Duration::from_millis(250), "the neighbour took {slowest:?} to answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_quota_is_shared_by_a_pods_instances() {
+    // Four requests at once on a 200m pod get 0.2 of a core between them, not 0.8.
+    let pod = http_pod(flotilla_examples::CPU_BURNER, spec("burners-200m", &[], limits_cpu(200)));
+    let started = Instant::now();
+    let requests: Vec<_> = (0..4).map(|_| spawn_request(&pod, "/?ms=1000")).collect();
+    for request in requests {
+        request.await.expect("task");
+    }
+    let share = pod.cpu_time().as_secs_f64() / started.elapsed().as_secs_f64();
+    eprintln!("4 requests on a 200m pod: {share:.3} of a core");
+    assert!((0.1..=0.3).contains(&share), "the 200m pod used {share:.3} of a core");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_quota_throttles_a_command() {
+    // About 0.1 s of CPU: 1 s at 100m.
+    let env = [("LIMIT", "10000000")];
+    let unlimited = command_pod(flotilla_examples::BATCH, spec("batch", &env, Limits::default()));
+    let started = Instant::now();
+    assert_eq!(unlimited.clone().run().await, Exit::Code(0));
+    let unlimited_wall = started.elapsed();
+
+    let limited = command_pod(flotilla_examples::BATCH, spec("batch-100m", &env, limits_cpu(100)));
+    let started = Instant::now();
+    assert_eq!(limited.clone().run().await, Exit::Code(0));
+    let limited_wall = started.elapsed();
+    let share = limited.cpu_time().as_secs_f64() / limited_wall.as_secs_f64();
+    eprintln!(
+        "batch: {unlimited_wall:?} ({:?} CPU) unlimited, {limited_wall:?} ({:?} CPU) at 100m: {share:.3} of a core",
+        unlimited.cpu_time(),
+        limited.cpu_time()
+    );
+    assert!(unlimited.cpu_time() > Duration::ZERO);
+    assert!(limited_wall > 4 * unlimited_wall, "{limited_wall:?} at 100m vs {unlimited_wall:?} unlimited");
+    assert!((0.05..=0.2).contains(&share), "the 100m command used {share:.3} of a core");
+}
+
+#[test]
+fn a_zero_cpu_quota_is_refused() {
+    let error = runtime().http_pod(
+        &image(flotilla_examples::HELLO_HTTP),
+        spec("zero", &[], limits_cpu(0)),
+        LogBuffer::new(1024),
+    );
+    assert!(matches!(error, Err(Error::InvalidLimit(_))), "{error:?}");
+}
+
+/// A one-route upstream on 127.0.0.1: answers every request `200 hello from upstream`
+/// and counts the requests it saw.
+async fn upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = format!("hello from upstream, you asked for {}", request.lines().next().unwrap_or(""));
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetcher() {
+    let (port, seen) = upstream().await;
+    let url = format!("/?url=http://127.0.0.1:{port}/greeting");
+
+    let mut allowed = spec_named("fetcher");
+    allowed.allowed_outbound_hosts = vec!["example.com".into(), format!("127.0.0.1:{port}")];
+    let pod = http_pod(flotilla_examples::FETCHER, allowed);
+    let (status, body) = text(pod.handle(get(&url)).await.expect("response")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "200\nhello from upstream, you asked for GET /greeting HTTP/1.1");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Another port of the same host, or no allow-list at all: denied before any connection.
+    let mut other_port = spec_named("fetcher");
+    other_port.allowed_outbound_hosts = vec![format!("127.0.0.1:{}", port.wrapping_add(1).max(1))];
+    for spec in [other_port, spec_named("fetcher")] {
+        let pod = http_pod(flotilla_examples::FETCHER, spec);
+        let (status, body) = text(pod.handle(get(&url)).await.expect("response")).await;
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("HttpRequestDenied"), "{body}");
+        assert_eq!(
+            stderr(pod.logs()),
+            [format!("outgoing HTTP request to 127.0.0.1:{port} denied: not in the pod's allowed outbound hosts")]
+        );
+    }
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_bad_outbound_host_is_refused() {
+    let mut spec = spec_named("fetcher");
+    spec.allowed_outbound_hosts = vec!["http://example.com/".into()];
+    let error = runtime().http_pod(&image(flotilla_examples::FETCHER), spec, LogBuffer::new(1024));
+    assert!(matches!(error, Err(Error::InvalidOutboundHost { .. })), "{error:?}");
 }
 
 #[tokio::test]
 async fn batch() {
-    let mut spec = spec("batch-job", &[("LIMIT", "100")], Limits::default());
-    spec.args = vec!["--flag".to_owned(), "value".to_owned()];
-    let pod = command_pod(flotilla_examples::BATCH, spec);
+    let mut job = spec("batch-job", &[("LIMIT", "100")], Limits::default());
+    job.args = vec!["--flag".to_owned(), "value".to_owned()];
+    let pod = command_pod(flotilla_examples::BATCH, job);
     let logs = pod.logs().clone();
     // `run` is `Send + 'static`: a node spawns it.
     assert_eq!(tokio::spawn(pod.run()).await.expect("task"), Exit::Code(0));
     assert_eq!(lines(&logs), ["batch: 25 primes below 100", "arg[0]: batch-job", "arg[1]: --flag", "arg[2]: value"]);
     assert!(logs.lines().iter().all(|l| l.stream == LogStream::Stdout));
+
+    // The sieve of 50 million needs 50 MB: over a 16 MiB limit, the run is OOM-killed.
+    let limits = Limits { memory_bytes: Some(16 << 20), ..Limits::default() };
+    let pod = command_pod(flotilla_examples::BATCH, spec("batch-oom", &[("LIMIT", "50000000")], limits));
+    let logs = pod.logs().clone();
+    assert_eq!(pod.run().await, Exit::OutOfMemory);
+    assert_eq!(stderr(&logs), ["OOMKilled: went over the memory limit of 16777216 bytes"]);
 }
 
 #[tokio::test]
@@ -175,7 +407,7 @@ async fn logger() {
         async move { logs.next_after(0).await }
     });
     assert_eq!(pod.run().await, Exit::DeadlineExceeded);
-    assert_eq!(lines(&logs), ["log line 1", "log line 2"]);
+    assert_eq!(lines(&logs), ["log line 1", "log line 2", "DeadlineExceeded: killed at its active deadline of 1.5s"]);
     assert_eq!(follower.await.expect("follower")[0].line, "log line 1");
 
     let pod = command_pod(flotilla_examples::LOGGER, spec("logger", &[("LINES", "1")], Limits::default()));
