@@ -46,7 +46,7 @@ fn client_with_token(kubeconfig: &std::path::Path, token: Option<&str>) -> Resul
     let ca = cluster["certificate-authority-data"].as_str().context("ca")?;
     use base64::Engine as _;
     let ca = base64::engine::general_purpose::STANDARD.decode(ca)?;
-    Client::new(server, token.map(str::to_string), Some(&ca), "default".into())
+    Ok(Client::new(server, token.map(str::to_string), Some(&ca), "default".into())?)
 }
 
 #[tokio::test]

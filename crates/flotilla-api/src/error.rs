@@ -176,6 +176,41 @@ impl Reason {
         }
     }
 
+    /// Every reason, for parsing.
+    const ALL: [Reason; 16] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::NotAcceptable,
+        Self::AlreadyExists,
+        Self::Conflict,
+        Self::Gone,
+        Self::Invalid,
+        Self::RequestEntityTooLarge,
+        Self::UnsupportedMediaType,
+        Self::TooManyRequests,
+        Self::InternalError,
+        Self::ServiceUnavailable,
+        Self::Timeout,
+    ];
+
+    /// The reason a `Status` names, else the one its HTTP code implies (a client reading
+    /// a server's answer).
+    pub fn from_status(reason: Option<&str>, code: u16) -> Reason {
+        if let Some(reason) = Self::ALL.iter().find(|r| Some(r.as_str()) == reason) {
+            return *reason;
+        }
+        match code {
+            409 => Self::Conflict,
+            400..=499 => Self::ALL.iter().find(|r| r.code() == code).copied().unwrap_or(Self::BadRequest),
+            503 => Self::ServiceUnavailable,
+            504 => Self::Timeout,
+            _ => Self::InternalError,
+        }
+    }
+
     /// The HTTP status code that goes with this reason.
     pub fn code(self) -> u16 {
         match self {
@@ -310,6 +345,22 @@ impl ApiError {
     /// The watch history a client asked for is gone; it must list again.
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(Reason::Gone, message)
+    }
+
+    /// The error a server's failure `Status` body describes (`code` is the response's
+    /// HTTP status, used when the body is not a Status).
+    pub fn from_status_body(code: u16, body: &[u8]) -> Self {
+        match serde_json::from_slice::<Status>(body) {
+            Ok(status) if status.status.as_deref() == Some("Failure") || status.message.is_some() => Self {
+                reason: Reason::from_status(status.reason.as_deref(), code),
+                message: status.message.unwrap_or_default(),
+                details: status.details.map(Box::new),
+            },
+            _ => Self::new(
+                Reason::from_status(None, code),
+                format!("the server answered {code}: {}", String::from_utf8_lossy(body).trim()),
+            ),
+        }
     }
 
     /// The HTTP status code.

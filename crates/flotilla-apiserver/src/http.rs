@@ -11,7 +11,7 @@ use flotilla_api::{
     ApiError, FieldSelector, Format, LabelSelector, Reason, ResourceType, Subresource, decode_object, encode,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -27,22 +27,29 @@ use tracing::Instrument as _;
 /// Request bodies over this size are refused, as kube-apiserver refuses them.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
-pub type Body = BoxBody<Bytes, Infallible>;
+pub use flotilla_client::Body;
 
 /// What every request handler shares.
 #[derive(Debug)]
 pub struct ApiState {
     pub registry: Registry,
     pub admin_token: String,
+    pub node_token: String,
+    /// The cluster CA, served at `/cacerts` for joining agents.
+    pub ca_pem: String,
     /// `host:port` clients reach the server at, for `/api` discovery.
     pub server_address: String,
     /// Wakes the namespace finalizer after a namespace delete.
     pub namespace_poke: Arc<Notify>,
+    /// The nodes' agents, for `pods/log` and `pods/proxy`.
+    pub kubelets: flotilla_client::Kubelets,
+    /// Where pushed images are kept (`DIR/NAME/TAG.wasm`).
+    pub images_dir: std::path::PathBuf,
     pub request_ids: AtomicU64,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
+    flotilla_client::full_body(bytes)
 }
 
 fn respond(code: u16, value: &Value, format: Format) -> Response<Body> {
@@ -130,26 +137,30 @@ fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    // Constant time in the token's length, so timing does not reveal a prefix.
-    let expected = state.admin_token.as_bytes();
+    // Node agents hold the node token; until there is RBAC it grants what the admin's does.
     let given = token.trim().as_bytes();
+    constant_time_eq(given, state.admin_token.as_bytes()) || constant_time_eq(given, state.node_token.as_bytes())
+}
+
+/// Constant time in the token's length, so timing does not reveal a prefix.
+pub(crate) fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// A parsed query string; keys may repeat, the last one wins.
-struct Query(HashMap<String, String>);
+pub(crate) struct Query(HashMap<String, String>);
 
 impl Query {
-    fn parse(query: Option<&str>) -> Self {
+    pub(crate) fn parse(query: Option<&str>) -> Self {
         Self(form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
 
     /// Booleans as kube-apiserver reads them: `true`, `True`, `1`, ...
-    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+    pub(crate) fn flag(&self, key: &str) -> Result<bool, ApiError> {
         match self.get(key) {
             None => Ok(false),
             Some(v) => match v.to_ascii_lowercase().as_str() {
@@ -160,7 +171,7 @@ impl Query {
         }
     }
 
-    fn number(&self, key: &str) -> Result<Option<u64>, ApiError> {
+    pub(crate) fn number(&self, key: &str) -> Result<Option<u64>, ApiError> {
         self.get(key)
             .filter(|v| !v.is_empty())
             .map(|v| {
@@ -250,6 +261,13 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
             return Ok(response);
         }
         ["version"] => return ok(discovery::version()),
+        // A joining agent fetches the CA before it trusts the server, and checks it
+        // against the hash in its join token (as k3s does).
+        ["cacerts"] => {
+            let mut response = Response::new(full(state.ca_pem.clone()));
+            response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+            return Ok(response);
+        }
         _ => {}
     }
     if !authorized(state, request.headers()) {
@@ -276,6 +294,9 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         ["openapi", "v2"] => return Ok(respond_bytes(openapi::v2_document(), openapi::V2_CONTENT_TYPE)),
         _ => {}
     }
+    if let ["flotilla", "v1", "images", ..] = segments.as_slice() {
+        return crate::images::serve(state, request).await;
+    }
     if let ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] = segments.as_slice() {
         return self_subject_access_review(request).await;
     }
@@ -297,6 +318,10 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         ["apis", group] => return discovery::api_group(group).map(ok).unwrap_or_else(|| Err(not_found_path(&path))),
         ["apis", group, version] => {
             return discovery::api_resource_list(group, version).map(ok).unwrap_or_else(|| Err(not_found_path(&path)));
+        }
+        ["api", "v1", "namespaces", namespace, "pods", pod, "proxy", ..] => {
+            let (namespace, pod) = (namespace.to_string(), pod.to_string());
+            return crate::kubelet::proxy(state, &namespace, &pod, request).await;
         }
         ["api", version, rest @ ..] => parse_target("", version, rest, &path)?,
         ["apis", group, version, rest @ ..] => parse_target(group, version, rest, &path)?,
@@ -332,10 +357,18 @@ async fn self_subject_access_review(request: Request<Incoming>) -> Result<Respon
 }
 
 async fn read_body(request: Request<Incoming>) -> Result<(HeaderMap, Bytes), ApiError> {
+    read_body_limited(request, MAX_BODY_BYTES).await
+}
+
+/// Reads a whole body of at most `limit` bytes.
+pub(crate) async fn read_body_limited(
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<(HeaderMap, Bytes), ApiError> {
     let too_large = || {
         ApiError::new(
             Reason::RequestEntityTooLarge,
-            format!("the request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+            format!("the request body is larger than the limit of {limit} bytes"),
         )
     };
     let (parts, mut body) = request.into_parts();
@@ -343,7 +376,7 @@ async fn read_body(request: Request<Incoming>) -> Result<(HeaderMap, Bytes), Api
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body failed: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
-        if collected.len() + data.len() > MAX_BODY_BYTES {
+        if collected.len() + data.len() > limit {
             let mut drained = collected.len() + data.len();
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
                 while drained < MAX_DRAIN_BYTES {
@@ -423,6 +456,7 @@ fn delete_options(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Del
         dry_run: query.dry_run()?,
         ..DeleteOptions::default()
     };
+    options.grace_period_seconds = query.number("gracePeriodSeconds")?.map(|g| i64::try_from(g).unwrap_or(i64::MAX));
     if query.flag("orphanDependents")? {
         options.propagation_policy = Some("Orphan".into());
     }
@@ -438,6 +472,9 @@ fn delete_options(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Del
             options.precondition_uid = pre.get("uid").and_then(Value::as_str).map(str::to_string);
             options.precondition_resource_version =
                 pre.get("resourceVersion").and_then(Value::as_str).map(str::to_string);
+        }
+        if let Some(grace) = value.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            options.grace_period_seconds = Some(grace);
         }
         if value.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")) {
             options.dry_run = true;
@@ -458,6 +495,8 @@ fn subresource(target: &Target) -> Result<Option<Subresource>, ApiError> {
         None => Ok(None),
         Some("status") if target.rt.has_subresource(Subresource::Status) => Ok(Some(Subresource::Status)),
         Some("scale") if target.rt.has_subresource(Subresource::Scale) => Ok(Some(Subresource::Scale)),
+        // Actions on a pod, served apart from the object's own verbs.
+        Some("binding" | "log") if target.rt.kind == "Pod" => Ok(None),
         Some(other) => Err(ApiError::new(
             Reason::NotFound,
             format!(
@@ -557,6 +596,19 @@ async fn serve_resource(
     };
     if target.watch_path {
         return Err(ApiError::bad_request("watching a single object: use ?watch=1&fieldSelector=metadata.name=NAME"));
+    }
+    // The pod subresources that are actions rather than views of the object.
+    match (rt.kind, target.subresource.as_deref(), &method) {
+        ("Pod", Some("binding"), &Method::POST) => {
+            let (headers, body) = read_body(request).await?;
+            let binding = object_body(&headers, &body)?;
+            return reply(201, registry.bind(ns.unwrap_or("default"), &name, &binding).await?);
+        }
+        ("Pod", Some("log"), &Method::GET) => {
+            return crate::kubelet::logs(state, ns.unwrap_or("default"), &name, &query).await;
+        }
+        ("Pod", Some("binding" | "log"), _) => return Err(method_not_allowed(&method)),
+        _ => {}
     }
     match (method, sub) {
         (Method::GET, Some(Subresource::Scale)) => {
@@ -685,11 +737,25 @@ async fn serve_watch(
         allow_bookmarks: query.flag("allowWatchBookmarks")?,
         timeout: query.number("timeoutSeconds")?.filter(|t| *t > 0).map(Duration::from_secs),
         send_initial_events,
-        table,
     };
-    let lines = watch::start(state.registry.clone(), rt, namespace, watch_query).await?;
-    let stream = ReceiverStream::new(lines).map(|line| Ok::<_, Infallible>(Frame::data(line)));
-    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    // Table watches carry column definitions in their first object only, as
+    // kube-apiserver's do.
+    let mut headers_sent = false;
+    let emit = move |event_type: &'static str, object: Value| {
+        let object = match table {
+            Some(include) if matches!(event_type, "ADDED" | "MODIFIED" | "DELETED") => {
+                let first = !std::mem::replace(&mut headers_sent, true);
+                tables::watch_table(rt, &object, include, jiff::Timestamp::now(), first)
+            }
+            _ => object,
+        };
+        let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    };
+    let lines = watch::start(state.registry.clone(), rt, namespace, watch_query, emit).await?;
+    let stream = ReceiverStream::new(lines).map(|line| Ok::<_, flotilla_client::BoxError>(Frame::data(line)));
+    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     Ok(response)
 }

@@ -11,6 +11,9 @@ mod apply;
 mod discovery;
 mod error;
 mod http;
+mod images;
+mod kubelet;
+mod local;
 mod namespaces;
 mod openapi;
 mod pki;
@@ -22,6 +25,7 @@ mod watch;
 
 pub use error::{Error, Result};
 pub use http::MAX_BODY_BYTES;
+pub use local::LocalCluster;
 pub use pki::{Identity, PkiPaths, write_kubeconfig};
 pub use registry::{DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions};
 
@@ -47,6 +51,8 @@ pub struct Config {
     pub insecure_http: bool,
     /// Extra DNS names or IPs for the serving certificate.
     pub tls_names: Vec<String>,
+    /// The nodes' agents, for `pods/log` and `pods/proxy`.
+    pub kubelets: flotilla_client::Kubelets,
 }
 
 /// A started API server.
@@ -56,6 +62,10 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// The admin kubeconfig it wrote.
     pub kubeconfig: PathBuf,
+    /// The file holding the token node agents join with (`flotilla agent --token`).
+    pub join_token: PathBuf,
+    /// The in-process client of this server, for the components `flotilla server` runs.
+    pub cluster: LocalCluster,
     /// Ends when the server stops accepting connections.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -83,14 +93,19 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let state = Arc::new(http::ApiState {
         registry,
         admin_token: identity.admin_token.clone(),
+        node_token: identity.node_token.clone(),
+        ca_pem: identity.ca_pem.clone(),
         server_address: client_addr.to_string(),
-        namespace_poke,
+        namespace_poke: namespace_poke.clone(),
+        kubelets: config.kubelets.clone(),
+        images_dir: config.data_dir.join("images"),
         request_ids: AtomicU64::new(1),
     });
+    let cluster = LocalCluster::new(state.registry.clone(), namespace_poke);
     let tls = (!config.insecure_http).then(|| tokio_rustls::TlsAcceptor::from(identity.tls.clone()));
     tracing::info!(addr = %local_addr, scheme, "API server listening");
     let task = tokio::spawn(accept_loop(listener, tls, state));
-    Ok(Running { local_addr, kubeconfig: paths.kubeconfig, task })
+    Ok(Running { local_addr, kubeconfig: paths.kubeconfig, join_token: paths.join_token, cluster, task })
 }
 
 async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: Arc<http::ApiState>) {

@@ -22,6 +22,9 @@ pub struct PkiPaths {
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub token: PathBuf,
+    /// The node agents' secret, and the join token made from it (written for operators).
+    pub node_token: PathBuf,
+    pub join_token: PathBuf,
     pub kubeconfig: PathBuf,
 }
 
@@ -34,6 +37,8 @@ impl PkiPaths {
             server_cert: tls.join("server.crt"),
             server_key: tls.join("server.key"),
             token: data_dir.join("admin.token"),
+            node_token: data_dir.join("node.token"),
+            join_token: data_dir.join("join-token"),
             kubeconfig: data_dir.join("kubeconfig"),
         }
     }
@@ -44,7 +49,19 @@ impl PkiPaths {
 pub struct Identity {
     pub tls: Arc<rustls::ServerConfig>,
     pub admin_token: String,
+    /// The secret node agents present (the part of the join token after `::node:`).
+    pub node_token: String,
     pub ca_pem: String,
+}
+
+impl Identity {
+    /// The token a node agent joins with, k3s-style: `K10<sha256 of the CA>::node:<secret>`,
+    /// so the agent can check the CA it downloads before trusting it.
+    pub fn join_token(&self) -> String {
+        use sha2::Digest as _;
+        let hash: String = sha2::Sha256::digest(self.ca_pem.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        format!("K10{hash}::node:{}", self.node_token)
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -130,6 +147,14 @@ pub fn load_or_create(data_dir: &Path, extra_names: &[String]) -> Result<Identit
             token
         }
     };
+    let node_token = match std::fs::read_to_string(&paths.node_token) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+        _ => {
+            let token = random_token()?;
+            write_private(&paths.node_token, &token)?;
+            token
+        }
+    };
     let ca_pem = std::fs::read_to_string(&paths.ca_cert).map_err(io_error(&paths.ca_cert))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&paths.server_cert)
         .and_then(|certs| certs.collect())
@@ -143,7 +168,9 @@ pub fn load_or_create(data_dir: &Path, extra_names: &[String]) -> Result<Identit
         .with_single_cert(chain, key)
         .map_err(|e| Error::Tls(format!("the serving certificate: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Identity { tls: Arc::new(config), admin_token, ca_pem })
+    let identity = Identity { tls: Arc::new(config), admin_token, node_token, ca_pem };
+    write_private(&paths.join_token, &format!("{}\n", identity.join_token()))?;
+    Ok(identity)
 }
 
 /// Where a client should connect: an unspecified listen address (0.0.0.0) is reached

@@ -110,6 +110,9 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_resource_version: Option<String>,
     pub dry_run: bool,
+    /// `gracePeriodSeconds`: how long a running pod gets to stop (its
+    /// `terminationGracePeriodSeconds` when not given; 0 deletes at once).
+    pub grace_period_seconds: Option<i64>,
 }
 
 fn object_ref<'a>(rt: &'a ResourceType, name: &'a str) -> ObjectRef<'a> {
@@ -365,6 +368,10 @@ impl Registry {
             object["spec"] = json!({"finalizers": ["kubernetes"]});
             object["status"] = json!({"phase": "Active"});
         }
+        if rt.kind == "Pod" {
+            // As kube-apiserver's pod strategy: a new pod's status is the server's to set.
+            object["status"] = json!({"phase": "Pending"});
+        }
         for _attempt in 0..8 {
             if let Some(prefix) = &generated_prefix {
                 metadata_mut(&mut object).insert("name".into(), json!(format!("{prefix}{}", random_suffix())));
@@ -488,6 +495,7 @@ impl Registry {
             // namespace is removed only by its own finalizer, once it is empty.
             let finished = rt.kind != "Namespace"
                 && meta_str(&updated, "deletionTimestamp").is_some()
+                && metadata(&updated).get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0
                 && finalizers(&updated).is_empty();
             let result = if finished {
                 self.store.delete(&key, Some(kv.mod_revision)).await
@@ -695,7 +703,8 @@ impl Registry {
                 // The namespace finalizer empties it first (see namespaces.rs).
                 add_finalizer(&mut pending, "kubernetes");
             }
-            if pending.is_empty() {
+            let grace = pod_grace_period(rt, &current, options);
+            if pending.is_empty() && grace == 0 {
                 if options.dry_run {
                     return Ok(Deleted::Gone(current));
                 }
@@ -708,11 +717,14 @@ impl Registry {
             let mut marked = current.clone();
             {
                 let meta = metadata_mut(&mut marked);
-                if !meta.contains_key("deletionTimestamp") {
-                    meta.insert("deletionTimestamp".into(), json!(flotilla_api::timestamp_now()));
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let marked_grace = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+                // A second delete may shorten a pod's grace period, never lengthen it.
+                if marked_grace.is_none_or(|marked| grace < marked) {
+                    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                    meta.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 }
-                if rt.kind != "Namespace" {
+                if rt.kind != "Namespace" && (!pending.is_empty() || meta.contains_key("finalizers")) {
                     meta.insert("finalizers".into(), json!(pending));
                 }
             }
@@ -729,6 +741,39 @@ impl Registry {
             }
         }
         Err(Self::store_error(rt, name, flotilla_store::Error::Conflict { key, expected: 0, current: 0 }))
+    }
+
+    /// `pods/binding`: assigns a pending pod to a node, as the scheduler does, and marks
+    /// it `PodScheduled`. A pod already assigned, or being deleted, is a `Conflict`.
+    pub async fn bind(&self, namespace: &str, name: &str, binding: &Value) -> Result<Value, ApiError> {
+        let rt = flotilla_api::by_kind("v1", "Pod").ok_or_else(|| ApiError::internal("pods are not served"))?;
+        let node = binding["target"]["name"].as_str().filter(|n| !n.is_empty());
+        let Some(node) = node else {
+            let error = FieldError::required("target.name", "the node to bind to");
+            return Err(ApiError::invalid("Binding", "", name, &[error]));
+        };
+        if let Some(kind) = binding["target"]["kind"].as_str().filter(|k| !k.is_empty() && *k != "Node") {
+            let error = FieldError::not_supported("target.kind", kind, &["Node"]);
+            return Err(ApiError::invalid("Binding", "", name, &[error]));
+        }
+        let options = WriteOptions { field_manager: "flotilla-scheduler".into(), ..WriteOptions::default() };
+        let bound = self
+            .update_with(rt, Some(namespace), name, &options, |current| {
+                let conflict = |why: String| ApiError::conflict(object_ref(rt, name), &why);
+                if meta_str(current, "deletionTimestamp").is_some() {
+                    return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
+                }
+                if let Some(assigned) = current["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                    return Err(conflict(format!("pod {name} is already assigned to node \"{assigned}\"")));
+                }
+                let mut next = current.clone();
+                next["spec"]["nodeName"] = json!(node);
+                set_condition(&mut next, "PodScheduled", "True", None, None);
+                Ok((next, None))
+            })
+            .await?;
+        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201,
+            "details": {"name": name, "kind": "pods", "uid": meta_str(&bound, "uid").unwrap_or("")}}))
     }
 
     /// The response body of a delete: the object while it waits for finalizers, a
@@ -767,6 +812,57 @@ impl Registry {
             "metadata": {"resourceVersion": self.store.current_revision().to_string()},
             "items": deleted,
         }))
+    }
+}
+
+/// How long a pod being deleted gets to stop, as kube-apiserver decides: none for other
+/// kinds, for a pod no node runs yet, or one that has finished; else the delete's
+/// `gracePeriodSeconds`, else the pod's `terminationGracePeriodSeconds` (30).
+fn pod_grace_period(rt: &ResourceType, pod: &Value, options: &DeleteOptions) -> i64 {
+    if rt.kind != "Pod" {
+        return 0;
+    }
+    let scheduled = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !scheduled || finished {
+        return 0;
+    }
+    options.grace_period_seconds.or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30).max(0)
+}
+
+/// Sets `status.conditions[type]`, moving `lastTransitionTime` only when the status
+/// changes, as every Kubernetes component does.
+pub fn set_condition(
+    object: &mut Value,
+    condition_type: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
+    if !object["status"].is_object() {
+        object["status"] = json!({});
+    }
+    if !object["status"]["conditions"].is_array() {
+        object["status"]["conditions"] = json!([]);
+    }
+    let now = flotilla_api::timestamp_now();
+    let mut condition =
+        json!({"type": condition_type, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some(reason) = reason {
+        condition["reason"] = json!(reason);
+    }
+    if let Some(message) = message {
+        condition["message"] = json!(message);
+    }
+    let Some(conditions) = object["status"]["conditions"].as_array_mut() else { return };
+    match conditions.iter_mut().find(|c| c["type"] == condition_type) {
+        Some(existing) => {
+            if existing["status"] == status {
+                condition["lastTransitionTime"] = existing["lastTransitionTime"].clone();
+            }
+            *existing = condition;
+        }
+        None => conditions.push(condition),
     }
 }
 

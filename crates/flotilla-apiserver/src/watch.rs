@@ -4,8 +4,6 @@
 //! this watcher, one that starts matching is ADDED.
 
 use crate::registry::{Registry, labels_of};
-use crate::tables::{self, IncludeObject};
-use bytes::Bytes;
 use flotilla_api::{ApiError, FieldSelector, LabelSelector, ResourceType};
 use flotilla_store::{EventType, WatchEvent};
 use serde_json::{Value, json};
@@ -27,28 +25,21 @@ pub struct WatchQuery {
     /// Watch-list (`sendInitialEvents=true`): the current state first, then a BOOKMARK
     /// annotated `k8s.io/initial-events-end`, then changes.
     pub send_initial_events: bool,
-    /// Objects as one-row meta.k8s.io Tables (`kubectl get -w`), carrying this much of
-    /// the object.
-    pub table: Option<IncludeObject>,
 }
 
-fn event_line(event_type: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
-}
-
-/// Starts a watch and returns the channel its lines arrive on. Errors that happen
-/// before the stream starts (a bad selector, a store failure) are returned as such;
-/// history that is too old is reported in-stream as an ERROR event with a 410 Status,
-/// as kube-apiserver does, so clients re-list.
-pub async fn start(
+/// Starts a watch and returns the channel its events arrive on, each made by
+/// `emit(type, object)` (a JSON line for HTTP, a typed event in process). Errors that
+/// happen before the stream starts (a bad selector, a store failure) are returned as
+/// such; history that is too old is reported in-stream as an `ERROR` event with a 410
+/// Status, as kube-apiserver does, so clients re-list.
+pub async fn start<T: Send + 'static>(
     registry: Registry,
     rt: &'static ResourceType,
     namespace: Option<String>,
     query: WatchQuery,
-) -> Result<mpsc::Receiver<Bytes>, ApiError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    mut emit: impl FnMut(&'static str, Value) -> T + Send + 'static,
+) -> Result<mpsc::Receiver<T>, ApiError> {
+    let (tx, rx) = mpsc::channel::<T>(256);
     let store = registry.store().clone();
     let prefix = rt.key_prefix(namespace.as_deref());
     let matches = {
@@ -78,7 +69,7 @@ pub async fn start(
         Err(flotilla_store::Error::Compacted { requested, compacted }) => {
             let status = ApiError::gone(format!("too old resource version: {requested} ({compacted})")).to_status();
             let status = serde_json::to_value(status).unwrap_or_default();
-            let _ = tx.send(event_line("ERROR", &status)).await;
+            let _ = tx.send(emit("ERROR", status)).await;
             None
         }
         Err(e) => return Err(ApiError::internal(format!("cannot watch: {e}"))),
@@ -87,19 +78,9 @@ pub async fn start(
 
     let api_version = rt.api_version();
     let kind = rt.kind;
-    // Table watches carry column definitions in their first object only, as
-    // kube-apiserver's do.
-    let mut headers_sent = false;
-    let mut shape = move |object: Value| match query.table {
-        Some(include) => {
-            let first = !std::mem::replace(&mut headers_sent, true);
-            tables::watch_table(rt, &object, include, jiff::Timestamp::now(), first)
-        }
-        None => object,
-    };
     let task = async move {
         for object in initial {
-            if tx.send(event_line("ADDED", &shape(object))).await.is_err() {
+            if tx.send(emit("ADDED", object)).await.is_err() {
                 return;
             }
         }
@@ -107,7 +88,7 @@ pub async fn start(
             let end = json!({"apiVersion": api_version, "kind": kind, "metadata": {
                 "resourceVersion": start_revision.to_string(),
                 "annotations": {"k8s.io/initial-events-end": "true"}}});
-            if tx.send(event_line("BOOKMARK", &end)).await.is_err() {
+            if tx.send(emit("BOOKMARK", end)).await.is_err() {
                 return;
             }
         }
@@ -127,14 +108,14 @@ pub async fn start(
                     Some(Ok(event)) => {
                         last_revision = event.revision();
                         if let Some((event_type, object)) = classify(&registry, &event, &matches)
-                            && tx.send(event_line(event_type, &shape(object))).await.is_err()
+                            && tx.send(emit(event_type, object)).await.is_err()
                         {
                             return;
                         }
                     }
                     Some(Err(e)) => {
                         let status = ApiError::gone(format!("the watch fell behind and must be restarted: {e}")).to_status();
-                        let _ = tx.send(event_line("ERROR", &serde_json::to_value(status).unwrap_or_default())).await;
+                        let _ = tx.send(emit("ERROR", serde_json::to_value(status).unwrap_or_default())).await;
                         return;
                     }
                     None => return,
@@ -142,7 +123,7 @@ pub async fn start(
                 _ = bookmarks.tick(), if query.allow_bookmarks => {
                     let bookmark = json!({"apiVersion": api_version, "kind": kind,
                         "metadata": {"resourceVersion": last_revision.to_string()}});
-                    if tx.send(event_line("BOOKMARK", &bookmark)).await.is_err() {
+                    if tx.send(emit("BOOKMARK", bookmark)).await.is_err() {
                         return;
                     }
                 }

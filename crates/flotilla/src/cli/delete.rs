@@ -163,7 +163,7 @@ impl DeleteCommand {
                         }
                         Err(e) => {
                             failures += 1;
-                            report_error(&e, None);
+                            report_error(&e.into(), None);
                         }
                     }
                 }

@@ -54,7 +54,7 @@ impl DescribeCommand {
             for name in &names {
                 match client.get(&resource_path(rt, ns, Some(name))).await?.ok() {
                     Ok(object) => objects.push(object),
-                    Err(e) => errors.push(e),
+                    Err(e) => errors.push(anyhow::Error::from(e)),
                 }
             }
         }

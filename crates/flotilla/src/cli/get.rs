@@ -385,7 +385,7 @@ impl GetCommand {
                     resource_version = meta_str(&object, "resourceVersion").unwrap_or("").into();
                     items.push(object);
                 }
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.into()),
             }
         }
         Ok((Fetched { rt, items, resource_version }, errors))

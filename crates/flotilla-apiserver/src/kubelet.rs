@@ -1,0 +1,110 @@
+//! `pods/log` and `pods/proxy`: the API server finds the node a pod runs on and hands
+//! the request to that node's [`Kubelet`](flotilla_client::Kubelet), as kube-apiserver
+//! proxies to a kubelet.
+
+use crate::http::{ApiState, Body, Query};
+use flotilla_api::{ApiError, Reason};
+use flotilla_client::{Kubelet, LogOptions};
+use http::{Request, Response};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The kubelet of the node `pod` is bound to.
+async fn kubelet_of(state: &ApiState, namespace: &str, pod: &str) -> Result<(Value, Arc<dyn Kubelet>), ApiError> {
+    let rt = flotilla_api::by_kind("v1", "Pod").ok_or_else(|| ApiError::internal("pods are not served"))?;
+    let object = state.registry.get(rt, Some(namespace), pod).await?;
+    let Some(node) = object["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(format!(
+            "pod {pod} is not scheduled to a node yet: it has no logs and cannot be reached"
+        )));
+    };
+    let kubelet = match state.kubelets.get(node) {
+        Some(kubelet) => kubelet,
+        None => remote_kubelet(state, node).await.map_err(|why| {
+            ApiError::new(Reason::ServiceUnavailable, format!("node \"{node}\" of pod {pod} cannot be reached: {why}"))
+        })?,
+    };
+    Ok((object, kubelet))
+}
+
+/// The kubelet of a node whose agent runs in another process: its Node's `InternalIP`
+/// and `daemonEndpoints.kubeletEndpoint.Port`, over HTTP with the node token.
+async fn remote_kubelet(state: &ApiState, node: &str) -> Result<Arc<dyn Kubelet>, String> {
+    let rt = flotilla_api::by_kind("v1", "Node").ok_or("nodes are not served")?;
+    let object = state.registry.get(rt, None, node).await.map_err(|e| e.message)?;
+    let address = object["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .ok_or("the node reports no InternalIP")?;
+    let port = object["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .ok_or("the node reports no kubelet port")?;
+    let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
+    let kubelet = flotilla_client::HttpKubelet::new(&format!("http://{host}:{port}"), &state.node_token)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(kubelet))
+}
+
+pub(crate) async fn logs(
+    state: &ApiState,
+    namespace: &str,
+    pod: &str,
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let number = |key: &str| -> Result<Option<u64>, ApiError> { query.number(key) };
+    let options = LogOptions {
+        container: query.get("container").filter(|c| !c.is_empty()).map(str::to_string),
+        follow: query.flag("follow")?,
+        previous: query.flag("previous")?,
+        tail_lines: number("tailLines")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        since_seconds: number("sinceSeconds")?,
+        timestamps: query.flag("timestamps")?,
+        limit_bytes: number("limitBytes")?.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let (object, kubelet) = kubelet_of(state, namespace, pod).await?;
+    if let Some(container) = &options.container {
+        let known = object["spec"]["containers"].as_array().into_iter().flatten().any(|c| c["name"] == **container);
+        if !known {
+            return Err(ApiError::bad_request(format!("container {container} is not valid for pod {pod}")));
+        }
+    }
+    let body = kubelet.logs(namespace, pod, &options).await?;
+    let mut response = Response::new(body);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    Ok(response)
+}
+
+/// `/api/v1/namespaces/NS/pods/NAME[:PORT]/proxy/PATH`: the request goes to the pod with
+/// its path made `/PATH`.
+pub(crate) async fn proxy(
+    state: &Arc<ApiState>,
+    namespace: &str,
+    pod: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    // A port may follow the name (`web:8080`); every HTTP pod listens on all of them.
+    let pod = pod.split(':').next().unwrap_or(pod);
+    let (_, kubelet) = kubelet_of(state, namespace, pod).await?;
+    let (mut parts, body) = request.into_parts();
+    let prefix = format!("/api/v1/namespaces/{namespace}/pods/");
+    let rest = parts.uri.path().strip_prefix(&prefix).and_then(|p| p.split_once("/proxy")).map(|(_, rest)| rest);
+    let mut path = match rest {
+        Some(rest) if rest.starts_with('/') => rest.to_string(),
+        _ => "/".to_string(),
+    };
+    if let Some(query) = parts.uri.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    parts.uri = path.parse().map_err(|e| ApiError::bad_request(format!("proxy path {path}: {e}")))?;
+    // The API server's credentials are not the pod's business.
+    parts.headers.remove(http::header::AUTHORIZATION);
+    let request =
+        Request::from_parts(parts, body.map_err(|e| -> flotilla_client::BoxError { Box::new(e) }).boxed_unsync());
+    kubelet.proxy(namespace, pod, request).await
+}

@@ -1,0 +1,148 @@
+//! What the API server asks of a node, as kube-apiserver asks a kubelet: a pod's logs
+//! (`pods/log`) and HTTP to a pod (`pods/proxy`, which `flotilla port-forward` uses).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use flotilla_api::ApiError;
+use http_body_util::BodyExt as _;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// An error inside a streamed body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A streamed HTTP body between the API server and a node.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body of these bytes.
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty_body() -> Body {
+    full_body(Bytes::new())
+}
+
+/// `pods/log` options, as kubectl sends them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Which container; the only one when `None`.
+    pub container: Option<String>,
+    /// Keep streaming new lines until the container stops or the client goes.
+    pub follow: bool,
+    /// The previous run's log (after a restart).
+    pub previous: bool,
+    pub tail_lines: Option<usize>,
+    pub since_seconds: Option<u64>,
+    /// Prefix each line with its RFC 3339 time.
+    pub timestamps: bool,
+    /// Stop after this many bytes.
+    pub limit_bytes: Option<usize>,
+}
+
+/// A node's agent, as the API server reaches it.
+#[async_trait]
+pub trait Kubelet: Send + Sync + std::fmt::Debug {
+    /// The pod's container log, as a stream of lines.
+    async fn logs(&self, namespace: &str, pod: &str, options: &LogOptions) -> Result<Body, ApiError>;
+
+    /// One HTTP request to the pod (its path already stripped of the `…/proxy` prefix).
+    async fn proxy(
+        &self,
+        namespace: &str,
+        pod: &str,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, ApiError>;
+}
+
+/// The kubelets the API server can reach, by node name.
+#[derive(Debug, Clone, Default)]
+pub struct Kubelets {
+    nodes: Arc<RwLock<HashMap<String, Arc<dyn Kubelet>>>>,
+}
+
+impl Kubelets {
+    pub fn register(&self, node: &str, kubelet: Arc<dyn Kubelet>) {
+        self.nodes.write().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), kubelet);
+    }
+
+    pub fn get(&self, node: &str) -> Option<Arc<dyn Kubelet>> {
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(node).cloned()
+    }
+}
+
+/// A node agent in another process, reached over its HTTP kubelet API
+/// (`GET /containerLogs/NS/POD[/CONTAINER]`, `/pods/NS/POD/proxy/…`) with the node token.
+#[derive(Debug, Clone)]
+pub struct HttpKubelet {
+    client: crate::Client,
+}
+
+impl HttpKubelet {
+    /// The kubelet at `base` (`http://10.0.0.5:10250`).
+    pub fn new(base: &str, token: &str) -> Result<HttpKubelet, crate::Error> {
+        Ok(HttpKubelet { client: crate::Client::new(base, Some(token.to_string()), None, "default".into())? })
+    }
+}
+
+/// A path segment as it goes into a URL.
+fn segment(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+#[async_trait]
+impl Kubelet for HttpKubelet {
+    async fn logs(&self, namespace: &str, pod: &str, options: &LogOptions) -> Result<Body, ApiError> {
+        let mut path = format!("/containerLogs/{}/{}", segment(namespace), segment(pod));
+        if let Some(container) = &options.container {
+            path.push('/');
+            path.push_str(&segment(container));
+        }
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (key, on) in
+                [("follow", options.follow), ("previous", options.previous), ("timestamps", options.timestamps)]
+            {
+                if on {
+                    query.append_pair(key, "true");
+                }
+            }
+            for (key, value) in [
+                ("tailLines", options.tail_lines.map(|n| n as u64)),
+                ("sinceSeconds", options.since_seconds),
+                ("limitBytes", options.limit_bytes.map(|n| n as u64)),
+            ] {
+                if let Some(value) = value {
+                    query.append_pair(key, &value.to_string());
+                }
+            }
+            query.finish()
+        };
+        let path = format!("{path}?{query}");
+        let (status, body) = self.client.stream(&path).await?;
+        if !status.is_success() {
+            let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            return Err(ApiError::from_status_body(status.as_u16(), &bytes));
+        }
+        Ok(body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+    }
+
+    async fn proxy(
+        &self,
+        namespace: &str,
+        pod: &str,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?
+            .to_bytes();
+        let rest = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path = format!("/pods/{}/{}/proxy{rest}", segment(namespace), segment(pod));
+        let response = self.client.forward(parts.method, &path, &parts.headers, body).await?;
+        Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+    }
+}
