@@ -84,7 +84,7 @@ async fn get_in_every_output() -> Result<()> {
     assert!(table.lines().nth(1).unwrap_or("").starts_with("hello "), "{table}");
     let wide = ok(&server, &["get", "deploy", "-n", "hello", "-o", "wide"])?;
     assert_eq!(header(&wide), ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
-    assert!(wide.contains("hello-http:1") && wide.contains("app=hello"), "{wide}");
+    assert!(wide.contains("hello-http") && wide.contains("app=hello"), "{wide}");
     let services = ok(&server, &["get", "svc", "-n", "hello"])?;
     assert_eq!(header(&services), ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], "{services}");
     assert!(services.contains("80/TCP"), "{services}");

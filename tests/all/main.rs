@@ -2,11 +2,13 @@
 //! server again), a module per area. Every test starts the real `flotilla` binary on
 //! loopback with a fresh data directory and talks to it over HTTPS like a client would.
 
+mod agent;
 mod bad_input;
 mod cli;
 mod crud;
 mod durability;
 mod kubectl;
+mod pods;
 mod python_client;
 mod support;
 mod watch;

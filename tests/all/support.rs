@@ -154,7 +154,11 @@ pub fn minimal_object(rt: &ResourceType, name: &str) -> Value {
         json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name, "labels": {"app": name}}});
     let workload_spec = json!({"selector": {"matchLabels": {"app": name}}, "template": pod_template(name, "Always")});
     match rt.kind {
-        "Pod" => object["spec"] = pod_template(name, "Always")["spec"].clone(),
+        "Pod" => {
+            object["spec"] = pod_template(name, "Always")["spec"].clone();
+            // No scheduler takes it: the object tests need a pod nothing else writes to.
+            object["spec"]["schedulerName"] = json!("e2e-no-scheduler");
+        }
         "Deployment" | "ReplicaSet" | "DaemonSet" => object["spec"] = workload_spec,
         "Job" => object["spec"] = json!({"template": pod_template(name, "Never")}),
         "CronJob" => {
@@ -194,7 +198,7 @@ pub async fn next_event(reader: &mut LineReader, timeout: Duration) -> Result<Va
     match tokio::time::timeout(timeout, reader.next()).await {
         Ok(Ok(Some(event))) => Ok(event),
         Ok(Ok(None)) => bail!("the watch ended"),
-        Ok(Err(e)) => Err(e),
+        Ok(Err(e)) => Err(e.into()),
         Err(_) => bail!("no watch event within {timeout:?}"),
     }
 }
@@ -207,4 +211,79 @@ pub async fn list_revision(client: &Client, path: &str) -> Result<u64> {
         .context("list without resourceVersion")?
         .parse()
         .context("resourceVersion not a number")
+}
+
+/// A pod named `name` in `default` running `image` in one container `main`, with
+/// `spec` merged into its spec (and `restartPolicy` given).
+pub fn pod(name: &str, image: &str, restart_policy: &str, spec: Value) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+        "spec": {"restartPolicy": restart_policy, "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": image}]},
+    });
+    json_patch::merge(&mut pod["spec"], &spec);
+    pod
+}
+
+/// The `main` container of a pod spec, to set env, limits or mounts on.
+pub fn main_container(pod: &mut Value) -> &mut Value {
+    &mut pod["spec"]["containers"][0]
+}
+
+/// Creates an object in `default` (any namespaced kind); returns what the server stored.
+pub async fn create(client: &Client, object: &Value) -> Result<Value> {
+    let rt = kind(object["apiVersion"].as_str().unwrap_or("v1"), object["kind"].as_str().unwrap_or(""));
+    Ok(client.post_json(&collection_path(rt, Some("default")), object).await?.ok()?)
+}
+
+/// Polls pod `default/name` until `done` holds, for at most `timeout`; the error shows
+/// the pod's last status.
+pub async fn wait_for_pod(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let path = format!("/api/v1/namespaces/default/pods/{name}");
+    loop {
+        let pod = client.get(&path).await?.ok()?;
+        if done(&pod) {
+            return Ok(pod);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("pod {name} is not {what} after {timeout:?}: status {:#}", pod["status"]);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a pod is Running with every container ready.
+pub fn is_ready(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running"
+        && pod["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// The first container's status.
+pub fn container_status(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+/// One HTTP request to pod `default/name` through `pods/proxy`: (status, body).
+pub async fn pod_request(
+    client: &Client,
+    name: &str,
+    method: http::Method,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String)> {
+    let full = format!("/api/v1/namespaces/default/pods/{name}/proxy{path}");
+    let response = client.send(method, &full, "text/plain", body.as_bytes().to_vec()).await?;
+    Ok((response.status.as_u16(), String::from_utf8_lossy(&response.body).into_owned()))
 }

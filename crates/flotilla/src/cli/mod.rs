@@ -1,9 +1,13 @@
 //! The command line: one clap struct per subcommand, each with `async fn execute`.
 
+mod agent;
 mod apply;
 mod delete;
 mod describe;
 mod get;
+mod image;
+mod logs;
+mod port_forward;
 mod server;
 
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +25,8 @@ pub struct Cli {
 enum Command {
     /// Run the control plane: API server and store.
     Server(server::ServerCommand),
+    /// Run a node agent that joins a cluster with its join token.
+    Agent(agent::AgentCommand),
     /// Create or update objects from manifest files.
     Apply(apply::ApplyCommand),
     /// List objects, or show one.
@@ -29,16 +35,26 @@ enum Command {
     Delete(delete::DeleteCommand),
     /// Show an object in detail, with its events.
     Describe(describe::DescribeCommand),
+    /// Print a pod's container log.
+    Logs(logs::LogsCommand),
+    /// Serve a local port whose HTTP requests go to a pod.
+    PortForward(port_forward::PortForwardCommand),
+    /// Push and list the cluster's wasm images.
+    Image(image::ImageCommand),
 }
 
 impl Cli {
     pub async fn execute(self) -> anyhow::Result<()> {
         match self.command {
             Command::Server(command) => command.execute().await,
+            Command::Agent(command) => command.execute().await,
             Command::Apply(command) => command.execute().await,
             Command::Get(command) => command.execute().await,
             Command::Delete(command) => command.execute().await,
             Command::Describe(command) => command.execute().await,
+            Command::Logs(command) => command.execute().await,
+            Command::PortForward(command) => command.execute().await,
+            Command::Image(command) => command.execute().await,
         }
     }
 }

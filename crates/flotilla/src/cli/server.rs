@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
@@ -40,6 +40,98 @@ pub struct ServerCommand {
     /// Log filter, e.g. `info` or `flotilla_apiserver=debug` (FLOTILLA_LOG also works).
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log_level: String,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// The built-in node agent's settings (`flotilla agent` takes the same).
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's name (default: this machine's hostname).
+    #[arg(long, env = "FLOTILLA_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Directories of images to preload: `DIR/NAME.wasm` is `NAME:latest`,
+    /// `DIR/NAME/TAG.wasm` is `NAME:TAG`. The built-in examples are always there.
+    #[arg(long = "images", env = "FLOTILLA_IMAGES", value_delimiter = ',')]
+    pub images: Vec<PathBuf>,
+    /// The most pods the node runs (kubelet's --max-pods; wasm pods are small).
+    #[arg(long, env = "FLOTILLA_MAX_PODS", default_value_t = 1000)]
+    pub max_pods: u32,
+    /// The range of the node's pod addresses.
+    #[arg(long, env = "FLOTILLA_POD_CIDR", default_value = "10.244.0.0/16")]
+    pub pod_cidr: String,
+    /// First restart back-off of a crashing container, doubling up to 5 min.
+    #[arg(long, env = "FLOTILLA_CRASH_BACKOFF", default_value = "10s", value_parser = parse_duration)]
+    pub crash_backoff: std::time::Duration,
+    /// Component instances alive at once on the node (the pooling allocator's size).
+    #[arg(long, env = "FLOTILLA_MAX_INSTANCES", default_value_t = 1000)]
+    pub max_instances: u32,
+}
+
+/// Logs to stderr with `filter` (`info`, `flotilla_node=debug`) as text or JSON lines.
+pub fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("invalid --log-level {filter:?}"))?;
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+    Ok(())
+}
+
+/// `250ms`, `10s`, `5m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 500ms, 10s or 5m"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(number)),
+        "s" | "" => Ok(std::time::Duration::from_secs(number)),
+        "m" => Ok(std::time::Duration::from_secs(number * 60)),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s or m)")),
+    }
+}
+
+impl NodeArgs {
+    /// The node's configuration, runtime and image store under `data_dir`.
+    pub fn build(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<(flotilla_node::NodeConfig, flotilla_runtime::Runtime, flotilla_node::ImageStore)> {
+        let name = match &self.node_name {
+            Some(name) => name.clone(),
+            None => std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_lowercase())
+                .filter(|h| flotilla_api::is_dns1123_subdomain(h).is_empty())
+                .unwrap_or_else(|| "flotilla".to_string()),
+        };
+        let (ip, prefix) = self
+            .pod_cidr
+            .split_once('/')
+            .and_then(|(ip, prefix)| Some((ip.parse().ok()?, prefix.parse::<u8>().ok().filter(|p| *p <= 30)?)))
+            .with_context(|| format!("--pod-cidr {}: want an IPv4 range such as 10.244.0.0/16", self.pod_cidr))?;
+        let mut config = flotilla_node::NodeConfig::for_this_machine(&name, data_dir.to_path_buf());
+        config.pod_cidr = (ip, prefix);
+        config.max_pods = self.max_pods;
+        config.backoff_initial = self.crash_backoff;
+        config.backoff_max = std::time::Duration::from_secs(300).max(self.crash_backoff);
+        let runtime = flotilla_runtime::Runtime::new(flotilla_runtime::RuntimeConfig {
+            cache_dir: Some(data_dir.join("compiled")),
+            max_instances: self.max_instances,
+            ..flotilla_runtime::RuntimeConfig::default()
+        })
+        .context("starting the wasm runtime")?;
+        for dir in &self.images {
+            anyhow::ensure!(dir.is_dir(), "--images {}: not a directory", dir.display());
+        }
+        let images = flotilla_node::ImageStore::new(runtime.clone(), data_dir.join("images"), self.images.clone());
+        for (example, path) in flotilla_examples::ALL {
+            images.preload(example, PathBuf::from(path))?;
+        }
+        Ok((config, runtime, images))
+    }
 }
 
 impl ServerCommand {
@@ -48,15 +140,11 @@ impl ServerCommand {
         for path in &self.manifests {
             anyhow::ensure!(std::path::Path::new(path).exists(), "--manifests {path}: no such file or directory");
         }
-        let filter = tracing_subscriber::EnvFilter::try_new(&self.log_level)
-            .with_context(|| format!("invalid --log-level {:?}", self.log_level))?;
+        init_logging(&self.log_level, self.log_format)?;
         let data_dir = self.data_dir.unwrap_or_else(crate::default_data_dir);
-        let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-        match self.log_format {
-            LogFormat::Text => subscriber.init(),
-            LogFormat::Json => subscriber.json().init(),
-        }
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        let (node_config, runtime, images) = self.node.build(&data_dir)?;
+        let kubelets = flotilla_client::Kubelets::default();
         let store_path = data_dir.join("store.redb");
         let options = RedbStoreOptions { history: self.watch_history, ..RedbStoreOptions::default() };
         let store = RedbStore::open(&store_path, options)
@@ -66,8 +154,15 @@ impl ServerCommand {
             api_addr: self.api_addr,
             insecure_http: self.insecure_http,
             tls_names: self.tls_sans,
+            kubelets: kubelets.clone(),
         };
         let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
+        let cluster = running.cluster.clone();
+        let scheduler = Arc::new(cluster.with_field_manager("default-scheduler"));
+        tokio::spawn(flotilla_scheduler::run(scheduler, flotilla_scheduler::SchedulerConfig::default()));
+        let node_cluster = Arc::new(cluster.with_field_manager(&format!("kubelet/{}", node_config.name)));
+        let node = flotilla_node::Node::start(node_cluster, runtime, images, node_config).await?;
+        kubelets.register(node.name(), Arc::new(node.clone()));
         if !self.manifests.is_empty() {
             let client = crate::client::Client::from_kubeconfig(&running.kubeconfig)?;
             let namespace = client.default_namespace.clone();
@@ -77,9 +172,10 @@ impl ServerCommand {
         }
         // Scripts and tests wait for this line: the kubeconfig is written and the API serves.
         println!(
-            "flotilla API server listening on {} (kubeconfig: {})",
+            "flotilla API server listening on {} (kubeconfig: {}, node join token: {})",
             running.local_addr,
-            running.kubeconfig.display()
+            running.kubeconfig.display(),
+            running.join_token.display()
         );
         tokio::select! {
             result = running.task => result.context("the API server stopped")?,

@@ -1,0 +1,459 @@
+//! One container's life on the node, as kubelet lives it: get the image, resolve the
+//! spec, run, probe, and when it ends decide by `restartPolicy` whether to run it again
+//! after a back-off (10 s doubling to 5 min, reset after 10 min of running).
+//!
+//! The runner owns the container's status and sends a copy to its pod worker after
+//! every change; the pod worker writes the pod's status from those.
+
+use crate::Shared;
+use crate::images::ImageError;
+use crate::probes::{Probe, Tally};
+use crate::spec::{self, PodContext};
+use flotilla_runtime::{Exit, HttpPod, ImageKind, LogBuffer, LogStream};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
+use tokio::time::Instant;
+
+/// How much of each container run's output is kept.
+const LOG_CAP_BYTES: usize = 1 << 20;
+/// A container that ran this long has its back-off reset, as kubelet does.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// A container's state, as `containerStatuses[].state` spells it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Waiting { reason: String, message: Option<String> },
+    Running { started_at: String },
+    Terminated { exit_code: i32, reason: String, message: Option<String>, started_at: String, finished_at: String },
+}
+
+impl State {
+    pub fn waiting(reason: &str, message: Option<String>) -> State {
+        State::Waiting { reason: reason.to_string(), message }
+    }
+
+    fn to_json(&self, container_id: &str) -> Value {
+        match self {
+            State::Waiting { reason, message } => {
+                let mut waiting = json!({"reason": reason});
+                if let Some(message) = message {
+                    waiting["message"] = json!(message);
+                }
+                json!({"waiting": waiting})
+            }
+            State::Running { started_at } => json!({"running": {"startedAt": started_at}}),
+            State::Terminated { exit_code, reason, message, started_at, finished_at } => {
+                let mut terminated = json!({"exitCode": exit_code, "reason": reason, "startedAt": started_at,
+                    "finishedAt": finished_at, "containerID": container_id});
+                if let Some(message) = message {
+                    terminated["message"] = json!(message);
+                }
+                json!({"terminated": terminated})
+            }
+        }
+    }
+}
+
+/// Everything `containerStatuses[i]` says about one container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub state: State,
+    pub last_state: Option<State>,
+    pub restart_count: u32,
+    pub ready: bool,
+    pub started: bool,
+    /// Has run at least once (kubelet's phase logic: Pending until then).
+    pub has_run: bool,
+    /// Ended and will not be restarted.
+    pub done: bool,
+    /// Why the container is not ready, for the pod's conditions.
+    pub unready_message: Option<String>,
+    pub container_id: String,
+}
+
+impl Status {
+    pub fn new(container: &Value) -> Status {
+        Status {
+            name: container["name"].as_str().unwrap_or_default().to_string(),
+            image: container["image"].as_str().unwrap_or_default().to_string(),
+            image_id: String::new(),
+            state: State::waiting("ContainerCreating", None),
+            last_state: None,
+            restart_count: 0,
+            ready: false,
+            started: false,
+            has_run: false,
+            done: false,
+            unready_message: None,
+            container_id: String::new(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut status = json!({
+            "name": self.name,
+            "image": self.image,
+            "imageID": self.image_id,
+            "ready": self.ready,
+            "started": self.started,
+            "restartCount": self.restart_count,
+            "state": self.state.to_json(&self.container_id),
+            "lastState": self.last_state.as_ref().map(|s| s.to_json(&self.container_id)).unwrap_or_else(|| json!({})),
+        });
+        if !self.container_id.is_empty() {
+            status["containerID"] = json!(self.container_id);
+        }
+        status
+    }
+}
+
+/// The live handles of a container that the kubelet API uses.
+#[derive(Debug)]
+pub struct Slot {
+    pub name: String,
+    pub logs: LogBuffer,
+    pub previous: Option<LogBuffer>,
+    pub http: Option<HttpPod>,
+}
+
+/// A container's slot and the channel a request reports a crash of its instance on.
+#[derive(Debug)]
+pub struct Handle {
+    pub slot: std::sync::Mutex<Slot>,
+    pub crashes: mpsc::UnboundedSender<Crash>,
+    pub in_flight: AtomicUsize,
+}
+
+/// A request that killed the instance serving it: for the container, a crash.
+#[derive(Debug, Clone)]
+pub enum Crash {
+    OutOfMemory,
+    Trap(String),
+}
+
+impl Handle {
+    pub fn new(name: &str) -> (Arc<Handle>, mpsc::UnboundedReceiver<Crash>) {
+        let (crashes, receiver) = mpsc::unbounded_channel();
+        let slot = Slot { name: name.to_string(), logs: LogBuffer::new(LOG_CAP_BYTES), previous: None, http: None };
+        (Arc::new(Handle { slot: std::sync::Mutex::new(slot), crashes, in_flight: AtomicUsize::new(0) }), receiver)
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Starts a new run's log, keeping the last one as `previous`.
+    fn rotate_logs(&self) -> LogBuffer {
+        let logs = LogBuffer::new(LOG_CAP_BYTES);
+        let mut slot = self.lock();
+        let old = std::mem::replace(&mut slot.logs, logs.clone());
+        if !old.lines().is_empty() || old.is_closed() {
+            slot.previous = Some(old);
+        }
+        logs
+    }
+}
+
+/// What a runner needs from its pod.
+pub struct Runner {
+    pub shared: Arc<Shared>,
+    pub pod: Arc<Value>,
+    pub pod_dir: std::path::PathBuf,
+    pub pod_ip: String,
+    pub index: usize,
+    pub container: Value,
+    pub handle: Arc<Handle>,
+    pub crashes: AsyncMutex<mpsc::UnboundedReceiver<Crash>>,
+    pub updates: mpsc::UnboundedSender<(usize, Status)>,
+}
+
+fn now() -> String {
+    flotilla_api::timestamp_now()
+}
+
+/// How a run ended, as kubelet reports it.
+fn terminated(exit: &Exit, started_at: String) -> State {
+    let (exit_code, reason, message) = match exit {
+        Exit::Code(0) => (0, "Completed", None),
+        Exit::Code(code) => (*code, "Error", None),
+        Exit::Trap(message) => (1, "Error", Some(format!("trapped: {message}"))),
+        Exit::OutOfMemory => (137, "OOMKilled", None),
+        Exit::DeadlineExceeded => (137, "DeadlineExceeded", Some("ran past activeDeadlineSeconds".to_string())),
+        Exit::StartError(message) => (128, "StartError", Some(message.clone())),
+    };
+    State::Terminated { exit_code, reason: reason.to_string(), message, started_at, finished_at: now() }
+}
+
+impl Runner {
+    fn report(&self, status: &Status) {
+        let _ = self.updates.send((self.index, status.clone()));
+    }
+
+    fn restart_policy(&self) -> &str {
+        self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always")
+    }
+
+    /// Sleeps `delay` unless asked to stop first; answers whether to go on.
+    async fn pause(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            _ = stop.wait_for(|s| *s) => false,
+        }
+    }
+
+    /// Runs the container until it is done or `stop` is set (or dropped).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let config = &self.shared.config;
+        let mut status = Status::new(&self.container);
+        let pod_name = self.pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let namespace = self.pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+        let uid = self.pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let mut backoff = config.backoff_initial;
+        let mut pull_backoff = config.backoff_initial;
+        let mut pulled_once = false;
+        loop {
+            // The image.
+            let pulled = self.shared.images.pull(&status.image).await;
+            let image = match pulled.and_then(|()| self.shared.images.load(&status.image)) {
+                Ok(image) => image,
+                Err(error) => {
+                    let (reason, retry) = match (&error, pulled_once) {
+                        (ImageError::NotFound(_), false) => ("ErrImagePull", Duration::ZERO),
+                        (ImageError::NotFound(_), true) => ("ImagePullBackOff", pull_backoff),
+                        (ImageError::Invalid(_), _) => ("CreateContainerError", pull_backoff),
+                    };
+                    pulled_once = true;
+                    let message = if reason == "ImagePullBackOff" {
+                        format!("Back-off pulling image \"{}\": {error}", status.image)
+                    } else {
+                        error.to_string()
+                    };
+                    status.state = State::waiting(reason, Some(message));
+                    self.report(&status);
+                    if !retry.is_zero() {
+                        pull_backoff = (pull_backoff * 2).min(config.backoff_max);
+                    }
+                    // Show ErrImagePull for a moment before backing off, as kubelet does.
+                    let delay = if retry.is_zero() { Duration::from_millis(500) } else { retry };
+                    if !Self::pause(&mut stop, delay).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            pull_backoff = config.backoff_initial;
+            status.image_id = format!("sha256:{}", image.digest());
+
+            // The spec: env, volumes, limits.
+            let ctx =
+                PodContext { pod: &self.pod, pod_dir: &self.pod_dir, pod_ip: &self.pod_ip, host_ip: &config.host_ip };
+            let spec = match spec::resolve(self.shared.cluster.as_ref(), &ctx, &self.container).await {
+                Ok(spec) => spec,
+                Err(error) => {
+                    status.state = State::waiting("CreateContainerConfigError", Some(error.to_string()));
+                    self.report(&status);
+                    if !Self::pause(&mut stop, config.backoff_initial.min(Duration::from_secs(2))).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+
+            let logs = self.handle.rotate_logs();
+            let started_at = now();
+            let run_started = Instant::now();
+            status.container_id = format!("wasm://{uid}/{}/{}", status.name, status.restart_count);
+            let ended = match image.kind() {
+                ImageKind::Command => match self.shared.runtime.command_pod(&image, spec, logs.clone()) {
+                    Ok(pod) => {
+                        status.state = State::Running { started_at: started_at.clone() };
+                        status.has_run = true;
+                        status.started = true;
+                        status.ready = true;
+                        status.unready_message = None;
+                        self.report(&status);
+                        tokio::select! {
+                            exit = pod.run() => Some(terminated(&exit, started_at)),
+                            _ = stop.wait_for(|s| *s) => None,
+                        }
+                    }
+                    Err(error) => Some(terminated(&Exit::StartError(error.to_string()), started_at)),
+                },
+                ImageKind::Http => match self.shared.runtime.http_pod(&image, spec, logs.clone()) {
+                    Ok(pod) => {
+                        self.handle.lock().http = Some(pod.clone());
+                        status.state = State::Running { started_at: started_at.clone() };
+                        status.has_run = true;
+                        let ended = self.serve(&pod, &mut status, &mut stop, started_at).await;
+                        self.handle.lock().http = None;
+                        ended
+                    }
+                    Err(error) => Some(terminated(&Exit::StartError(error.to_string()), started_at)),
+                },
+            };
+            logs.close();
+            let Some(ended) = ended else { return };
+
+            let exit_code = match &ended {
+                State::Terminated { exit_code, .. } => *exit_code,
+                _ => 0,
+            };
+            status.ready = false;
+            status.started = false;
+            let restart = match self.restart_policy() {
+                "Never" => false,
+                "OnFailure" => exit_code != 0,
+                _ => true,
+            };
+            if !restart {
+                status.state = ended;
+                status.done = true;
+                self.report(&status);
+                return;
+            }
+            if run_started.elapsed() >= BACKOFF_RESET {
+                backoff = config.backoff_initial;
+            }
+            status.last_state = Some(ended);
+            status.state = State::waiting(
+                "CrashLoopBackOff",
+                Some(format!(
+                    "back-off {} restarting failed container={} pod={pod_name}_{namespace}({uid})",
+                    humantime(backoff),
+                    status.name
+                )),
+            );
+            self.report(&status);
+            if !Self::pause(&mut stop, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(config.backoff_max);
+            status.restart_count += 1;
+        }
+    }
+
+    /// Serves an HTTP container: runs its probes until it crashes (a request went OOM or
+    /// trapped), fails its liveness probe, or is stopped (`None`).
+    async fn serve(
+        &self,
+        pod: &HttpPod,
+        status: &mut Status,
+        stop: &mut watch::Receiver<bool>,
+        started_at: String,
+    ) -> Option<State> {
+        let start = Instant::now();
+        let mut startup = Probe::parse(&self.container, "startupProbe").map(|p| Tally::new(p, start));
+        let mut liveness = Probe::parse(&self.container, "livenessProbe").map(|p| Tally::new(p, start));
+        let mut readiness = Probe::parse(&self.container, "readinessProbe").map(|p| Tally::new(p, start));
+        status.started = startup.is_none();
+        status.ready = status.started && readiness.is_none();
+        status.unready_message = None;
+        self.report(status);
+        let mut crashes = self.crashes.lock().await;
+        // Crashes of the previous run are that run's business.
+        while crashes.try_recv().is_ok() {}
+        loop {
+            // The startup probe runs until the container has started, the others after.
+            let next = if status.started {
+                [&liveness, &readiness].into_iter().flatten().map(|t| t.next).min()
+            } else {
+                startup.as_ref().map(|t| t.next)
+            };
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return None,
+                crash = crashes.recv() => {
+                    let exit = match crash {
+                        Some(Crash::OutOfMemory) => Exit::OutOfMemory,
+                        Some(Crash::Trap(message)) => Exit::Trap(message),
+                        None => return None,
+                    };
+                    return Some(terminated(&exit, started_at));
+                }
+                () = sleep => {}
+            }
+            let now = Instant::now();
+            if !status.started {
+                if let Some(tally) = startup.as_mut().filter(|t| t.next <= now) {
+                    let result = tally.probe.check(Some(pod)).await;
+                    tally.record(result);
+                    match tally.healthy {
+                        Some(true) => {
+                            status.started = true;
+                            let begin = Instant::now();
+                            for tally in [&mut liveness, &mut readiness].into_iter().flatten() {
+                                tally.next = begin + tally.probe.initial_delay;
+                            }
+                            status.ready = readiness.is_none();
+                            self.report(status);
+                        }
+                        Some(false) => {
+                            let message = tally.last_error.clone().unwrap_or_default();
+                            self.log_probe_failure(pod, "Startup", &message);
+                            return Some(probe_kill(started_at, "Startup", &message));
+                        }
+                        None => {}
+                    }
+                }
+                continue;
+            }
+            if let Some(tally) = liveness.as_mut().filter(|t| t.next <= now) {
+                let result = tally.probe.check(Some(pod)).await;
+                tally.record(result);
+                if tally.healthy == Some(false) {
+                    let message = tally.last_error.clone().unwrap_or_default();
+                    self.log_probe_failure(pod, "Liveness", &message);
+                    return Some(probe_kill(started_at, "Liveness", &message));
+                }
+            }
+            if let Some(tally) = readiness.as_mut().filter(|t| t.next <= now) {
+                let result = tally.probe.check(Some(pod)).await;
+                if tally.record(result) || status.ready != (tally.healthy == Some(true)) {
+                    status.ready = tally.healthy == Some(true);
+                    status.unready_message = tally.last_error.clone().map(|e| format!("Readiness probe failed: {e}"));
+                    self.report(status);
+                }
+            }
+        }
+    }
+
+    fn log_probe_failure(&self, pod: &HttpPod, probe: &str, message: &str) {
+        pod.logs().push(LogStream::Stderr, format!("{probe} probe failed: {message}; the container will be restarted"));
+    }
+}
+
+/// A container killed because a probe said so, as kubelet reports it.
+fn probe_kill(started_at: String, probe: &str, message: &str) -> State {
+    State::Terminated {
+        exit_code: 137,
+        reason: "Error".to_string(),
+        message: Some(format!("{probe} probe failed: {message}")),
+        started_at,
+        finished_at: now(),
+    }
+}
+
+/// `10s`, `1m20s`, `5m0s`: Go's duration format, as kubelet's messages use it.
+pub fn humantime(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0 => format!("{}ms", duration.as_millis()),
+        1..60 => format!("{seconds}s"),
+        _ => format!("{}m{}s", seconds / 60, seconds % 60),
+    }
+}

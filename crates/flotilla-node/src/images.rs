@@ -1,0 +1,243 @@
+//! The node's image store: what a container's `image:` names, found on disk and compiled
+//! once per file.
+//!
+//! `image:` is resolved, in order, as:
+//! - `file:///abs/path.wasm`: that file;
+//! - `NAME[:TAG]` (`latest` when no tag; a registry prefix such as `ghcr.io/org/` is part
+//!   of the name): `DIR/NAME/TAG.wasm` in each image directory, and for the preloaded
+//!   directories also `DIR/NAME.wasm` as `NAME:latest`.
+//!
+//! The first directory is where `flotilla image push` stores images; the others are
+//! preloaded read-only (`--images DIR`).
+
+use flotilla_runtime::{Image, Runtime};
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Why an image could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ImageError {
+    /// No such image: the container waits in `ErrImagePull` / `ImagePullBackOff`.
+    #[error("{0}")]
+    NotFound(String),
+    /// The file is there but is not a component this runtime can run.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A parsed image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    File(PathBuf),
+    Named { name: String, tag: String },
+}
+
+impl ImageRef {
+    pub fn parse(image: &str) -> Result<ImageRef, ImageError> {
+        let image = image.trim();
+        if let Some(path) = image.strip_prefix("file://") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(ImageError::NotFound(format!("image \"{image}\": a file:// path must be absolute")));
+            }
+            return Ok(ImageRef::File(path));
+        }
+        // A digest pin (`@sha256:…`) names content, which the store does not index.
+        let image = image.split('@').next().unwrap_or(image);
+        let (name, tag) = match image.rsplit_once(':') {
+            // `host:5000/name` has a colon that is not a tag.
+            Some((name, tag)) if !tag.contains('/') => (name, tag),
+            _ => (image, "latest"),
+        };
+        // A registry host may carry a port (`localhost:5000/app`); a tag has no `:` or `/`.
+        let valid = |s: &str, extra: &str| {
+            !s.is_empty()
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
+                && Path::new(s).components().all(|c| matches!(c, Component::Normal(_)))
+        };
+        if !valid(name, "/:") || !valid(tag, "") {
+            return Err(ImageError::NotFound(format!(
+                "image \"{image}\" is not a valid reference: want NAME[:TAG] or file:///path.wasm"
+            )));
+        }
+        Ok(ImageRef::Named { name: name.to_string(), tag: tag.to_string() })
+    }
+}
+
+/// A compiled image and the size and mtime of the file it came from.
+type Compiled = (u64, Option<SystemTime>, Image);
+
+/// The node's images and their compiled forms. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    runtime: Runtime,
+    /// Where pushed images live (first) and preloaded directories.
+    dirs: Vec<PathBuf>,
+    /// Images preloaded by name (`NAME:TAG` → file), looked up before the directories.
+    named: Mutex<HashMap<String, PathBuf>>,
+    /// The API server's registry, for an agent in another process: named images it does
+    /// not have are downloaded from there.
+    remote: std::sync::OnceLock<flotilla_client::Client>,
+    /// Compiled images by file, valid while the file's size and mtime stay the same.
+    compiled: Mutex<HashMap<PathBuf, Compiled>>,
+}
+
+impl ImageStore {
+    /// A store whose pushed images live in `push_dir`, also reading `preloaded` dirs.
+    pub fn new(runtime: Runtime, push_dir: PathBuf, preloaded: Vec<PathBuf>) -> ImageStore {
+        let mut dirs = vec![push_dir];
+        dirs.extend(preloaded);
+        let inner = Inner {
+            runtime,
+            dirs,
+            named: Mutex::new(HashMap::new()),
+            remote: std::sync::OnceLock::new(),
+            compiled: Mutex::new(HashMap::new()),
+        };
+        ImageStore { inner: Arc::new(inner) }
+    }
+
+    /// Makes `file` available as `image` (`NAME[:TAG]`), e.g. the built-in examples.
+    pub fn preload(&self, image: &str, file: PathBuf) -> Result<(), ImageError> {
+        let ImageRef::Named { name, tag } = ImageRef::parse(image)? else {
+            return Err(ImageError::Invalid(format!("preloading {image}: a preloaded image needs NAME[:TAG]")));
+        };
+        self.inner
+            .named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(format!("{name}:{tag}"), file);
+        Ok(())
+    }
+
+    /// Downloads named images this store lacks from the API server's registry
+    /// (`GET /flotilla/v1/images/NAME:TAG`), as an agent in another process must.
+    pub fn pull_from(&self, client: flotilla_client::Client) {
+        let _ = self.inner.remote.set(client);
+    }
+
+    /// Makes sure `image` is here, pulling it from the registry when this store has a
+    /// remote and lacks it.
+    pub async fn pull(&self, image: &str) -> Result<(), ImageError> {
+        let missing = match self.locate(image) {
+            Ok(_) => return Ok(()),
+            Err(missing) => missing,
+        };
+        let (Some(client), ImageRef::Named { name, tag }) = (self.inner.remote.get(), ImageRef::parse(image)?) else {
+            return Err(missing);
+        };
+        let reference = format!("{name}:{tag}");
+        let response = client
+            .get(&format!("/flotilla/v1/images/{reference}"))
+            .await
+            .map_err(|e| ImageError::NotFound(format!("pulling image \"{reference}\": {e}")))?;
+        if !response.status.is_success() {
+            let error = response.api_error();
+            return Err(ImageError::NotFound(format!("pulling image \"{reference}\": {}", error.message)));
+        }
+        self.push(&reference, &response.body)?;
+        Ok(())
+    }
+
+    /// The file `image` names, if the store has it.
+    pub fn locate(&self, image: &str) -> Result<PathBuf, ImageError> {
+        match ImageRef::parse(image)? {
+            ImageRef::File(path) if path.is_file() => Ok(path),
+            ImageRef::File(path) => {
+                Err(ImageError::NotFound(format!("image \"{image}\": {} does not exist", path.display())))
+            }
+            ImageRef::Named { name, tag } => {
+                let named = self.inner.named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(file) = named.get(&format!("{name}:{tag}")).filter(|f| f.is_file()) {
+                    return Ok(file.clone());
+                }
+                drop(named);
+                for (index, dir) in self.inner.dirs.iter().enumerate() {
+                    let candidate = dir.join(&name).join(format!("{tag}.wasm"));
+                    if candidate.is_file() {
+                        return Ok(candidate);
+                    }
+                    if index > 0 && tag == "latest" {
+                        let flat = dir.join(format!("{name}.wasm"));
+                        if flat.is_file() {
+                            return Ok(flat);
+                        }
+                    }
+                }
+                Err(ImageError::NotFound(format!(
+                    "image \"{name}:{tag}\" not found in the node's image store (push it with `flotilla image push \
+                     {name}:{tag} FILE.wasm`, or use file:///path.wasm)"
+                )))
+            }
+        }
+    }
+
+    /// The compiled component `image` names: compiled once per file version, and from
+    /// the runtime's on-disk cache after a restart.
+    pub fn load(&self, image: &str) -> Result<Image, ImageError> {
+        let path = self.locate(image)?;
+        let meta = std::fs::metadata(&path).map_err(|e| ImageError::NotFound(format!("{}: {e}", path.display())))?;
+        let (len, modified) = (meta.len(), meta.modified().ok());
+        let cached = self.lock().get(&path).filter(|(l, m, _)| *l == len && *m == modified).map(|(_, _, i)| i.clone());
+        if let Some(image) = cached {
+            return Ok(image);
+        }
+        let compiled = self
+            .inner
+            .runtime
+            .load_file(&path)
+            .map_err(|e| ImageError::Invalid(format!("image \"{image}\" ({}): {e}", path.display())))?;
+        self.lock().insert(path, (len, modified, compiled.clone()));
+        Ok(compiled)
+    }
+
+    /// Stores `wasm` as `NAME:TAG` (a push), replacing any earlier image of that name.
+    pub fn push(&self, image: &str, wasm: &[u8]) -> Result<PathBuf, ImageError> {
+        let ImageRef::Named { name, tag } = ImageRef::parse(image)? else {
+            return Err(ImageError::Invalid("push needs NAME:TAG, not a file:// path".into()));
+        };
+        let path = self.inner.dirs[0].join(&name).join(format!("{tag}.wasm"));
+        write_atomically(&path, wasm).map_err(|e| ImageError::Invalid(format!("storing {}: {e}", path.display())))?;
+        Ok(path)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Compiled>> {
+        self.inner.compiled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half an image.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temporary = path.with_extension(format!("wasm.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse_like_image_names() {
+        let named = |n: &str, t: &str| ImageRef::Named { name: n.into(), tag: t.into() };
+        assert_eq!(ImageRef::parse("hello-http").ok(), Some(named("hello-http", "latest")));
+        assert_eq!(ImageRef::parse("hello-http:1").ok(), Some(named("hello-http", "1")));
+        assert_eq!(ImageRef::parse("ghcr.io/org/app:v2").ok(), Some(named("ghcr.io/org/app", "v2")));
+        assert_eq!(ImageRef::parse("localhost:5000/app").ok(), Some(named("localhost:5000/app", "latest")));
+        assert_eq!(ImageRef::parse("file:///tmp/a.wasm").ok(), Some(ImageRef::File("/tmp/a.wasm".into())));
+        assert!(ImageRef::parse("file://relative.wasm").is_err());
+        assert!(ImageRef::parse("../etc/passwd").is_err());
+        assert!(ImageRef::parse("a:../../x").is_err());
+        assert!(ImageRef::parse("").is_err());
+    }
+}

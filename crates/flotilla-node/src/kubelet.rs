@@ -1,0 +1,178 @@
+//! The agent's side of `pods/log` and `pods/proxy`, and the one place a request enters a
+//! pod ([`Node::dispatch`]), which the Service proxy will use too.
+
+use crate::Node;
+use crate::container::Crash;
+use async_trait::async_trait;
+use bytes::Bytes;
+use flotilla_api::{ApiError, Reason};
+use flotilla_client::{Body, BoxError, Kubelet, LogOptions, full_body};
+use flotilla_runtime::{BodyError, LogLine, PodError};
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::Frame;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+
+fn format_line(line: &LogLine, timestamps: bool) -> String {
+    if !timestamps {
+        return format!("{}\n", line.line);
+    }
+    let time = jiff::Timestamp::try_from(line.time).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    format!("{} {}\n", time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), line.line)
+}
+
+/// Error text for a request a pod could not answer, with the HTTP status it gets.
+fn pod_error_response(pod: &str, error: &PodError) -> http::Response<Body> {
+    let code = match error {
+        PodError::Timeout => 504,
+        _ => 502,
+    };
+    let mut response = http::Response::new(full_body(format!("pod {pod}: {error}\n")));
+    *response.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+impl Node {
+    /// Sends one HTTP request into the pod's (first HTTP) container. A request that kills
+    /// its instance (out of memory, a trap) crashes the container, as a process dying
+    /// on a request would.
+    pub async fn dispatch(
+        &self,
+        namespace: &str,
+        pod: &str,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        let handles = self.handles(namespace, pod).ok_or_else(|| {
+            ApiError::new(
+                Reason::ServiceUnavailable,
+                format!("pod {namespace}/{pod} is not running on node {}", self.name()),
+            )
+        })?;
+        let (handle, http) =
+            handles.containers.iter().find_map(|h| h.lock().http.clone().map(|http| (h.clone(), http))).ok_or_else(
+                || {
+                    ApiError::new(
+                        Reason::ServiceUnavailable,
+                        format!("pod {namespace}/{pod} has no running HTTP container"),
+                    )
+                },
+            )?;
+        let request = request.map(|body| body.map_err(|e| BodyError::InternalError(Some(e.to_string()))));
+        handle.in_flight.fetch_add(1, Ordering::AcqRel);
+        let result = http.handle(request).await;
+        handle.in_flight.fetch_sub(1, Ordering::AcqRel);
+        match result {
+            Ok(response) => Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())),
+            Err(error) => {
+                match &error {
+                    PodError::OutOfMemory => {
+                        let _ = handle.crashes.send(Crash::OutOfMemory);
+                    }
+                    PodError::Trap { message } => {
+                        let _ = handle.crashes.send(Crash::Trap(message.clone()));
+                    }
+                    _ => {}
+                }
+                Ok(pod_error_response(&format!("{namespace}/{pod}"), &error))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Kubelet for Node {
+    async fn logs(&self, namespace: &str, pod: &str, options: &LogOptions) -> Result<Body, ApiError> {
+        let handles = self.handles(namespace, pod).ok_or_else(|| {
+            ApiError::bad_request(format!("pod {pod} in namespace {namespace} is not running on node {}", self.name()))
+        })?;
+        let handle = handles.container(options.container.as_deref()).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "container {} is not valid for pod {pod}",
+                options.container.as_deref().unwrap_or("")
+            ))
+        })?;
+        let buffer = {
+            let slot = handle.lock();
+            if options.previous {
+                slot.previous.clone().ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "previous terminated container \"{}\" in pod \"{pod}\" not found",
+                        slot.name
+                    ))
+                })?
+            } else {
+                slot.logs.clone()
+            }
+        };
+        let mut lines = match options.since_seconds {
+            Some(seconds) => buffer.since(SystemTime::now() - Duration::from_secs(seconds)),
+            None => buffer.lines(),
+        };
+        if let Some(tail) = options.tail_lines {
+            lines.drain(..lines.len().saturating_sub(tail));
+        }
+        let mut budget = options.limit_bytes.unwrap_or(usize::MAX);
+        let mut text = String::new();
+        for line in &lines {
+            let formatted = format_line(line, options.timestamps);
+            if formatted.len() > budget {
+                text.push_str(formatted.get(..budget).unwrap_or_default());
+                budget = 0;
+                break;
+            }
+            budget -= formatted.len();
+            text.push_str(&formatted);
+        }
+        if !options.follow || budget == 0 {
+            return Ok(full_body(text));
+        }
+        let last_seq = lines.last().map(|l| l.seq).unwrap_or_else(|| buffer.lines().last().map(|l| l.seq).unwrap_or(0));
+        let timestamps = options.timestamps;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        tokio::spawn(async move {
+            if !text.is_empty() && tx.send(Bytes::from(text)).await.is_err() {
+                return;
+            }
+            let mut seq = last_seq;
+            loop {
+                let next = tokio::select! {
+                    next = buffer.next_after(seq) => next,
+                    () = tx.closed() => return,
+                };
+                // Empty: the container ended; so does the stream.
+                let Some(last) = next.last() else { return };
+                seq = last.seq;
+                let mut chunk = String::new();
+                for line in &next {
+                    let formatted = format_line(line, timestamps);
+                    if formatted.len() > budget {
+                        chunk.push_str(formatted.get(..budget).unwrap_or_default());
+                        let _ = tx.send(Bytes::from(chunk)).await;
+                        return;
+                    }
+                    budget -= formatted.len();
+                    chunk.push_str(&formatted);
+                }
+                if tx.send(Bytes::from(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let stream = ReceiverStream::new(rx).map(|chunk| Ok::<_, BoxError>(Frame::data(chunk)));
+        Ok(StreamBody::new(stream).boxed_unsync())
+    }
+
+    async fn proxy(
+        &self,
+        namespace: &str,
+        pod: &str,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        self.dispatch(namespace, pod, request).await
+    }
+}
