@@ -365,7 +365,8 @@ async fn probes_gate_readiness_and_unsupported_ones_say_why() -> Result<()> {
     let server = server()?;
     let client = &server.client;
     let mut probed = pod("probed", "hello-http", "Always", json!({}));
-    main_container(&mut probed)["readinessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1});
+    main_container(&mut probed)["readinessProbe"] =
+        json!({"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1});
     main_container(&mut probed)["livenessProbe"] = json!({"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1});
     create(client, &probed).await?;
     wait_for_pod(client, "probed", START, "ready", is_ready).await?;
@@ -375,7 +376,8 @@ async fn probes_gate_readiness_and_unsupported_ones_say_why() -> Result<()> {
     create(client, &tcp).await?;
     let unready = wait_for_pod(client, "tcp-probed", START, "explained", |p| {
         p["status"]["conditions"].as_array().into_iter().flatten().any(|c| {
-            c["type"] == "Ready" && c["message"].as_str().is_some_and(|m| m.contains("tcpSocket probes are not supported"))
+            c["type"] == "Ready"
+                && c["message"].as_str().is_some_and(|m| m.contains("tcpSocket probes are not supported"))
         })
     })
     .await?;

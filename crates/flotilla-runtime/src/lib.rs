@@ -37,8 +37,8 @@ pub use crate::command::{CommandPod, Exit};
 pub use crate::cpu::CPU_PERIOD;
 pub use crate::error::{Error, PodError, Result};
 pub use crate::http::{HttpPod, ResponseBody};
-/// The error type of request and response bodies (wasi:http's error code).
-pub use wasmtime_wasi_http::Error as BodyError;
 pub use crate::logs::{LogBuffer, LogLine, LogStream, LogWriter};
 pub use crate::runtime::{EPOCH_TICK, Image, ImageKind, Runtime, RuntimeConfig};
 pub use crate::spec::{Limits, PodSpec, Preopen};
+/// The error type of request and response bodies (wasi:http's error code).
+pub use wasmtime_wasi_http::Error as BodyError;
