@@ -159,6 +159,14 @@ async fn a_batch_pod_succeeds_and_its_logs_are_readable() -> Result<()> {
     let (ok, stdout, stderr) = server.kubectl(&["logs", "batch", "--tail", "1"])?;
     assert!(ok, "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let (ok, stdout, stderr) = server.cli(&["logs", "batch", "--timestamps", "--since", "1h"])?;
+    assert!(ok, "{stderr}");
+    let first = stdout.lines().next().unwrap_or_default();
+    let (time, line) = first.split_once(' ').unwrap_or_default();
+    assert!(time.ends_with('Z') && time.parse::<jiff::Timestamp>().is_ok(), "{first}");
+    assert!(line.starts_with("batch: "), "{first}");
+    let (ok, _, stderr) = server.cli(&["logs", "batch", "--previous"])?;
+    assert!(!ok && stderr.contains("previous terminated container \"main\""), "{stderr}");
     Ok(())
 }
 

@@ -50,10 +50,13 @@ pub enum Change {
     Resynced,
 }
 
-/// A kind's objects mirrored locally. Cheap to clone.
+/// A kind's objects mirrored locally. Cheap to clone; the list + watch task stops when
+/// the last clone is dropped.
 #[derive(Debug, Clone)]
 pub struct Informer {
     inner: Arc<Inner>,
+    /// Dropped with the last clone, which ends the task.
+    _alive: Arc<watch::Sender<()>>,
 }
 
 #[derive(Debug)]
@@ -79,20 +82,27 @@ impl Informer {
         let (changes, _) = broadcast::channel(4096);
         let (synced, _) = watch::channel(false);
         let inner = Arc::new(Inner { rt, objects: RwLock::new(HashMap::new()), changes, synced });
-        let weak = Arc::downgrade(&inner);
+        let (alive, mut dropped) = watch::channel(());
+        let task_inner = inner.clone();
         tokio::spawn(async move {
             loop {
-                let Some(inner) = weak.upgrade() else { return };
-                if let Err(error) = inner.list_and_watch(cluster.as_ref(), namespace.as_deref(), &params).await
-                    && error.reason != Reason::Gone
-                {
-                    tracing::debug!(kind = rt.kind, %error, "informer: listing again");
+                tokio::select! {
+                    result = task_inner.list_and_watch(cluster.as_ref(), namespace.as_deref(), &params) => {
+                        if let Err(error) = result
+                            && error.reason != Reason::Gone
+                        {
+                            tracing::debug!(kind = rt.kind, %error, "informer: listing again");
+                        }
+                    }
+                    _ = dropped.changed() => return,
                 }
-                drop(inner);
-                tokio::time::sleep(RETRY).await;
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY) => {}
+                    _ = dropped.changed() => return,
+                }
             }
         });
-        Informer { inner }
+        Informer { inner, _alive: Arc::new(alive) }
     }
 
     /// Waits until the first list is in the cache.

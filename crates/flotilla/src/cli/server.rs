@@ -40,6 +40,10 @@ pub struct ServerCommand {
     /// Log filter, e.g. `info` or `flotilla_apiserver=debug` (FLOTILLA_LOG also works).
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log_level: String,
+    /// How the scheduler scores nodes: LeastAllocated spreads pods, MostAllocated packs
+    /// them (bin packing).
+    #[arg(long, env = "FLOTILLA_SCHEDULER_SCORING", default_value = "LeastAllocated")]
+    scheduler_scoring: flotilla_scheduler::Scoring,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -159,7 +163,8 @@ impl ServerCommand {
         let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
         let cluster = running.cluster.clone();
         let scheduler = Arc::new(cluster.with_field_manager("default-scheduler"));
-        tokio::spawn(flotilla_scheduler::run(scheduler, flotilla_scheduler::SchedulerConfig::default()));
+        let scheduling = flotilla_scheduler::SchedulerConfig { scoring: self.scheduler_scoring, ..Default::default() };
+        tokio::spawn(flotilla_scheduler::run(scheduler, scheduling));
         let node_cluster = Arc::new(cluster.with_field_manager(&format!("kubelet/{}", node_config.name)));
         let node = flotilla_node::Node::start(node_cluster, runtime, images, node_config).await?;
         kubelets.register(node.name(), Arc::new(node.clone()));
