@@ -7,6 +7,7 @@
 
 mod codec;
 mod error;
+mod image;
 mod quantity;
 mod resources;
 mod selector;
@@ -15,6 +16,7 @@ mod workloads;
 
 pub use codec::{Format, decode_manifests, decode_object, encode};
 pub use error::{ApiError, FieldError, FieldErrorType, ObjectRef, Reason, Result};
+pub use image::parse_image_reference;
 pub use k8s_openapi;
 pub use quantity::{Quantity, parse_quantity};
 pub use resources::{

@@ -8,7 +8,7 @@ use flotilla_api::{ApiError, Reason};
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 use serde_json::json;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// The largest component accepted.
 pub const MAX_IMAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -16,21 +16,7 @@ const PREFIX: &str = "/flotilla/v1/images";
 
 /// `NAME:TAG` (tag `latest` if absent) as the file it is stored in.
 fn image_path(dir: &Path, reference: &str) -> Result<(String, PathBuf), ApiError> {
-    let (name, tag) = match reference.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => (name, tag),
-        _ => (reference, "latest"),
-    };
-    // As the node reads references: a registry host may carry a port, a tag has no `:`/`/`.
-    let valid = |s: &str, extra: &str| {
-        !s.is_empty()
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
-            && Path::new(s).components().all(|c| matches!(c, Component::Normal(_)))
-    };
-    if !valid(name, "/:") || !valid(tag, "") {
-        return Err(ApiError::bad_request(format!(
-            "invalid image reference \"{reference}\": want NAME[:TAG] of letters, digits, '.', '_', '-' and '/'"
-        )));
-    }
+    let (name, tag) = flotilla_api::parse_image_reference(reference).map_err(ApiError::bad_request)?;
     Ok((format!("{name}:{tag}"), dir.join(name).join(format!("{tag}.wasm"))))
 }
 

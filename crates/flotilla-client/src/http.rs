@@ -338,7 +338,7 @@ impl LineReader {
 }
 
 /// An error with its sources, `outer: inner`, as hyper's own Display hides the cause.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -349,8 +349,9 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The REST path of a collection, an object, or one of its subresources.
-fn rest_path(rt: &ResourceType, namespace: Option<&str>, name: Option<&str>, subresource: Option<&str>) -> String {
+/// The REST path of a collection, an object, or one of its subresources (the namespace
+/// is used only for namespaced kinds).
+pub fn rest_path(rt: &ResourceType, namespace: Option<&str>, name: Option<&str>, subresource: Option<&str>) -> String {
     let mut path =
         if rt.group.is_empty() { format!("/api/{}", rt.version) } else { format!("/apis/{}/{}", rt.group, rt.version) };
     if let Some(ns) = namespace.filter(|_| rt.namespaced) {

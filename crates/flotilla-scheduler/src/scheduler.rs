@@ -292,9 +292,9 @@ async fn bind_and_tell(
         Err(error) => {
             let gone = error.api_error().is_some_and(|e| e.reason == Reason::NotFound);
             if gone {
-                tracing::debug!(error = %error_chain(&error), "pod gone before binding");
+                tracing::debug!(error = %flotilla_client::error_chain(&error), "pod gone before binding");
             } else {
-                tracing::warn!(error = %error_chain(&error), "binding failed; will retry");
+                tracing::warn!(error = %flotilla_client::error_chain(&error), "binding failed; will retry");
             }
             Outcome::BindFailed { pod, node, gone }
         }
@@ -333,23 +333,13 @@ async fn report_and_tell(
     match report_unschedulable(cluster.as_ref(), &pod, &message, &component).await {
         Ok(()) => tracing::info!(%message, "unschedulable"),
         // The condition is set; a lost Event is not worth a second condition write.
-        Err(error @ Error::Event { .. }) => tracing::warn!(error = %error_chain(&error), "unschedulable"),
+        Err(error @ Error::Event { .. }) => {
+            tracing::warn!(error = %flotilla_client::error_chain(&error), "unschedulable")
+        }
         Err(error) if error.api_error().is_some_and(|e| e.reason == Reason::NotFound) => {}
         Err(error) => {
-            tracing::warn!(error = %error_chain(&error), "could not report the pod unschedulable; will retry");
+            tracing::warn!(error = %flotilla_client::error_chain(&error), "could not report the pod unschedulable; will retry");
             let _ = outcomes.send(Outcome::ReportFailed { pod: ObjectKey::of(&pod) });
         }
     }
-}
-
-/// An error and its causes, `: `-separated, for a log line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -148,7 +148,15 @@ async fn an_unschedulable_pod_is_reported_and_retried_when_a_node_appears() {
         scheduled["message"],
         "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
     );
-    let events = events_of(&cluster, "big").await;
+    // The Event is written after the condition: give it a moment on a busy machine.
+    let mut events = events_of(&cluster, "big").await;
+    for _ in 0..500 {
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        events = events_of(&cluster, "big").await;
+    }
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["reason"], "FailedScheduling");
     assert_eq!(events[0]["type"], "Warning");

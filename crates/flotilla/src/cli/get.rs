@@ -16,19 +16,7 @@ use crate::client::{Client, LineReader, Response};
 /// The REST path of a kind's collection, or of one object when `name` is given. The
 /// namespace is used only for namespaced kinds.
 pub(super) fn resource_path(rt: &ResourceType, ns: Option<&str>, name: Option<&str>) -> String {
-    let mut path =
-        if rt.group.is_empty() { format!("/api/{}", rt.version) } else { format!("/apis/{}/{}", rt.group, rt.version) };
-    if let Some(ns) = ns.filter(|_| rt.namespaced) {
-        path.push_str("/namespaces/");
-        path.push_str(ns);
-    }
-    path.push('/');
-    path.push_str(rt.plural);
-    if let Some(name) = name {
-        path.push('/');
-        path.push_str(name);
-    }
-    path
+    flotilla_client::rest_path(rt, ns, name, None)
 }
 
 /// `?a=b&c=d` with every value percent-encoded; empty when there are no pairs.
