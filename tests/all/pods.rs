@@ -393,3 +393,22 @@ async fn probes_gate_readiness_and_unsupported_ones_say_why() -> Result<()> {
     assert_eq!(container_status(&unready)["ready"], false);
     Ok(())
 }
+
+#[tokio::test]
+async fn pods_run_again_after_the_server_restarts() -> Result<()> {
+    let mut server = server()?;
+    create(&server.client, &pod("survivor", "hello-http", "Always", json!({}))).await?;
+    let before = wait_for_pod(&server.client, "survivor", START, "ready", is_ready).await?;
+    server.restart()?;
+    let client = &server.client;
+    let after = wait_for_pod(client, "survivor", START, "ready again after a restart", |p| {
+        is_ready(p) && container_status(p)["restartCount"] == 1
+    })
+    .await?;
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(after["status"]["podIP"], before["status"]["podIP"], "the pod keeps its address");
+    assert_eq!(container_status(&after)["lastState"]["terminated"]["reason"], "ContainerStatusUnknown");
+    let (code, _) = pod_request(client, "survivor", Method::GET, "/", "").await?;
+    assert_eq!(code, 200);
+    Ok(())
+}

@@ -199,6 +199,31 @@ impl Runner {
         let _ = self.updates.send((self.index, status.clone()));
     }
 
+    /// A container this pod ran before the agent (re)started died with the old agent:
+    /// count it as a restart, as its status already said it ran.
+    fn carry_over(&self, status: &mut Status) {
+        let previous = self.pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == status.name.as_str());
+        let Some(previous) = previous else { return };
+        let count = u32::try_from(previous["restartCount"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+        let started_at = previous["state"]["running"]["startedAt"].as_str().map(str::to_string);
+        status.restart_count = count;
+        if let Some(started_at) = started_at {
+            status.restart_count = count.saturating_add(1);
+            status.has_run = true;
+            status.last_state = Some(State::Terminated {
+                exit_code: 137,
+                reason: "ContainerStatusUnknown".to_string(),
+                message: Some("the node agent restarted while the container ran".to_string()),
+                started_at,
+                finished_at: now(),
+            });
+        }
+    }
+
     fn restart_policy(&self) -> &str {
         self.pod["spec"]["restartPolicy"].as_str().unwrap_or("Always")
     }
@@ -215,6 +240,7 @@ impl Runner {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let config = &self.shared.config;
         let mut status = Status::new(&self.container);
+        self.carry_over(&mut status);
         let pod_name = self.pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let namespace = self.pod["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
         let uid = self.pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
