@@ -174,7 +174,7 @@ pub struct Runner {
     pub container: Value,
     pub handle: Arc<Handle>,
     pub crashes: AsyncMutex<mpsc::UnboundedReceiver<Crash>>,
-    pub updates: mpsc::UnboundedSender<(usize, Status)>,
+    pub board: Arc<crate::pod::Board>,
 }
 
 fn now() -> String {
@@ -196,7 +196,7 @@ fn terminated(exit: &Exit, started_at: String) -> State {
 
 impl Runner {
     fn report(&self, status: &Status) {
-        let _ = self.updates.send((self.index, status.clone()));
+        self.board.set(self.index, status);
     }
 
     /// A container this pod ran before the agent (re)started died with the old agent:

@@ -11,6 +11,37 @@ use std::time::Duration;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
 use tracing::Instrument as _;
 
+/// How long a new pod's first status write waits for its containers to start.
+const FIRST_STATUS_WAIT: Duration = Duration::from_millis(100);
+
+/// The containers' statuses, written by their runners, read by the pod worker when told.
+#[derive(Debug)]
+pub struct Board {
+    statuses: std::sync::Mutex<Vec<Status>>,
+    /// Notified after every change; a change while nobody waits is kept as one permit,
+    /// so a burst of changes becomes one status write.
+    pub changed: tokio::sync::Notify,
+}
+
+impl Board {
+    fn new(statuses: Vec<Status>) -> Board {
+        Board { statuses: std::sync::Mutex::new(statuses), changed: tokio::sync::Notify::new() }
+    }
+
+    pub fn set(&self, index: usize, status: &Status) {
+        let mut statuses = self.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(slot) = statuses.get_mut(index) {
+            slot.clone_from(status);
+        }
+        drop(statuses);
+        self.changed.notify_one();
+    }
+
+    fn snapshot(&self) -> Vec<Status> {
+        self.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
 /// A running pod's handles, shared with the kubelet API.
 #[derive(Debug)]
 pub struct PodHandles {
@@ -177,10 +208,8 @@ impl Worker {
             self.wait_for_deletion(&handles).await;
             return;
         }
-        let mut statuses: Vec<Status> = containers.iter().map(Status::new).collect();
+        let board = Arc::new(Board::new(containers.iter().map(Status::new).collect()));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (updates_tx, mut updates_rx) = mpsc::unbounded_channel();
-        let mut runners = Vec::new();
         for ((index, container), (handle, crashes)) in
             containers.into_iter().enumerate().zip(handles.iter().cloned().zip(receivers))
         {
@@ -193,26 +222,20 @@ impl Worker {
                 container,
                 handle,
                 crashes: AsyncMutex::new(crashes),
-                updates: updates_tx.clone(),
+                board: board.clone(),
             };
-            runners.push(tokio::spawn(runner.run(stop_rx.clone()).in_current_span()));
+            tokio::spawn(runner.run(stop_rx.clone()).in_current_span());
         }
-        drop(updates_tx);
         let mut written = Value::Null;
+        // Most pods start within moments: their first write can already say Running (one
+        // status write a pod instead of two).
+        let _ = tokio::time::timeout(FIRST_STATUS_WAIT, board.changed.notified()).await;
+        let mut statuses = board.snapshot();
         self.write_status(&statuses, &host_ip, &start_time, &mut written).await;
-        loop {
+        while !statuses.iter().all(|s| s.done) {
             tokio::select! {
-                update = updates_rx.recv() => {
-                    let Some((index, status)) = update else { break };
-                    if let Some(slot) = statuses.get_mut(index) {
-                        *slot = status;
-                    }
-                    // Coalesce a burst of changes into one write.
-                    while let Ok((index, status)) = updates_rx.try_recv() {
-                        if let Some(slot) = statuses.get_mut(index) {
-                            *slot = status;
-                        }
-                    }
+                () = board.changed.notified() => {
+                    statuses = board.snapshot();
                     self.write_status(&statuses, &host_ip, &start_time, &mut written).await;
                 }
                 changed = self.updates.changed() => {
@@ -224,6 +247,7 @@ impl Worker {
                     let latest = self.updates.borrow_and_update().clone();
                     self.pod = latest;
                     if self.pod["metadata"]["deletionTimestamp"].is_string() {
+                        let mut statuses = board.snapshot();
                         self.terminate(&handles, &mut statuses, &stop_tx, &host_ip, &start_time, &mut written).await;
                         return;
                     }

@@ -109,9 +109,7 @@ impl HttpPod {
         let logs = inner.pod.logs.clone();
         let memory_limit = inner.pod.memory_limit;
         let task_outcome = outcome.clone();
-        // The instance runs in its own task: it goes on streaming the body after `handle`
-        // returns the response, so it reports its own failures to the log.
-        let task = tokio::spawn(async move {
+        let instance = async move {
             let _permit = permit;
             cpu.wait_for_quota().await;
             let result = meter
@@ -131,36 +129,54 @@ impl HttpPod {
                 task_outcome.report(&logs, line);
                 failure
             })
-        });
-        let abort = task.abort_handle();
-        let response = async move {
-            match receiver.await {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(code)) => Err(PodError::ErrorCode(format!("{code:?}"))),
-                // The outparam was dropped unset: the instance ended; ask it why.
-                Err(_) => match task.await {
-                    Ok(Ok(())) => Err(PodError::NoResponse),
-                    Ok(Err(failure)) => Err(match failure {
-                        Failure::OutOfMemory => PodError::OutOfMemory,
-                        Failure::DeadlineExceeded => PodError::Timeout,
-                        Failure::Exit(code) => PodError::Trap { message: format!("the handler exited with {code}") },
-                        Failure::Trap(message) => PodError::Trap { message },
-                    }),
-                    Err(join) => Err(PodError::Trap { message: join.to_string() }),
-                },
+        };
+        // The instance runs in the caller's task until it sets the response (no hand-off
+        // to another worker thread on the request path); then it moves to a task of its
+        // own to stream the body on, reporting its own failures to the log.
+        let mut instance = Box::pin(instance);
+        let mut receiver = receiver;
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
             }
         };
-        match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), response).await {
-                Ok(result) => result,
-                Err(_) => {
-                    abort.abort();
-                    outcome.report(&inner.pod.logs, timeout_line(timeout));
-                    Err(PodError::Timeout)
+        tokio::select! {
+            biased;
+            response = &mut receiver => match response {
+                Ok(Ok(response)) => {
+                    tokio::spawn(instance);
+                    Ok(response)
                 }
+                Ok(Err(code)) => {
+                    tokio::spawn(instance);
+                    Err(PodError::ErrorCode(format!("{code:?}")))
+                }
+                // The outparam was dropped unset: the instance ended; ask it why.
+                Err(_) => Err(no_response(instance.await)),
             },
-            None => response.await,
+            ended = &mut instance => match receiver.try_recv() {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(code)) => Err(PodError::ErrorCode(format!("{code:?}"))),
+                Err(_) => Err(no_response(ended)),
+            },
+            () = expired => {
+                drop(instance);
+                outcome.report(&inner.pod.logs, timeout_line(timeout));
+                Err(PodError::Timeout)
+            }
         }
+    }
+}
+
+/// Why an instance that ended with `result` sent no response.
+fn no_response(result: Result<(), Failure>) -> PodError {
+    match result {
+        Ok(()) => PodError::NoResponse,
+        Err(Failure::OutOfMemory) => PodError::OutOfMemory,
+        Err(Failure::DeadlineExceeded) => PodError::Timeout,
+        Err(Failure::Exit(code)) => PodError::Trap { message: format!("the handler exited with {code}") },
+        Err(Failure::Trap(message)) => PodError::Trap { message },
     }
 }
 
