@@ -1,0 +1,146 @@
+//! Flotilla's workload controllers (kube-controller-manager's job): the ReplicaSet and
+//! Deployment controllers and the garbage collector, each one reconcile function on one
+//! pipeline (informers → de-duplicating, delaying work queue → bounded runner →
+//! `reconcile(key) -> Result<Action>`, with a back-off per key on failure).
+//!
+//! The controllers are level-triggered: a reconcile reads the informers' caches, writes
+//! through [`flotilla_client::Cluster`] and is safe to run twice or after a restart. No
+//! truth lives only in memory except the expectations of the ReplicaSet controller,
+//! which only keep it from over-creating while its cache catches up, and expire.
+//!
+//! The crate sees the cluster only through `Cluster`, so it runs the same inside
+//! `flotilla server` and out of process. It owns no scheduling, no pod running and no
+//! API validation; DaemonSet, Job, CronJob, node lifecycle and the rest are not here yet.
+//!
+//! ```no_run
+//! # async fn start(cluster: std::sync::Arc<dyn flotilla_client::Cluster>) {
+//! let config = flotilla_controllers::ControllersConfig::default();
+//! tokio::spawn(flotilla_controllers::run(cluster, config));
+//! # }
+//! ```
+
+mod claim;
+mod deployment;
+mod error;
+mod events;
+mod expectations;
+mod gc;
+mod meta;
+mod pipeline;
+mod queue;
+mod replicaset;
+
+pub use crate::error::{Error, Result};
+pub use crate::pipeline::{Action, RunnerConfig};
+
+use flotilla_client::{Cluster, Informer, ListParams, resource};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the controllers run with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllersConfig {
+    /// The ReplicaSet controller's runner (kube's `--concurrent-replicaset-syncs`).
+    pub replica_sets: RunnerConfig,
+    /// The Deployment controller's runner (kube's `--concurrent-deployment-syncs`).
+    pub deployments: RunnerConfig,
+    /// The garbage collector's runner (kube's `--concurrent-gc-syncs`).
+    pub garbage_collector: RunnerConfig,
+    /// Pods a ReplicaSet creates or deletes per reconcile at most (kube's
+    /// `burstReplicas`, 500).
+    pub burst_replicas: usize,
+    /// How long a ReplicaSet waits to see its own creations and deletions in its cache
+    /// before it acts again regardless (kube's 5 minutes).
+    pub expectations_ttl: Duration,
+    /// Run the ReplicaSet controller.
+    pub replica_set_controller: bool,
+    /// Run the Deployment controller.
+    pub deployment_controller: bool,
+    /// Run the garbage collector.
+    pub garbage_collection: bool,
+}
+
+impl ControllersConfig {
+    /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
+    /// `replicaset`, `deployment`, `garbagecollector`, each disabled with a leading
+    /// `-`; an empty list runs none.
+    pub fn select(&mut self, names: &[String]) -> Result<(), String> {
+        let all = names.iter().any(|n| n == "*");
+        for (name, enabled) in [
+            ("replicaset", &mut self.replica_set_controller),
+            ("deployment", &mut self.deployment_controller),
+            ("garbagecollector", &mut self.garbage_collection),
+        ] {
+            let named = names.iter().any(|n| n == name);
+            let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
+            *enabled = (all || named) && !disabled;
+        }
+        let known = ["*", "replicaset", "deployment", "garbagecollector"];
+        match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
+            Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            replica_sets: RunnerConfig::default(),
+            deployments: RunnerConfig::default(),
+            garbage_collector: RunnerConfig { workers: 32, ..RunnerConfig::default() },
+            burst_replicas: 500,
+            expectations_ttl: Duration::from_secs(300),
+            replica_set_controller: true,
+            deployment_controller: true,
+            garbage_collection: true,
+        }
+    }
+}
+
+/// Runs every controller until the task is dropped. Failures are logged and retried with
+/// a back-off; nothing ends it.
+pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
+    let informer =
+        |api_version, kind| Informer::start(cluster.clone(), resource(api_version, kind), None, ListParams::default());
+    let pods = informer("v1", "Pod");
+    let replica_sets = informer("apps/v1", "ReplicaSet");
+    let deployments = informer("apps/v1", "Deployment");
+    let rs = async {
+        if config.replica_set_controller {
+            replicaset::ReplicaSetController::run(
+                cluster.clone(),
+                replica_sets.clone(),
+                pods.clone(),
+                config.replica_sets,
+                config.expectations_ttl,
+                config.burst_replicas,
+            )
+            .await;
+        }
+    };
+    let deploy = async {
+        if config.deployment_controller {
+            deployment::DeploymentController::run(
+                cluster.clone(),
+                deployments.clone(),
+                replica_sets.clone(),
+                pods.clone(),
+                config.deployments,
+            )
+            .await;
+        }
+    };
+    let gc = async {
+        if config.garbage_collection {
+            let mut kinds = vec![pods.clone(), replica_sets.clone(), deployments.clone()];
+            kinds.extend(gc::EXTRA_KINDS.iter().map(|(api_version, kind)| informer(api_version, kind)));
+            gc::GarbageCollector::run(cluster.clone(), kinds, config.garbage_collector).await;
+        }
+    };
+    tracing::info!("controllers started");
+    tokio::join!(rs, deploy, gc);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! The controller pipeline, written once (after kube-runtime's `Controller`):
+//!
+//! ```text
+//! informers (primary kind, owned and related kinds)
+//!   → mappers: a changed object → the keys it concerns (itself, its controller owner…)
+//!   → WorkQueue: de-duplicating, delaying, one reconcile per key at a time
+//!   → runner: at most `workers` reconciles in flight
+//!   → reconcile(key) -> Result<Action>: requeue after, await change, or back off
+//! ```
+//!
+//! The pipeline keeps no state about objects: a reconcile reads the informers' caches
+//! and writes through the API, so any number of lost or repeated triggers only cost
+//! work. A resync or a lagging feed enqueues every primary key.
+
+use crate::error::Result;
+use crate::queue::WorkQueue;
+use flotilla_client::{Change, Informer};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+/// What a reconcile asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Reconcile again after this long even if nothing changes (e.g. when a pod becomes
+    /// available after `minReadySeconds`, or a progress deadline passes).
+    Requeue(Duration),
+    /// Nothing to do until a watched object changes.
+    AwaitChange,
+}
+
+/// A controller's reconcile function: idempotent, reading caches, writing through the API.
+pub(crate) trait Reconciler<K>: Send + Sync + 'static {
+    fn reconcile(&self, key: &K) -> impl Future<Output = Result<Action>> + Send;
+}
+
+/// The keys a changed object concerns; `deleted` tells a deletion from an add or update.
+pub(crate) type Mapper<K> = Arc<dyn Fn(&Value, bool) -> Vec<K> + Send + Sync>;
+
+/// Every key of the primary kind: what a resync enqueues.
+pub(crate) type AllKeys<K> = Arc<dyn Fn() -> Vec<K> + Send + Sync>;
+
+/// How a controller runs its reconciles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerConfig {
+    /// Reconciles in flight at once (of different keys).
+    pub workers: usize,
+    /// The first wait after a failed reconcile; doubles with each failure in a row…
+    pub backoff_base: Duration,
+    /// …up to this.
+    pub backoff_max: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig { workers: 16, backoff_base: Duration::from_millis(20), backoff_max: Duration::from_secs(60) }
+    }
+}
+
+enum Trigger<K> {
+    Keys(Vec<K>),
+    All,
+}
+
+/// One controller: its name, what triggers it, and how it runs.
+pub(crate) struct Controller<K> {
+    name: &'static str,
+    watches: Vec<(Informer, Mapper<K>)>,
+    all_keys: AllKeys<K>,
+    config: RunnerConfig,
+}
+
+impl<K> Controller<K>
+where
+    K: Clone + Eq + Hash + Ord + Display + Debug + Send + Sync + 'static,
+{
+    pub(crate) fn new(name: &'static str, all_keys: AllKeys<K>, config: RunnerConfig) -> Self {
+        Controller { name, watches: Vec::new(), all_keys, config }
+    }
+
+    /// Triggers on changes of `informer`'s objects, mapped to keys by `mapper`.
+    pub(crate) fn watches(mut self, informer: Informer, mapper: Mapper<K>) -> Self {
+        self.watches.push((informer, mapper));
+        self
+    }
+
+    /// Runs until dropped: waits for every informer's first list, reconciles every key
+    /// once, then whatever changes.
+    pub(crate) async fn run<R: Reconciler<K>>(self, reconciler: Arc<R>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut forwarders = JoinSet::new();
+        for (informer, mapper) in &self.watches {
+            // Subscribed before the caches are read, so that nothing is missed.
+            let changes = informer.subscribe();
+            forwarders.spawn(forward(changes, mapper.clone(), tx.clone()));
+        }
+        for (informer, _) in &self.watches {
+            informer.synced().await;
+        }
+        let config = self.config;
+        let mut queue = WorkQueue::new(config.backoff_base, config.backoff_max);
+        for key in (self.all_keys)() {
+            queue.add(key);
+        }
+        let mut tasks: JoinSet<(K, Result<Action>)> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, K> = HashMap::new();
+        tracing::debug!(controller = self.name, "controller started");
+        loop {
+            let now = Instant::now();
+            queue.promote(now);
+            while tasks.len() < config.workers.max(1) {
+                let Some(key) = queue.pop() else { break };
+                let span = tracing::info_span!("reconcile", controller = self.name, object = %key);
+                let reconciler = reconciler.clone();
+                let task_key = key.clone();
+                let handle = tasks.spawn(
+                    async move {
+                        let result = reconciler.reconcile(&task_key).await;
+                        (task_key, result)
+                    }
+                    .instrument(span),
+                );
+                running.insert(handle.id(), key);
+            }
+            let wake_at = queue.next_due().unwrap_or(now + Duration::from_secs(3600));
+            tokio::select! {
+                Some(trigger) = rx.recv() => {
+                    self.trigger(&mut queue, trigger);
+                    while let Ok(trigger) = rx.try_recv() {
+                        self.trigger(&mut queue, trigger);
+                    }
+                }
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let now = Instant::now();
+                    let (key, result) = match joined {
+                        Ok((id, (key, result))) => {
+                            running.remove(&id);
+                            (key, Some(result))
+                        }
+                        Err(error) => match running.remove(&error.id()) {
+                            Some(key) => {
+                                tracing::error!(controller = self.name, object = %key, %error, "reconcile panicked");
+                                (key, None)
+                            }
+                            None => continue,
+                        },
+                    };
+                    queue.done(&key);
+                    match result {
+                        Some(Ok(Action::AwaitChange)) => queue.forget(&key),
+                        Some(Ok(Action::Requeue(after))) => {
+                            queue.forget(&key);
+                            queue.add_at(key, now + after, now);
+                        }
+                        Some(Err(error)) => {
+                            let wait = queue.failed(&key);
+                            let chain = flotilla_client::error_chain(&error);
+                            let conflict = error.api_error().is_some_and(|e| e.reason == flotilla_api::Reason::Conflict);
+                            if conflict {
+                                tracing::debug!(controller = self.name, object = %key, error = %chain, ?wait, "reconcile conflicted; retrying");
+                            } else {
+                                tracing::warn!(controller = self.name, object = %key, error = %chain, ?wait, "reconcile failed; retrying");
+                            }
+                            queue.add_at(key, now + wait, now);
+                        }
+                        None => {
+                            let wait = queue.failed(&key);
+                            queue.add_at(key, now + wait, now);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    fn trigger(&self, queue: &mut WorkQueue<K>, trigger: Trigger<K>) {
+        match trigger {
+            Trigger::Keys(keys) => keys.into_iter().for_each(|key| queue.add(key)),
+            Trigger::All => (self.all_keys)().into_iter().for_each(|key| queue.add(key)),
+        }
+    }
+}
+
+/// Feeds one informer's changes, as keys, to the runner. Ends when the runner is gone.
+async fn forward<K>(
+    mut changes: tokio::sync::broadcast::Receiver<Change>,
+    mapper: Mapper<K>,
+    tx: mpsc::UnboundedSender<Trigger<K>>,
+) {
+    loop {
+        let trigger = match changes.recv().await {
+            Ok(Change::Applied(object)) => Trigger::Keys(mapper(&object, false)),
+            Ok(Change::Deleted(object)) => Trigger::Keys(mapper(&object, true)),
+            // Missed changes: every key is reconciled again.
+            Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => Trigger::All,
+            Err(RecvError::Closed) => return,
+        };
+        if matches!(&trigger, Trigger::Keys(keys) if keys.is_empty()) {
+            continue;
+        }
+        if tx.send(trigger).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The pipeline on its own: a reconciler that records what it is asked to do, fed by a
+//! ConfigMap informer.
+
+use super::{AbortOnDrop, create, patch, start_cluster};
+use crate::error::{Error, Result};
+use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
+use flotilla_client::{Informer, ListParams, ObjectKey, resource};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Default)]
+struct Recording {
+    calls: Mutex<Vec<(ObjectKey, Instant)>>,
+    running: Mutex<HashSet<ObjectKey>>,
+    max_running: Mutex<usize>,
+    overlapped: Mutex<bool>,
+    /// Failures left to answer, per key name.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Requeues left to answer, per key name.
+    requeues: Mutex<HashMap<String, u32>>,
+}
+
+impl Recording {
+    fn calls_of(&self, name: &str) -> Vec<Instant> {
+        let calls = self.calls.lock().expect("lock");
+        calls.iter().filter(|(k, _)| k.name == name).map(|(_, t)| *t).collect()
+    }
+}
+
+impl Reconciler<ObjectKey> for Recording {
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action> {
+        {
+            self.calls.lock().expect("lock").push((key.clone(), Instant::now()));
+            let mut running = self.running.lock().expect("lock");
+            if !running.insert(key.clone()) {
+                *self.overlapped.lock().expect("lock") = true;
+            }
+            let mut max = self.max_running.lock().expect("lock");
+            *max = (*max).max(running.len());
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.running.lock().expect("lock").remove(key);
+        if let Some(left) = self.failures.lock().expect("lock").get_mut(&key.name).filter(|l| **l > 0) {
+            *left -= 1;
+            return Err(Error::api("failing on purpose", flotilla_api::ApiError::internal("boom")));
+        }
+        if let Some(left) = self.requeues.lock().expect("lock").get_mut(&key.name).filter(|l| **l > 0) {
+            *left -= 1;
+            return Ok(Action::Requeue(Duration::from_millis(50)));
+        }
+        Ok(Action::AwaitChange)
+    }
+}
+
+fn spawn(cluster: &super::TestCluster, recording: Arc<Recording>, workers: usize) -> AbortOnDrop {
+    let informer = Informer::start(cluster.cluster.clone(), resource("v1", "ConfigMap"), None, ListParams::default());
+    let all: AllKeys<ObjectKey> = {
+        let informer = informer.clone();
+        Arc::new(move || informer.list().iter().map(|o| ObjectKey::of(o)).collect())
+    };
+    let mapper: Mapper<ObjectKey> = Arc::new(|o, _| vec![ObjectKey::of(o)]);
+    let config = RunnerConfig { workers, backoff_base: Duration::from_millis(40), backoff_max: Duration::from_secs(1) };
+    let controller = Controller::new("test", all, config).watches(informer, mapper);
+    AbortOnDrop(tokio::spawn(controller.run(recording)))
+}
+
+fn config_map(name: &str, value: u32) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value.to_string()}})
+}
+
+#[tokio::test]
+async fn the_runner_deduplicates_bounds_concurrency_and_never_overlaps_a_key() {
+    let cluster = start_cluster().await;
+    let recording = Arc::new(Recording::default());
+    let _controller = spawn(&cluster, recording.clone(), 2);
+    for name in ["a", "b", "c", "d"] {
+        create(&cluster, config_map(name, 0)).await;
+    }
+    for i in 1..=30 {
+        patch(&cluster, "v1", "ConfigMap", "a", json!({"data": {"v": i.to_string()}})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for name in ["a", "b", "c", "d"] {
+        assert!(!recording.calls_of(name).is_empty(), "{name} reconciled");
+    }
+    let a = recording.calls_of("a").len();
+    assert!(a < 31, "31 changes of a were coalesced into {a} reconciles");
+    assert!(!*recording.overlapped.lock().expect("lock"), "a key was reconciled twice at once");
+    assert!(*recording.max_running.lock().expect("lock") <= 2);
+}
+
+#[tokio::test]
+async fn failures_back_off_exponentially_and_requeues_come_back() {
+    let cluster = start_cluster().await;
+    let recording = Arc::new(Recording::default());
+    recording.failures.lock().expect("lock").insert("bad".into(), 3);
+    recording.requeues.lock().expect("lock").insert("tick".into(), 3);
+    let _controller = spawn(&cluster, recording.clone(), 4);
+    create(&cluster, config_map("bad", 0)).await;
+    create(&cluster, config_map("tick", 0)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let bad = recording.calls_of("bad");
+    assert_eq!(bad.len(), 4, "three failures, then a success");
+    let gaps: Vec<Duration> = bad.windows(2).map(|w| w[1] - w[0]).collect();
+    // 30 ms of work plus 40, 80, 160 ms of back-off (the first retry may come at once
+    // when the creation's event arrived during the first reconcile).
+    assert!(gaps[1] >= Duration::from_millis(30 + 80), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(30 + 160), "{gaps:?}");
+    assert!(gaps[2] > gaps[1] && gaps[1] > gaps[0], "{gaps:?}");
+    assert_eq!(recording.calls_of("tick").len(), 4, "three requeues, then waiting for a change");
+}
