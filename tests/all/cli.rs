@@ -109,9 +109,14 @@ async fn the_server_applies_its_manifests_on_start() -> Result<()> {
     let mut server = Server::start_with(&["--manifests", &manifests.to_string_lossy()])?;
     let deployment = server.client.get("/apis/apps/v1/namespaces/hello/deployments/hello").await?.ok()?;
     assert_eq!(deployment["spec"]["replicas"], 3);
-    // A restart applies them again without changing anything.
+    // A restart applies them again without changing what they say (the controllers
+    // write the Deployment's status meanwhile, so its resourceVersion moves on).
     server.restart()?;
     let again = server.client.get("/apis/apps/v1/namespaces/hello/deployments/hello").await?.ok()?;
-    assert_eq!(again["metadata"]["resourceVersion"], deployment["metadata"]["resourceVersion"]);
+    assert_eq!(again["spec"], deployment["spec"]);
+    assert_eq!(again["metadata"]["generation"], deployment["metadata"]["generation"]);
+    assert_eq!(again["metadata"]["labels"], deployment["metadata"]["labels"]);
+    let applied = "kubectl.kubernetes.io/last-applied-configuration";
+    assert_eq!(again["metadata"]["annotations"][applied], deployment["metadata"]["annotations"][applied]);
     Ok(())
 }

@@ -12,3 +12,4 @@ mod pods;
 mod python_client;
 mod support;
 mod watch;
+mod workloads;

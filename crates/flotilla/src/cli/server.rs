@@ -44,6 +44,11 @@ pub struct ServerCommand {
     /// them (bin packing).
     #[arg(long, env = "FLOTILLA_SCHEDULER_SCORING", default_value = "LeastAllocated")]
     scheduler_scoring: flotilla_scheduler::Scoring,
+    /// Controllers to run, as kube-controller-manager's `--controllers`: `*` for all, or
+    /// names (`replicaset`, `deployment`, `garbagecollector`), `-NAME` to leave one out;
+    /// empty runs none (an API server and nodes only).
+    #[arg(long, env = "FLOTILLA_CONTROLLERS", value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -144,6 +149,9 @@ impl ServerCommand {
         for path in &self.manifests {
             anyhow::ensure!(std::path::Path::new(path).exists(), "--manifests {path}: no such file or directory");
         }
+        let mut controllers_config = flotilla_controllers::ControllersConfig::default();
+        let names: Vec<String> = self.controllers.iter().filter(|n| !n.is_empty()).cloned().collect();
+        controllers_config.select(&names).map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
         init_logging(&self.log_level, self.log_format)?;
         let data_dir = self.data_dir.unwrap_or_else(crate::default_data_dir);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -165,6 +173,8 @@ impl ServerCommand {
         let scheduler = Arc::new(cluster.with_field_manager("default-scheduler"));
         let scheduling = flotilla_scheduler::SchedulerConfig { scoring: self.scheduler_scoring, ..Default::default() };
         tokio::spawn(flotilla_scheduler::run(scheduler, scheduling));
+        let controllers = Arc::new(cluster.with_field_manager("kube-controller-manager"));
+        tokio::spawn(flotilla_controllers::run(controllers, controllers_config));
         let node_cluster = Arc::new(cluster.with_field_manager(&format!("kubelet/{}", node_config.name)));
         let node = flotilla_node::Node::start(node_cluster, runtime, images, node_config).await?;
         kubelets.register(node.name(), Arc::new(node.clone()));

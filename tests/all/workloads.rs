@@ -1,0 +1,119 @@
+//! Workload controllers with real pods: a Deployment of hello-http runs on the built-in
+//! node, heals, scales, rolls out and is collected with its ReplicaSets and pods. kubectl
+//! drives it and reads the fields kube-controller-manager writes.
+
+use crate::support::{Server, create, pod_request};
+use anyhow::{Context as _, Result};
+use http::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/default/deployments/web";
+
+fn deployment(replicas: u32, greeting: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "web", "image": "hello-http",
+                    "env": [{"name": "GREETING", "value": greeting}]}]},
+            },
+        },
+    })
+}
+
+/// The running, not terminating pods of app=web.
+async fn web_pods(server: &Server) -> Result<Vec<Value>> {
+    let list = server.client.get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb").await?.ok()?;
+    Ok(list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect())
+}
+
+async fn wait_available(server: &Server, replicas: u64) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let web = server.client.get(DEPLOYMENT).await?.ok()?;
+        let status = &web["status"];
+        if status["availableReplicas"].as_u64().unwrap_or(0) == replicas
+            && status["updatedReplicas"].as_u64().unwrap_or(0) == replicas
+            && status["replicas"].as_u64().unwrap_or(0) == replicas
+            && status["observedGeneration"] == web["metadata"]["generation"]
+        {
+            return Ok(web);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "web never had {replicas} available: {status:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deployment_runs_heals_scales_rolls_out_and_is_collected() -> Result<()> {
+    let server = Server::start_with(&["--crash-backoff", "1s"])?;
+    create(&server.client, &deployment(3, "v1")).await?;
+    wait_available(&server, 3).await?;
+    let (ok, stdout, stderr) = server.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])?;
+    assert!(ok && stdout.contains("successfully rolled out"), "{stdout} {stderr}");
+    let pods = web_pods(&server).await?;
+    assert_eq!(pods.len(), 3);
+    let first = pods[0]["metadata"]["name"].as_str().context("a pod name")?.to_string();
+    let (code, body) = pod_request(&server.client, &first, Method::GET, "/", "").await?;
+    assert_eq!((code, body.trim().to_string()), (200, format!("v1 from {first}")));
+
+    // A deleted pod is replaced.
+    server.client.delete(&format!("/api/v1/namespaces/default/pods/{first}")).await?.ok()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = web_pods(&server).await?;
+        let names: Vec<&str> = pods.iter().filter_map(|p| p["metadata"]["name"].as_str()).collect();
+        if pods.len() == 3 && !names.contains(&first.as_str()) {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no replacement for {first}: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_available(&server, 3).await?;
+
+    // kubectl scale goes through the scale subresource.
+    let (ok, _, stderr) = server.kubectl(&["scale", "deployment/web", "--replicas=5"])?;
+    assert!(ok, "{stderr}");
+    wait_available(&server, 5).await?;
+
+    // A rolling update to a new template, then back.
+    let (ok, _, stderr) = server.kubectl(&["set", "env", "deployment/web", "GREETING=v2"])?;
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = server.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])?;
+    assert!(ok && stdout.contains("successfully rolled out"), "{stdout} {stderr}");
+    let web = wait_available(&server, 5).await?;
+    assert_eq!(web["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    for pod in web_pods(&server).await? {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let (code, body) = pod_request(&server.client, name, Method::GET, "/", "").await?;
+        assert_eq!((code, body.trim().to_string()), (200, format!("v2 from {name}")));
+    }
+    let (ok, stdout, stderr) = server.kubectl(&["get", "deployment", "web"])?;
+    assert!(ok && stdout.contains("5/5"), "{stdout} {stderr}");
+
+    // Deleting the Deployment takes its ReplicaSets and pods with it.
+    server.client.delete(DEPLOYMENT).await?.ok()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sets = server.client.get("/apis/apps/v1/namespaces/default/replicasets").await?.ok()?;
+        let remaining = sets["items"].as_array().map_or(0, Vec::len) + web_pods(&server).await?.len();
+        if remaining == 0 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{remaining} ReplicaSets and pods left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
