@@ -103,6 +103,21 @@ async fn a_deployment_runs_heals_scales_rolls_out_and_is_collected() -> Result<(
     let (ok, stdout, stderr) = server.kubectl(&["get", "deployment", "web"])?;
     assert!(ok && stdout.contains("5/5"), "{stdout} {stderr}");
 
+    // kubectl rollout undo puts revision 1's template back as revision 3.
+    let (ok, _, stderr) = server.kubectl(&["rollout", "undo", "deployment/web"])?;
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = server.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"])?;
+    assert!(ok && stdout.contains("successfully rolled out"), "{stdout} {stderr}");
+    let web = wait_available(&server, 5).await?;
+    assert_eq!(web["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    for pod in web_pods(&server).await? {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let (code, body) = pod_request(&server.client, name, Method::GET, "/", "").await?;
+        assert_eq!((code, body.trim().to_string()), (200, format!("v1 from {name}")));
+    }
+    let (ok, stdout, stderr) = server.kubectl(&["rollout", "history", "deployment/web"])?;
+    assert!(ok && stdout.lines().any(|l| l.starts_with("3 ")), "{stdout} {stderr}");
+
     // Deleting the Deployment takes its ReplicaSets and pods with it.
     server.client.delete(DEPLOYMENT).await?.ok()?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
