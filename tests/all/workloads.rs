@@ -116,7 +116,9 @@ async fn a_deployment_runs_heals_scales_rolls_out_and_is_collected() -> Result<(
         assert_eq!((code, body.trim().to_string()), (200, format!("v1 from {name}")));
     }
     let (ok, stdout, stderr) = server.kubectl(&["rollout", "history", "deployment/web"])?;
-    assert!(ok && stdout.lines().any(|l| l.starts_with("3 ")), "{stdout} {stderr}");
+    // Revision 1's ReplicaSet became revision 3, as in Kubernetes.
+    let revisions: Vec<&str> = stdout.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(ok && revisions == ["2", "3"], "{stdout} {stderr}");
 
     // Deleting the Deployment takes its ReplicaSets and pods with it.
     server.client.delete(DEPLOYMENT).await?.ok()?;

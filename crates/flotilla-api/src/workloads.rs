@@ -412,6 +412,9 @@ fn default_pod_spec(spec: &mut Value) {
                 );
                 default_field(container, "terminationMessagePath", Value::from("/dev/termination-log"));
                 default_field(container, "terminationMessagePolicy", Value::from("File"));
+                // Go serialises this struct field even when empty: kube-apiserver always
+                // answers `resources: {}`, and clients (kubectl rollout undo) send it back.
+                default_field(container, "resources", serde_json::json!({}));
                 if let Some(Value::Array(ports)) = container.get_mut("ports") {
                     ports.iter_mut().for_each(|p| default_field(p, "protocol", Value::from("TCP")));
                 }
