@@ -134,3 +134,46 @@ async fn a_deployment_runs_heals_scales_rolls_out_and_is_collected() -> Result<(
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rolling_update_killed_midway_finishes_after_a_restart() -> Result<()> {
+    let mut server = Server::start_with(&["--crash-backoff", "1s"])?;
+    let mut web = deployment(100, "v1");
+    web["spec"]["strategy"] = json!({"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+    create(&server.client, &web).await?;
+    wait_available(&server, 100).await?;
+
+    // New pods turn ready only after a second, so the rollout takes a few batches' time.
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "hello-http",
+        "env": [{"name": "GREETING", "value": "v2"}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "initialDelaySeconds": 1, "periodSeconds": 1}}]}}}});
+    server.client.patch(DEPLOYMENT, "application/merge-patch+json", &patch).await?.ok()?;
+    // Kill -9 once the rollout is under way, not done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let web = server.client.get(DEPLOYMENT).await?.ok()?;
+        let status = web["status"].clone();
+        let updated = status["updatedReplicas"].as_u64().unwrap_or(0);
+        if status["observedGeneration"] == web["metadata"]["generation"] && updated > 0 {
+            anyhow::ensure!(updated < 100, "the rollout finished before the kill: {status:#}");
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the rollout never started: {status:#}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.restart()?;
+
+    let web = wait_available(&server, 100).await?;
+    assert_eq!(web["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    let pods = web_pods(&server).await?;
+    assert_eq!(pods.len(), 100, "no duplicates, none missing");
+    let hashes: std::collections::BTreeSet<&str> =
+        pods.iter().filter_map(|p| p["metadata"]["labels"]["pod-template-hash"].as_str()).collect();
+    assert_eq!(hashes.len(), 1, "every pod runs the new template: {hashes:?}");
+    let sets = server.client.get("/apis/apps/v1/namespaces/default/replicasets").await?.ok()?;
+    let replicas: Vec<u64> =
+        sets["items"].as_array().into_iter().flatten().map(|rs| rs["spec"]["replicas"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(replicas.iter().sum::<u64>(), 100, "{replicas:?}");
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    Ok(())
+}
