@@ -20,7 +20,7 @@ impl Drop for Agent {
     }
 }
 
-fn start_agent(server: &Server, name: &str, token: &str) -> Result<(Agent, String)> {
+fn start_agent(server: &Server, name: &str, token: &str, extra: &[&str]) -> Result<(Agent, String)> {
     let kubeconfig = std::fs::read_to_string(&server.kubeconfig)?;
     let url = kubeconfig
         .lines()
@@ -31,6 +31,7 @@ fn start_agent(server: &Server, name: &str, token: &str) -> Result<(Agent, Strin
     let mut child = Command::new(flotilla_bin())
         .args(["agent", "--server", &url, "--token", token, "--node-name", name])
         .args(["--kubelet-addr", "127.0.0.1:0", "--pod-cidr", "10.245.0.0/16", "--crash-backoff", "1s"])
+        .args(extra)
         .arg("--data-dir")
         .arg(&data_dir)
         .stdin(Stdio::null())
@@ -51,11 +52,11 @@ async fn an_agent_joins_with_the_token_and_runs_pods_on_its_node() -> Result<()>
 
     // A token whose CA hash is not this server's is refused before anything is sent.
     let forged = format!("K10{}::node:{}", "0".repeat(64), token.rsplit("::node:").next().unwrap_or_default());
-    let (mut refused, said) = start_agent(&server, "forged", &forged)?;
+    let (mut refused, said) = start_agent(&server, "forged", &forged, &[])?;
     let status = refused.0.wait()?;
     assert!(!status.success() && said.is_empty(), "a forged token must not join: {said}");
 
-    let (_agent, said) = start_agent(&server, "second", &token)?;
+    let (_agent, said) = start_agent(&server, "second", &token, &[])?;
     assert!(said.contains("node second joined"), "{said}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -94,5 +95,84 @@ async fn an_agent_joins_with_the_token_and_runs_pods_on_its_node() -> Result<()>
     assert_eq!(container_status(&done)["state"]["terminated"]["exitCode"], 0);
     let (ok, stdout, stderr) = server.cli(&["logs", "remote-batch"])?;
     assert!(ok && stdout.contains("batch: 25 primes below 100"), "{stdout} {stderr}");
+    Ok(())
+}
+
+/// Polls until `done(list of pods)`.
+async fn wait_pods(
+    server: &Server,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Result<Vec<serde_json::Value>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = server.client.get("/api/v1/namespaces/default/pods?labelSelector=app%3Dspread").await?.ok()?;
+        let pods = list["items"].as_array().cloned().unwrap_or_default();
+        if done(&pods) {
+            return Ok(pods);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "pods never {what}: {:#}",
+            json!(
+                pods.iter()
+                    .map(|p| (&p["metadata"]["name"], &p["spec"]["nodeName"], &p["status"]["phase"]))
+                    .collect::<Vec<_>>()
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_nodes_pods_come_back_elsewhere() -> Result<()> {
+    let server = Server::start_with(&[
+        "--crash-backoff",
+        "1s",
+        "--node-status-update-frequency",
+        "1s",
+        "--node-monitor-grace-period",
+        "3s",
+        "--pod-eviction-timeout",
+        "1s",
+    ])?;
+    let client = &server.client;
+    let token = std::fs::read_to_string(server.data_dir().join("join-token"))?.trim().to_string();
+    let (agent, said) = start_agent(&server, "doomed", &token, &["--node-status-update-frequency", "1s"])?;
+    assert!(said.contains("node doomed joined"), "{said}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !client.get("/api/v1/nodes/doomed").await?.status.is_success() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "node doomed never registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    create(
+        client,
+        &json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "spread", "namespace": "default"},
+            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "spread"}},
+                "template": {"metadata": {"labels": {"app": "spread"}},
+                    "spec": {"containers": [{"name": "web", "image": "hello-http"}]}}},
+        }),
+    )
+    .await?;
+    let ready = |p: &serde_json::Value| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null();
+    wait_pods(&server, "spread over both nodes", |pods| {
+        pods.iter().filter(|p| ready(p)).count() == 4 && pods.iter().any(|p| p["spec"]["nodeName"] == "doomed")
+    })
+    .await?;
+
+    drop(agent);
+    wait_pods(&server, "back on the surviving node", |pods| {
+        pods.len() == 4 && pods.iter().all(|p| ready(p) && p["spec"]["nodeName"] != "doomed")
+    })
+    .await?;
+    let node = client.get("/api/v1/nodes/doomed").await?.ok()?;
+    let condition =
+        node["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready").cloned();
+    assert_eq!(condition.map(|c| c["status"].clone()), Some(json!("Unknown")), "{node:#}");
+    assert!(
+        node["spec"]["taints"].as_array().into_iter().flatten().any(|t| t["key"] == "node.kubernetes.io/unreachable"),
+        "{node:#}"
+    );
     Ok(())
 }

@@ -10,7 +10,7 @@
 //!
 //! The crate sees the cluster only through `Cluster`, so it runs the same inside
 //! `flotilla server` and out of process. It owns no scheduling, no pod running and no
-//! API validation; DaemonSet, Job, CronJob, node lifecycle and the rest are not here yet.
+//! API validation; DaemonSet, Job, CronJob and the rest are not here yet.
 //!
 //! ```no_run
 //! # async fn start(cluster: std::sync::Arc<dyn flotilla_client::Cluster>) {
@@ -26,11 +26,13 @@ mod events;
 mod expectations;
 mod gc;
 mod meta;
+mod nodelifecycle;
 mod pipeline;
 mod queue;
 mod replicaset;
 
 pub use crate::error::{Error, Result};
+pub use crate::nodelifecycle::{NodeLifecycleConfig, UNREACHABLE_TAINT};
 pub use crate::pipeline::{Action, RunnerConfig};
 
 use flotilla_client::{Cluster, Informer, ListParams, resource};
@@ -58,11 +60,14 @@ pub struct ControllersConfig {
     pub deployment_controller: bool,
     /// Run the garbage collector.
     pub garbage_collection: bool,
+    /// Run the node lifecycle controller, judging nodes as this says.
+    pub node_lifecycle_controller: bool,
+    pub node_lifecycle: NodeLifecycleConfig,
 }
 
 impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
-    /// `replicaset`, `deployment`, `garbagecollector`, each disabled with a leading
+    /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, each disabled with a leading
     /// `-`; an empty list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
@@ -70,12 +75,13 @@ impl ControllersConfig {
             ("replicaset", &mut self.replica_set_controller),
             ("deployment", &mut self.deployment_controller),
             ("garbagecollector", &mut self.garbage_collection),
+            ("nodelifecycle", &mut self.node_lifecycle_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
             *enabled = (all || named) && !disabled;
         }
-        let known = ["*", "replicaset", "deployment", "garbagecollector"];
+        let known = ["*", "replicaset", "deployment", "garbagecollector", "nodelifecycle"];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
             None => Ok(()),
@@ -94,6 +100,8 @@ impl Default for ControllersConfig {
             replica_set_controller: true,
             deployment_controller: true,
             garbage_collection: true,
+            node_lifecycle_controller: true,
+            node_lifecycle: NodeLifecycleConfig::default(),
         }
     }
 }
@@ -138,8 +146,14 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             gc::GarbageCollector::run(cluster.clone(), kinds, config.garbage_collector).await;
         }
     };
+    let nodes = async {
+        if config.node_lifecycle_controller {
+            let nodes = informer("v1", "Node");
+            nodelifecycle::run(cluster.clone(), nodes, pods.clone(), config.node_lifecycle.clone()).await;
+        }
+    };
     tracing::info!("controllers started");
-    tokio::join!(rs, deploy, gc);
+    tokio::join!(rs, deploy, gc, nodes);
 }
 
 #[cfg(test)]

@@ -49,6 +49,14 @@ pub struct ServerCommand {
     /// empty runs none (an API server and nodes only).
     #[arg(long, env = "FLOTILLA_CONTROLLERS", value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
+    /// How long a node may go without a heartbeat before it is marked Unknown and tainted
+    /// unreachable (kube-controller-manager's flag).
+    #[arg(long, env = "FLOTILLA_NODE_MONITOR_GRACE_PERIOD", default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// How long an unreachable node's pods stay before they are evicted and replaced
+    /// elsewhere (Kubernetes' default toleration of the unreachable taint).
+    #[arg(long, env = "FLOTILLA_POD_EVICTION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pod_eviction_timeout: std::time::Duration,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -72,6 +80,9 @@ pub struct NodeArgs {
     /// First restart back-off of a crashing container, doubling up to 5 min.
     #[arg(long, env = "FLOTILLA_CRASH_BACKOFF", default_value = "10s", value_parser = parse_duration)]
     pub crash_backoff: std::time::Duration,
+    /// How often the node renews its Ready condition (kubelet's flag).
+    #[arg(long, env = "FLOTILLA_NODE_STATUS_UPDATE_FREQUENCY", default_value = "10s", value_parser = parse_duration)]
+    pub node_status_update_frequency: std::time::Duration,
     /// Component instances alive at once on the node (the pooling allocator's size).
     #[arg(long, env = "FLOTILLA_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
@@ -125,6 +136,7 @@ impl NodeArgs {
         config.pod_cidr = (ip, prefix);
         config.max_pods = self.max_pods;
         config.backoff_initial = self.crash_backoff;
+        config.heartbeat = self.node_status_update_frequency;
         config.backoff_max = std::time::Duration::from_secs(300).max(self.crash_backoff);
         let runtime = flotilla_runtime::Runtime::new(flotilla_runtime::RuntimeConfig {
             cache_dir: Some(data_dir.join("compiled")),
@@ -152,6 +164,8 @@ impl ServerCommand {
         let mut controllers_config = flotilla_controllers::ControllersConfig::default();
         let names: Vec<String> = self.controllers.iter().filter(|n| !n.is_empty()).cloned().collect();
         controllers_config.select(&names).map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
+        controllers_config.node_lifecycle.grace_period = self.node_monitor_grace_period;
+        controllers_config.node_lifecycle.eviction_timeout = self.pod_eviction_timeout;
         init_logging(&self.log_level, self.log_format)?;
         let data_dir = self.data_dir.unwrap_or_else(crate::default_data_dir);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
