@@ -177,3 +177,82 @@ async fn a_rolling_update_killed_midway_finishes_after_a_restart() -> Result<()>
     assert_eq!(replicas.len(), 2, "{replicas:?}");
     Ok(())
 }
+
+/// The pods of Job `name`.
+async fn job_pods(server: &Server, name: &str) -> Result<Vec<Value>> {
+    let list =
+        server.client.get(&format!("/api/v1/namespaces/default/pods?labelSelector=job-name%3D{name}")).await?.ok()?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+async fn wait_job(server: &Server, name: &str, condition: &str) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let path = format!("/apis/batch/v1/namespaces/default/jobs/{name}");
+    loop {
+        let job = server.client.get(&path).await?.ok()?;
+        let done = job["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == condition && c["status"] == "True");
+        if done {
+            return Ok(job);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "job {name} never {condition}: {:#}", job["status"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn jobs_run_their_completions_in_parallel_and_stop_at_the_backoff_limit() -> Result<()> {
+    let server = Server::start_with(&["--crash-backoff", "1s"])?;
+    create(
+        &server.client,
+        &json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "primes", "namespace": "default"},
+            "spec": {"completions": 5, "parallelism": 2, "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "batch", "image": "batch", "env": [{"name": "LIMIT", "value": "200000"}]}]}}},
+        }),
+    )
+    .await?;
+    // Never more than `parallelism` pods running at once, sampled throughout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut most_active = 0;
+    loop {
+        let pods = job_pods(&server, "primes").await?;
+        let active =
+            pods.iter().filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))).count();
+        most_active = most_active.max(active);
+        let succeeded = pods.iter().filter(|p| p["status"]["phase"] == "Succeeded").count();
+        if succeeded >= 5 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "only {succeeded} of 5 succeeded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(most_active <= 2, "{most_active} pods ran at once with parallelism 2");
+    let job = wait_job(&server, "primes", "Complete").await?;
+    assert_eq!((job["status"]["succeeded"].clone(), job["status"]["active"].clone()), (json!(5), json!(0)));
+    assert!(job["status"]["completionTime"].is_string(), "{:#}", job["status"]);
+    assert_eq!(job_pods(&server, "primes").await?.len(), 5, "no extra pods");
+    let (ok, stdout, stderr) = server.kubectl(&["wait", "--for=condition=complete", "job/primes", "--timeout=10s"])?;
+    assert!(ok, "{stdout} {stderr}");
+
+    // A failing Job stops after backoffLimit + 1 failed pods.
+    create(
+        &server.client,
+        &json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "doomed", "namespace": "default"},
+            "spec": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "crash", "image": "crasher"}]}}},
+        }),
+    )
+    .await?;
+    let job = wait_job(&server, "doomed", "Failed").await?;
+    let failed = job["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Failed").cloned();
+    assert_eq!(failed.map(|c| c["reason"].clone()), Some(json!("BackoffLimitExceeded")));
+    assert_eq!(job["status"]["failed"], 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(job_pods(&server, "doomed").await?.len(), 3, "no pods after the job failed");
+    Ok(())
+}

@@ -10,7 +10,7 @@
 //!
 //! The crate sees the cluster only through `Cluster`, so it runs the same inside
 //! `flotilla server` and out of process. It owns no scheduling, no pod running and no
-//! API validation; DaemonSet, Job, CronJob and the rest are not here yet.
+//! API validation; DaemonSet, CronJob and the rest are not here yet.
 //!
 //! ```no_run
 //! # async fn start(cluster: std::sync::Arc<dyn flotilla_client::Cluster>) {
@@ -25,6 +25,7 @@ mod error;
 mod events;
 mod expectations;
 mod gc;
+mod job;
 mod meta;
 mod nodelifecycle;
 mod pipeline;
@@ -60,6 +61,8 @@ pub struct ControllersConfig {
     pub deployment_controller: bool,
     /// Run the garbage collector.
     pub garbage_collection: bool,
+    /// Run the Job controller.
+    pub job_controller: bool,
     /// Run the node lifecycle controller, judging nodes as this says.
     pub node_lifecycle_controller: bool,
     pub node_lifecycle: NodeLifecycleConfig,
@@ -67,7 +70,7 @@ pub struct ControllersConfig {
 
 impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
-    /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, each disabled with a leading
+    /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, each disabled with a leading
     /// `-`; an empty list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
@@ -76,12 +79,13 @@ impl ControllersConfig {
             ("deployment", &mut self.deployment_controller),
             ("garbagecollector", &mut self.garbage_collection),
             ("nodelifecycle", &mut self.node_lifecycle_controller),
+            ("job", &mut self.job_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
             *enabled = (all || named) && !disabled;
         }
-        let known = ["*", "replicaset", "deployment", "garbagecollector", "nodelifecycle"];
+        let known = ["*", "replicaset", "deployment", "garbagecollector", "nodelifecycle", "job"];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
             None => Ok(()),
@@ -102,6 +106,7 @@ impl Default for ControllersConfig {
             garbage_collection: true,
             node_lifecycle_controller: true,
             node_lifecycle: NodeLifecycleConfig::default(),
+            job_controller: true,
         }
     }
 }
@@ -152,8 +157,14 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             nodelifecycle::run(cluster.clone(), nodes, pods.clone(), config.node_lifecycle.clone()).await;
         }
     };
+    let jobs = async {
+        if config.job_controller {
+            let jobs = informer("batch/v1", "Job");
+            job::JobController::run(cluster.clone(), jobs, pods.clone(), config.replica_sets).await;
+        }
+    };
     tracing::info!("controllers started");
-    tokio::join!(rs, deploy, gc, nodes);
+    tokio::join!(rs, deploy, gc, nodes, jobs);
 }
 
 #[cfg(test)]
