@@ -176,3 +176,60 @@ async fn a_stopped_nodes_pods_come_back_elsewhere() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_daemon_set_follows_a_second_node_joining_and_rolls_out() -> Result<()> {
+    let server = Server::start_with(&["--crash-backoff", "1s"])?;
+    let client = &server.client;
+    create(client, &json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "everywhere", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "everywhere"}},
+            "template": {"metadata": {"labels": {"app": "everywhere"}},
+                "spec": {"terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "web", "image": "hello-http", "env": [{"name": "GREETING", "value": "v1"}]}]}}},
+    }))
+    .await?;
+    let nodes_of = |pods: &[serde_json::Value]| -> Vec<String> {
+        let mut nodes: Vec<String> = pods
+            .iter()
+            .filter(|p| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    let path = "/api/v1/namespaces/default/pods?labelSelector=app%3Deverywhere";
+    let wait_nodes = |count: usize| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let pods = client.get(path).await?.ok()?["items"].as_array().cloned().unwrap_or_default();
+            let nodes = nodes_of(&pods);
+            let unique: std::collections::BTreeSet<&String> = nodes.iter().collect();
+            if nodes.len() == count && unique.len() == count {
+                return Ok::<_, anyhow::Error>(nodes);
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "want {count} nodes with a pod, have {nodes:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_nodes(1).await?;
+
+    let token = std::fs::read_to_string(server.data_dir().join("join-token"))?.trim().to_string();
+    let (_agent, said) = start_agent(&server, "joiner", &token, &[])?;
+    assert!(said.contains("node joiner joined"), "{said}");
+    let nodes = wait_nodes(2).await?;
+    assert!(nodes.contains(&"joiner".to_string()), "{nodes:?}");
+
+    let (ok, _, stderr) = server.kubectl(&["set", "env", "daemonset/everywhere", "GREETING=v2"])?;
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = server.kubectl(&["rollout", "status", "daemonset/everywhere", "--timeout=60s"])?;
+    assert!(ok && stdout.contains("successfully rolled out"), "{stdout} {stderr}");
+    wait_nodes(2).await?;
+    let pods = client.get(path).await?.ok()?["items"].as_array().cloned().unwrap_or_default();
+    for pod in pods.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()) {
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let (code, body) = pod_request(client, name, Method::GET, "/", "").await?;
+        assert_eq!((code, body.trim().to_string()), (200, format!("v2 from {name}")));
+    }
+    Ok(())
+}

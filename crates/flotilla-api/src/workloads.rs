@@ -471,6 +471,17 @@ pub(crate) fn apply_defaults(kind: &str, object: &mut Value) {
                     }
                 }
             }
+            if kind == "DaemonSet"
+                && let Some(strategy) = child(spec, "updateStrategy")
+            {
+                default_field(strategy, "type", Value::from("RollingUpdate"));
+                if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+                    && let Some(rolling) = child(strategy, "rollingUpdate")
+                {
+                    default_field(rolling, "maxUnavailable", Value::from(1));
+                    default_field(rolling, "maxSurge", Value::from(0));
+                }
+            }
             default_template(spec);
         }
         "Job" => {

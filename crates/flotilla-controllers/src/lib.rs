@@ -10,7 +10,7 @@
 //!
 //! The crate sees the cluster only through `Cluster`, so it runs the same inside
 //! `flotilla server` and out of process. It owns no scheduling, no pod running and no
-//! API validation; DaemonSet, CronJob and the rest are not here yet.
+//! API validation; CronJob and the rest are not here yet.
 //!
 //! ```no_run
 //! # async fn start(cluster: std::sync::Arc<dyn flotilla_client::Cluster>) {
@@ -20,6 +20,7 @@
 //! ```
 
 mod claim;
+mod daemonset;
 mod deployment;
 mod error;
 mod events;
@@ -63,6 +64,8 @@ pub struct ControllersConfig {
     pub garbage_collection: bool,
     /// Run the Job controller.
     pub job_controller: bool,
+    /// Run the DaemonSet controller.
+    pub daemon_set_controller: bool,
     /// Run the node lifecycle controller, judging nodes as this says.
     pub node_lifecycle_controller: bool,
     pub node_lifecycle: NodeLifecycleConfig,
@@ -70,7 +73,7 @@ pub struct ControllersConfig {
 
 impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
-    /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, each disabled with a leading
+    /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, `daemonset`, each disabled with a leading
     /// `-`; an empty list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
@@ -80,12 +83,13 @@ impl ControllersConfig {
             ("garbagecollector", &mut self.garbage_collection),
             ("nodelifecycle", &mut self.node_lifecycle_controller),
             ("job", &mut self.job_controller),
+            ("daemonset", &mut self.daemon_set_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
             *enabled = (all || named) && !disabled;
         }
-        let known = ["*", "replicaset", "deployment", "garbagecollector", "nodelifecycle", "job"];
+        let known = ["*", "replicaset", "deployment", "garbagecollector", "nodelifecycle", "job", "daemonset"];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
             None => Ok(()),
@@ -107,6 +111,7 @@ impl Default for ControllersConfig {
             node_lifecycle_controller: true,
             node_lifecycle: NodeLifecycleConfig::default(),
             job_controller: true,
+            daemon_set_controller: true,
         }
     }
 }
@@ -163,8 +168,16 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             job::JobController::run(cluster.clone(), jobs, pods.clone(), config.replica_sets).await;
         }
     };
+    let daemons = async {
+        if config.daemon_set_controller {
+            let daemon_sets = informer("apps/v1", "DaemonSet");
+            let nodes = informer("v1", "Node");
+            daemonset::DaemonSetController::run(cluster.clone(), daemon_sets, nodes, pods.clone(), config.replica_sets)
+                .await;
+        }
+    };
     tracing::info!("controllers started");
-    tokio::join!(rs, deploy, gc, nodes, jobs);
+    tokio::join!(rs, deploy, gc, nodes, jobs, daemons);
 }
 
 #[cfg(test)]
