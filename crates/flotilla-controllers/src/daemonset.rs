@@ -12,7 +12,7 @@ use crate::deployment::util::{pod_template_hash, scaled_value};
 use crate::error::{Error, Result};
 use crate::events::{EventType, Recorder};
 use crate::meta;
-use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
+use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig, controller_mapper};
 use flotilla_client::{Cluster, DeleteParams, Informer, ObjectKey, Patch, resource};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -123,12 +123,7 @@ impl DaemonSetController {
             Arc::new(move || daemon_sets.list().iter().map(|ds| ObjectKey::of(ds)).collect())
         };
         let own: Mapper<ObjectKey> = Arc::new(|ds, _| vec![ObjectKey::of(ds)]);
-        let pods_to_owner: Mapper<ObjectKey> = Arc::new(|pod, _| match meta::controller_of(pod) {
-            Some(owner) if owner["kind"] == "DaemonSet" => {
-                owner["name"].as_str().map(|name| vec![ObjectKey::new(meta::namespace(pod), name)]).unwrap_or_default()
-            }
-            _ => Vec::new(),
-        });
+        let pods_to_owner = controller_mapper("DaemonSet");
         // Any node change may change where every DaemonSet belongs.
         let every: Mapper<ObjectKey> = {
             let daemon_sets = daemon_sets.clone();

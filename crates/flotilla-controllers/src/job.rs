@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::events::{EventType, Recorder};
 use crate::meta;
-use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
+use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig, controller_mapper};
 use flotilla_client::{Cluster, DeleteParams, Informer, ObjectKey, Patch, resource};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -116,12 +116,7 @@ impl JobController {
             Arc::new(move || jobs.list().iter().map(|job| ObjectKey::of(job)).collect())
         };
         let own: Mapper<ObjectKey> = Arc::new(|job, _| vec![ObjectKey::of(job)]);
-        let pods_to_job: Mapper<ObjectKey> = Arc::new(|pod, _| match meta::controller_of(pod) {
-            Some(owner) if owner["kind"] == "Job" => {
-                owner["name"].as_str().map(|name| vec![ObjectKey::new(meta::namespace(pod), name)]).unwrap_or_default()
-            }
-            _ => Vec::new(),
-        });
+        let pods_to_job = controller_mapper("Job");
         Controller::new("job", all, config).watches(jobs, own).watches(pods, pods_to_job).run(controller).await;
     }
 

@@ -46,6 +46,17 @@ pub(crate) trait Reconciler<K>: Send + Sync + 'static {
 /// The keys a changed object concerns; `deleted` tells a deletion from an add or update.
 pub(crate) type Mapper<K> = Arc<dyn Fn(&Value, bool) -> Vec<K> + Send + Sync>;
 
+/// Maps an owned object to its controller of `kind` (by its controller ownerReference).
+pub(crate) fn controller_mapper(kind: &'static str) -> Mapper<flotilla_client::ObjectKey> {
+    Arc::new(move |object, _| match crate::meta::controller_of(object) {
+        Some(owner) if owner["kind"] == kind => owner["name"]
+            .as_str()
+            .map(|name| vec![flotilla_client::ObjectKey::new(crate::meta::namespace(object), name)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    })
+}
+
 /// Every key of the primary kind: what a resync enqueues.
 pub(crate) type AllKeys<K> = Arc<dyn Fn() -> Vec<K> + Send + Sync>;
 
