@@ -256,3 +256,53 @@ async fn jobs_run_their_completions_in_parallel_and_stop_at_the_backoff_limit() 
     assert_eq!(job_pods(&server, "doomed").await?.len(), 3, "no pods after the job failed");
     Ok(())
 }
+
+#[tokio::test]
+async fn flotilla_scales_and_drives_rollouts_like_kubectl() -> Result<()> {
+    let server = Server::start_with(&["--crash-backoff", "1s"])?;
+    create(&server.client, &deployment(2, "v1")).await?;
+    let run = |args: &[&str]| -> Result<String> {
+        let (ok, stdout, stderr) = server.cli(args)?;
+        anyhow::ensure!(ok, "flotilla {args:?}: {stderr}");
+        Ok(stdout)
+    };
+    let status = run(&["rollout", "status", "deployment/web", "--timeout", "60"])?;
+    assert!(status.ends_with("deployment \"web\" successfully rolled out\n"), "{status}");
+    assert_eq!(run(&["scale", "deployment/web", "--replicas", "3"])?.trim(), "deployment.apps/web scaled");
+    wait_available(&server, 3).await?;
+
+    assert_eq!(run(&["rollout", "restart", "deployment/web"])?.trim(), "deployment.apps/web restarted");
+    run(&["rollout", "status", "deployment/web", "--timeout", "60"])?;
+    let web = wait_available(&server, 3).await?;
+    assert_eq!(web["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    let history = run(&["rollout", "history", "deployment/web"])?;
+    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+
+    // Paused: a template change waits; resumed: it rolls out.
+    run(&["rollout", "pause", "deployment/web"])?;
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {"note": "while paused"}}}}});
+    server.client.patch(DEPLOYMENT, "application/merge-patch+json", &patch).await?.ok()?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let paused = server.client.get(DEPLOYMENT).await?.ok()?;
+    assert_eq!(
+        paused["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2",
+        "nothing rolls while paused"
+    );
+    run(&["rollout", "resume", "deployment/web"])?;
+    run(&["rollout", "status", "deployment/web", "--timeout", "60"])?;
+    let resumed = wait_available(&server, 3).await?;
+    assert_eq!(resumed["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+
+    // Undo to revision 1: its ReplicaSet comes back as revision 4.
+    let undone = run(&["rollout", "undo", "deployment/web", "--to-revision", "1"])?;
+    assert_eq!(undone.trim(), "deployment.apps/web rolled back (to revision 1)");
+    run(&["rollout", "status", "deployment/web", "--timeout", "60"])?;
+    let web = wait_available(&server, 3).await?;
+    assert_eq!(web["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "4");
+    assert!(web["spec"]["template"]["metadata"]["annotations"].get("kubectl.kubernetes.io/restartedAt").is_none());
+    let history = run(&["rollout", "history", "deployment/web"])?;
+    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, ["2", "3", "4"], "{history}");
+    Ok(())
+}

@@ -8,6 +8,7 @@ mod get;
 mod image;
 mod logs;
 mod port_forward;
+mod rollout;
 mod server;
 
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +42,10 @@ enum Command {
     PortForward(port_forward::PortForwardCommand),
     /// Push and list the cluster's wasm images.
     Image(image::ImageCommand),
+    /// Set the number of replicas of a Deployment or ReplicaSet.
+    Scale(rollout::ScaleCommand),
+    /// Follow, list, undo, restart, pause or resume a Deployment's rollouts.
+    Rollout(rollout::RolloutCommand),
 }
 
 impl Cli {
@@ -55,6 +60,8 @@ impl Cli {
             Command::Logs(command) => command.execute().await,
             Command::PortForward(command) => command.execute().await,
             Command::Image(command) => command.execute().await,
+            Command::Scale(command) => command.execute().await,
+            Command::Rollout(command) => command.execute().await,
         }
     }
 }
