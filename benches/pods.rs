@@ -39,19 +39,18 @@
 //!   `Node::dispatch`, in ABBA order. Target: the limited pod does ≥ 0.9× the other's
 //!   rate.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use flotilla_apiserver::{Config, Running};
 use flotilla_client::{Cluster, EventType, ListParams, Watch, resource};
-use flotilla_node::{ImageStore, Node, NodeConfig};
+use flotilla_node::Node;
 use flotilla_runtime::{HttpPod, LogBuffer, PodSpec, Runtime, RuntimeConfig};
-use flotilla_scheduler::SchedulerConfig;
-use flotilla_store::{RedbStore, RedbStoreOptions};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -188,51 +187,10 @@ fn resident_memory() -> Result<(u64, u64)> {
 // ---------------------------------------------------------------------------------------
 // The cluster in process.
 
-struct TestCluster {
-    cluster: Arc<dyn Cluster>,
-    node: Node,
-    _scheduler: tokio::task::JoinHandle<()>,
-    _running: Running,
-    dir: tempfile::TempDir,
-}
+use support::cluster::TestCluster;
 
-/// API server, scheduler and one node, as `flotilla server` wires them (the node's
-/// `max_pods` raised to [`MAX_PODS`]; the compile cache in a fresh directory, so the first
-/// pod compiles its image).
 async fn start_cluster() -> Result<TestCluster> {
-    let dir = tempfile::tempdir()?;
-    let data_dir = dir.path().to_path_buf();
-    let store = RedbStore::open(&data_dir.join("store.redb"), RedbStoreOptions::default())?;
-    let kubelets = flotilla_client::Kubelets::default();
-    let config = Config {
-        data_dir: data_dir.clone(),
-        api_addr: "127.0.0.1:0".parse()?,
-        insecure_http: false,
-        tls_names: Vec::new(),
-        kubelets: kubelets.clone(),
-    };
-    let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
-    let cluster: Arc<dyn Cluster> = Arc::new(running.cluster.with_field_manager("bench"));
-    let scheduler = tokio::spawn(flotilla_scheduler::run(
-        Arc::new(running.cluster.with_field_manager("default-scheduler")),
-        SchedulerConfig::default(),
-    ));
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(data_dir.join("compiled")),
-        max_instances: 1000,
-        ..RuntimeConfig::default()
-    })
-    .context("starting the wasm runtime")?;
-    let images = ImageStore::new(runtime.clone(), data_dir.join("images"), Vec::new());
-    for (example, path) in flotilla_examples::ALL {
-        images.preload(example, PathBuf::from(path))?;
-    }
-    let mut node_config = NodeConfig::for_this_machine("bench-node", data_dir.clone());
-    node_config.max_pods = MAX_PODS;
-    let node_cluster = Arc::new(running.cluster.with_field_manager("kubelet/bench-node"));
-    let node = Node::start(node_cluster, runtime, images, node_config).await?;
-    kubelets.register(node.name(), Arc::new(node.clone()));
-    Ok(TestCluster { cluster, node, _scheduler: scheduler, _running: running, dir })
+    support::cluster::start_cluster(MAX_PODS, false).await
 }
 
 async fn create_namespace(cluster: &Arc<dyn Cluster>, name: &str) -> Result<()> {
