@@ -14,10 +14,12 @@
 //! This crate owns no cluster logic and must not depend on the store, the runtime, or any
 //! component that uses it.
 
+mod event;
 mod http;
 mod informer;
 mod kubelet;
 
+pub use crate::event::event;
 pub use crate::http::{Client, LineReader, Response, error_chain, rest_path};
 pub use crate::informer::{Change, Informer, ObjectKey};
 pub use crate::kubelet::{Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, empty_body, full_body};

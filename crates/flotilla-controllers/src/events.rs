@@ -3,9 +3,8 @@
 
 use crate::meta;
 use flotilla_client::{Cluster, resource};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
 
 /// Event writes in flight at once per recorder; more are dropped (and logged).
@@ -48,16 +47,6 @@ impl Recorder {
     }
 }
 
-fn event_suffix() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    let previous = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)));
-    previous.map_or(now, |last| now.max(last + 1))
-}
-
 pub(crate) fn build_event(
     object: &Value,
     event_type: EventType,
@@ -66,50 +55,9 @@ pub(crate) fn build_event(
     component: &str,
     now: &str,
 ) -> Value {
-    let name = meta::name(object);
-    let namespace = meta::namespace(object);
-    let mut prefix: String = name.chars().take(200).collect();
-    while prefix.ends_with(['-', '.']) {
-        prefix.pop();
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": format!("{prefix}.{:x}", event_suffix()), "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": object["apiVersion"],
-            "kind": object["kind"],
-            "namespace": namespace,
-            "name": name,
-            "uid": meta::uid(object),
-            "resourceVersion": meta::resource_version(object),
-        },
-        "type": match event_type { EventType::Normal => "Normal", EventType::Warning => "Warning" },
-        "reason": reason,
-        "message": message,
-        "source": {"component": component},
-        "reportingComponent": component,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_event_names_its_object() {
-        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": "web-1", "namespace": "shop", "uid": "u", "resourceVersion": "7"}});
-        let event = build_event(&rs, EventType::Normal, "SuccessfulCreate", "Created pod: web-1-abcde", "c", "t");
-        assert_eq!(event["involvedObject"]["kind"], "ReplicaSet");
-        assert_eq!(event["involvedObject"]["apiVersion"], "apps/v1");
-        assert_eq!(event["metadata"]["namespace"], "shop");
-        assert!(event["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("web-1.")));
-        assert_eq!(event["type"], "Normal");
-        let other = build_event(&rs, EventType::Warning, "R", "m", "c", "t");
-        assert_ne!(event["metadata"]["name"], other["metadata"]["name"]);
-    }
+    let event_type = match event_type {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    };
+    flotilla_client::event(object, event_type, reason, message, component, now)
 }

@@ -4,7 +4,6 @@
 
 use flotilla_client::ObjectKey;
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The `Binding` that `pods/binding` takes.
 pub(crate) fn binding(pod: &ObjectKey, uid: &str, node: &str) -> Value {
@@ -56,53 +55,12 @@ pub(crate) fn unschedulable_patch(pod: &Value, message: &str, now: &str) -> Valu
     patch
 }
 
-/// The longest Event name part taken from the pod's name, so that `NAME.<16 hex>` stays
-/// within a DNS subdomain's 253 characters.
-const MAX_EVENT_NAME_PREFIX: usize = 253 - 17;
-
-/// A suffix for Event names: kube-scheduler's `UnixNano` in hex, made strictly
-/// increasing so two Events of one pod in the same nanosecond still differ.
-fn event_suffix() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    let previous = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)));
-    // The closure always answers `Some`.
-    previous.map_or(now, |last| now.max(last + 1))
-}
-
-/// The core/v1 `FailedScheduling` Event of `pod`, reported by `component`.
+/// The `FailedScheduling` Warning Event about `pod`, as kube-scheduler records it.
 pub(crate) fn failed_scheduling_event(pod: &Value, message: &str, component: &str, now: &str) -> Value {
-    let meta = &pod["metadata"];
-    let name = meta["name"].as_str().unwrap_or_default();
-    let namespace = meta["namespace"].as_str().unwrap_or("default");
-    let mut prefix: String = name.chars().take(MAX_EVENT_NAME_PREFIX).collect();
-    while prefix.ends_with(['-', '.']) {
-        prefix.pop();
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": format!("{prefix}.{:x}", event_suffix()), "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "namespace": namespace,
-            "name": name,
-            "uid": meta["uid"],
-            "resourceVersion": meta["resourceVersion"],
-        },
-        "type": "Warning",
-        "reason": "FailedScheduling",
-        "message": message,
-        "source": {"component": component},
-        "reportingComponent": component,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    })
+    let mut involved = pod.clone();
+    involved["apiVersion"] = json!("v1");
+    involved["kind"] = json!("Pod");
+    flotilla_client::event(&involved, "Warning", "FailedScheduling", message, component, now)
 }
 
 #[cfg(test)]
