@@ -239,6 +239,11 @@ async fn missing_images_and_unsatisfiable_requests_are_explained() -> Result<()>
     let message = container_status(&waiting)["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
     assert!(message.contains("no-such-image:9"), "{message}");
     assert_eq!(waiting["status"]["phase"], "Pending");
+    let (ok, _, stderr) = server.cli(&["logs", "ghost"])?;
+    assert!(
+        !ok && stderr.contains("container \"main\" in pod \"ghost\" is waiting to start: ImagePullBackOff"),
+        "{stderr}"
+    );
 
     let mut huge = pod("huge", "hello-http", "Always", json!({}));
     main_container(&mut huge)["resources"] = json!({"requests": {"cpu": "4000", "memory": "1Ti"}});

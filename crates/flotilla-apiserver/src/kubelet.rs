@@ -73,6 +73,23 @@ pub(crate) async fn logs(
             return Err(ApiError::bad_request(format!("container {container} is not valid for pod {pod}")));
         }
     }
+    // As kube-apiserver: a container that never ran has no log to show, say why instead.
+    let container = options.container.as_deref().or_else(|| object["spec"]["containers"][0]["name"].as_str());
+    let status = object["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"].as_str() == container);
+    if let Some(status) = status
+        && let Some(reason) = status["state"]["waiting"]["reason"].as_str()
+        && status["restartCount"].as_u64().unwrap_or(0) == 0
+        && status["lastState"]["terminated"].is_null()
+    {
+        return Err(ApiError::bad_request(format!(
+            "container \"{}\" in pod \"{pod}\" is waiting to start: {reason}",
+            container.unwrap_or_default()
+        )));
+    }
     let body = kubelet.logs(namespace, pod, &options).await?;
     let mut response = Response::new(body);
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
