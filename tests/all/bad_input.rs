@@ -74,6 +74,12 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() -> Result<()> {
     let mut mismatched = minimal_object(deploy, "selector");
     mismatched["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
     let jobs = collection_path(kind("batch/v1", "Job"), Some("default"));
+    let cron = kind("batch/v1", "CronJob");
+    let cron_jobs = collection_path(cron, Some("default"));
+    let mut bad_schedule = minimal_object(cron, "nightly");
+    bad_schedule["spec"]["schedule"] = json!("every night");
+    let mut bad_zone = minimal_object(cron, "martian");
+    bad_zone["spec"]["timeZone"] = json!("Mars/Olympus_Mons");
     let json = "application/json";
     let merge = "application/merge-patch+json";
 
@@ -103,6 +109,8 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() -> Result<()> {
         case("wrong field type", Method::POST, &deploys, json, json_body(wrong_type), 422, "Invalid", "spec.replicas"),
         case("selector does not match template", Method::POST, &deploys, json, json_body(mismatched), 422, "Invalid", "`selector` does not match template `labels`"),
         case("job that never ends", Method::POST, &jobs, json, json_body(always_job), 422, "Invalid", "spec.template.spec.restartPolicy: Unsupported value: \"Always\""),
+        case("unparseable cron schedule", Method::POST, &cron_jobs, json, json_body(bad_schedule), 422, "Invalid", "spec.schedule: Invalid value: \"every night\""),
+        case("unknown cron time zone", Method::POST, &cron_jobs, json, json_body(bad_zone), 422, "Invalid", "spec.timeZone: Invalid value: \"Mars/Olympus_Mons\": unknown time zone Mars/Olympus_Mons"),
         case("patch of a missing object", Method::PATCH, format!("{cms}/missing"), merge, "{\"data\": {}}", 404, "NotFound", "configmaps \"missing\" not found"),
         case("JSON patch of a missing path", Method::PATCH, format!("{cms}/existing"), "application/json-patch+json", json_body(json!([{"op": "replace", "path": "/spec/nothing", "value": 1}])), 422, "Invalid", "could not be applied"),
         case("namespace mismatch", Method::POST, &cms, json, json_body(json!({"metadata": {"name": "x", "namespace": "kube-system"}})), 400, "BadRequest", "does not match the namespace"),

@@ -306,3 +306,52 @@ async fn flotilla_scales_and_drives_rollouts_like_kubectl() -> Result<()> {
     assert_eq!(revisions, ["2", "3", "4"], "{history}");
     Ok(())
 }
+
+#[tokio::test]
+async fn kubectl_runs_a_cron_job_by_hand_and_its_jobs_go_with_it() -> Result<()> {
+    let server = Server::start_with(&[])?;
+    let manifest = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: report, namespace: default}
+spec:
+  schedule: "0 3 1 1 *"
+  timeZone: Europe/Paris
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: batch, image: batch, env: [{name: LIMIT, value: "1000"}]}]
+"#;
+    let (ok, stdout, stderr) = server.kubectl_with_stdin(&["apply", "-f", "-"], manifest)?;
+    assert!(ok, "{stdout} {stderr}");
+    let (ok, stdout, stderr) = server.kubectl(&["get", "cronjob", "report"])?;
+    assert!(ok, "{stderr}");
+    let header = stdout.lines().next().unwrap_or_default();
+    for column in ["SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE"] {
+        assert!(header.contains(column), "{stdout}");
+    }
+    assert!(stdout.contains("0 3 1 1 *") && stdout.contains("Europe/Paris"), "{stdout}");
+
+    // kubectl makes the Job from the template; the Job controller runs it to completion.
+    let (ok, stdout, stderr) = server.kubectl(&["create", "job", "--from=cronjob/report", "report-now"])?;
+    assert!(ok, "{stdout} {stderr}");
+    let job = wait_job(&server, "report-now", "Complete").await?;
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    assert_eq!(job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"], "manual");
+
+    // Deleting the CronJob takes its Jobs and their pods with it.
+    let (ok, _, stderr) = server.kubectl(&["delete", "cronjob", "report"])?;
+    assert!(ok, "{stderr}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.client.get("/apis/batch/v1/namespaces/default/jobs/report-now").await?.status
+        != http::StatusCode::NOT_FOUND
+        || !job_pods(&server, "report-now").await?.is_empty()
+    {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the cron job's job outlived it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

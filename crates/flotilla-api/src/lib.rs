@@ -6,6 +6,7 @@
 //! no other Flotilla crate. Anything that stores, serves or runs objects lives above it.
 
 mod codec;
+pub mod cron;
 mod error;
 mod image;
 mod quantity;

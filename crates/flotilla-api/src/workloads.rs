@@ -269,8 +269,31 @@ pub(crate) fn validate_job(object: &Value) -> Vec<FieldError> {
 pub(crate) fn validate_cron_job(object: &Value) -> Vec<FieldError> {
     let spec = spec(object);
     let mut errors = Vec::new();
-    if spec.get("schedule").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
-        errors.push(FieldError::required("spec.schedule", ""));
+    match spec.get("schedule").and_then(Value::as_str) {
+        None => errors.push(FieldError::required("spec.schedule", "")),
+        Some(schedule) if schedule.trim().is_empty() => errors.push(FieldError::required("spec.schedule", "")),
+        Some(schedule) => {
+            if let Err(why) = crate::cron::Schedule::parse(schedule) {
+                errors.push(FieldError::invalid("spec.schedule", &schedule, why));
+            }
+            if schedule.contains("TZ") {
+                errors.push(FieldError::invalid(
+                    "spec.schedule",
+                    &schedule,
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+                ));
+            }
+        }
+    }
+    if let Some(zone) = spec.get("timeZone").filter(|z| !z.is_null()) {
+        match zone.as_str() {
+            Some(name) => {
+                if let Err(why) = crate::cron::time_zone(Some(name)) {
+                    errors.push(FieldError::invalid("spec.timeZone", &name, why));
+                }
+            }
+            None => errors.push(FieldError::invalid("spec.timeZone", zone, "must be a string")),
+        }
     }
     check_one_of(&mut errors, spec, "spec", "concurrencyPolicy", &["Allow", "Forbid", "Replace"]);
     check_min(&mut errors, spec, "spec", "startingDeadlineSeconds", 0);

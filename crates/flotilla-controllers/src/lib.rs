@@ -1,5 +1,6 @@
-//! Flotilla's workload controllers (kube-controller-manager's job): the ReplicaSet and
-//! Deployment controllers and the garbage collector, each one reconcile function on one
+//! Flotilla's workload controllers (kube-controller-manager's job): ReplicaSet,
+//! Deployment, DaemonSet, Job, CronJob, node lifecycle and the garbage collector, each one
+//! reconcile function on one
 //! pipeline (informers → de-duplicating, delaying work queue → bounded runner →
 //! `reconcile(key) -> Result<Action>`, with a back-off per key on failure).
 //!
@@ -10,7 +11,7 @@
 //!
 //! The crate sees the cluster only through `Cluster`, so it runs the same inside
 //! `flotilla server` and out of process. It owns no scheduling, no pod running and no
-//! API validation; CronJob and the rest are not here yet.
+//! API validation.
 //!
 //! ```no_run
 //! # async fn start(cluster: std::sync::Arc<dyn flotilla_client::Cluster>) {
@@ -20,6 +21,8 @@
 //! ```
 
 mod claim;
+mod clock;
+mod cronjob;
 mod daemonset;
 mod deployment;
 mod error;
@@ -33,6 +36,7 @@ mod pipeline;
 mod queue;
 mod replicaset;
 
+pub use crate::clock::{AcceleratedClock, Clock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::nodelifecycle::{NodeLifecycleConfig, UNREACHABLE_TAINT};
 pub use crate::pipeline::{Action, RunnerConfig};
@@ -42,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What the controllers run with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ControllersConfig {
     /// The ReplicaSet controller's runner (kube's `--concurrent-replicaset-syncs`).
     pub replica_sets: RunnerConfig,
@@ -66,6 +70,10 @@ pub struct ControllersConfig {
     pub job_controller: bool,
     /// Run the DaemonSet controller.
     pub daemon_set_controller: bool,
+    /// Run the CronJob controller.
+    pub cron_job_controller: bool,
+    /// The time CronJobs are scheduled by (the system clock; tests accelerate it).
+    pub clock: Arc<dyn Clock>,
     /// Run the node lifecycle controller, judging nodes as this says.
     pub node_lifecycle_controller: bool,
     pub node_lifecycle: NodeLifecycleConfig,
@@ -84,12 +92,14 @@ impl ControllersConfig {
             ("nodelifecycle", &mut self.node_lifecycle_controller),
             ("job", &mut self.job_controller),
             ("daemonset", &mut self.daemon_set_controller),
+            ("cronjob", &mut self.cron_job_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
             *enabled = (all || named) && !disabled;
         }
-        let known = ["*", "replicaset", "deployment", "garbagecollector", "nodelifecycle", "job", "daemonset"];
+        let known =
+            ["*", "replicaset", "deployment", "garbagecollector", "nodelifecycle", "job", "daemonset", "cronjob"];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
             None => Ok(()),
@@ -112,6 +122,8 @@ impl Default for ControllersConfig {
             node_lifecycle: NodeLifecycleConfig::default(),
             job_controller: true,
             daemon_set_controller: true,
+            cron_job_controller: true,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -162,9 +174,11 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             nodelifecycle::run(cluster.clone(), nodes, pods.clone(), config.node_lifecycle.clone()).await;
         }
     };
+    let all_jobs = (config.job_controller || config.cron_job_controller).then(|| informer("batch/v1", "Job"));
     let jobs = async {
-        if config.job_controller {
-            let jobs = informer("batch/v1", "Job");
+        if config.job_controller
+            && let Some(jobs) = all_jobs.clone()
+        {
             job::JobController::run(cluster.clone(), jobs, pods.clone(), config.replica_sets).await;
         }
     };
@@ -176,8 +190,23 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
                 .await;
         }
     };
+    let cron_jobs = async {
+        if config.cron_job_controller
+            && let Some(jobs) = all_jobs.clone()
+        {
+            let cron_jobs = informer("batch/v1", "CronJob");
+            cronjob::CronJobController::run(
+                cluster.clone(),
+                cron_jobs,
+                jobs,
+                config.clock.clone(),
+                config.replica_sets,
+            )
+            .await;
+        }
+    };
     tracing::info!("controllers started");
-    tokio::join!(rs, deploy, gc, nodes, jobs, daemons);
+    tokio::join!(rs, deploy, gc, nodes, jobs, daemons, cron_jobs);
 }
 
 #[cfg(test)]

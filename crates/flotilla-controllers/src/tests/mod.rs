@@ -2,6 +2,7 @@
 //! same objects and watches as in `flotilla server`. There is no node agent: a fake
 //! kubelet here marks pods Running and Ready, and pods no node runs are deleted at once.
 
+mod cronjob;
 mod deployment;
 mod gc;
 mod pipeline;
