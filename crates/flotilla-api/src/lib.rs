@@ -9,6 +9,7 @@ mod codec;
 pub mod cron;
 mod error;
 mod image;
+mod node_affinity;
 mod quantity;
 mod resources;
 mod selector;
@@ -19,6 +20,7 @@ pub use codec::{Format, decode_manifests, decode_object, encode};
 pub use error::{ApiError, FieldError, FieldErrorType, ObjectRef, Reason, Result};
 pub use image::parse_image_reference;
 pub use k8s_openapi;
+pub use node_affinity::node_selector_matches;
 pub use quantity::{Quantity, parse_quantity};
 pub use resources::{
     ResourceType, Subresource, all as all_resources, by_cli_name, by_kind, by_plural, groups, unknown_fields,

@@ -2,17 +2,19 @@
 //! nodes as they join and leave; RollingUpdate replaces pods of an old template
 //! `maxUnavailable` at a time (OnDelete leaves them); status as kubectl reads it.
 //!
-//! A node is eligible when it matches the pod's `nodeSelector` and the pod tolerates its
-//! NoSchedule and NoExecute taints (DaemonSet pods get Kubernetes' default tolerations
-//! for not-ready, unreachable and unschedulable nodes). Each pod is pinned to its node by
-//! required node affinity on `metadata.name`, so the scheduler binds it, as Kubernetes
-//! does. Required node affinity terms of the template are not evaluated here yet.
+//! A node is eligible when it matches the pod's `nodeSelector` and required node affinity
+//! and the pod tolerates its NoSchedule and NoExecute taints (DaemonSet pods get
+//! Kubernetes' default tolerations for not-ready, unreachable and unschedulable nodes).
+//! Each pod is pinned to its node by required node affinity on `metadata.name` (which
+//! replaces the template's, as kube's `ReplaceDaemonSetPodNodeNameNodeAffinity` does), so
+//! the scheduler binds it.
 
 use crate::deployment::util::{pod_template_hash, scaled_value};
 use crate::error::{Error, Result};
 use crate::events::{EventType, Recorder};
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig, controller_mapper};
+use flotilla_api::k8s_openapi::api::core::v1::NodeSelector;
 use flotilla_client::{Cluster, DeleteParams, Informer, ObjectKey, Patch, resource};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -75,7 +77,14 @@ fn eligible(template: &Value, node: &Value) -> bool {
         .flatten()
         .filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute")
         .all(|t| tolerates(&tolerations, t));
-    selected && tolerated && !meta::is_terminating(node)
+    // Required node affinity, as the scheduler will judge it (a template whose affinity
+    // does not parse places no pod, as kube's does).
+    let required = &template["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    let affine = required.is_null()
+        || serde_json::from_value::<NodeSelector>(required.clone()).is_ok_and(|selector| {
+            flotilla_api::node_selector_matches(&selector, meta::name(node), |key| labels.get(key)?.as_str())
+        });
+    selected && affine && tolerated && !meta::is_terminating(node)
 }
 
 fn node_of(pod: &Value) -> Option<&str> {
@@ -315,6 +324,11 @@ mod tests {
         assert!(eligible(&tolerant, &node(json!({}), gpu)));
         let unreachable = json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]);
         assert!(eligible(&plain, &node(json!({}), unreachable)), "default tolerations");
+        let affine = json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}}}});
+        assert!(eligible(&affine, &node(json!({"zone": "b"}), json!([]))));
+        assert!(!eligible(&affine, &node(json!({"zone": "c"}), json!([]))), "required node affinity");
+        assert!(!eligible(&affine, &node(json!({}), json!([]))));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use crate::Scoring;
 use crate::model::{NO_SCHEDULE, NodeInfo, NodeUsage, PodInfo, TAINT_UNSCHEDULABLE};
-use flotilla_api::k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, Taint, Toleration};
+use flotilla_api::k8s_openapi::api::core::v1::{NodeSelector, Taint, Toleration};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -75,44 +75,10 @@ fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| tolerates(t, taint))
 }
 
-/// One requirement against the value of its key (`None`: no such label or field); an
-/// ill-formed requirement
-/// (unknown operator, wrong number of values, `Gt`/`Lt` on a non-integer) matches
-/// nothing, as Kubernetes treats a term it cannot parse.
-fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = requirement.values.as_deref().unwrap_or_default();
-    match requirement.operator.as_str() {
-        "In" => !values.is_empty() && value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !values.is_empty() && value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => values.is_empty() && value.is_some(),
-        "DoesNotExist" => values.is_empty() && value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let [bound] = values else { return false };
-            let (Ok(bound), Some(Ok(value))) = (bound.parse::<i64>(), value.map(str::parse::<i64>)) else {
-                return false;
-            };
-            if op == "Gt" { value > bound } else { value < bound }
-        }
-        _ => false,
-    }
-}
-
-/// Required node affinity: terms are ORed, a term's requirements ANDed, and a term with
-/// no requirement matches no node.
+/// Required node affinity against one node (the rules live in flotilla-api, shared with
+/// the DaemonSet controller).
 fn node_selector_matches(selector: &NodeSelector, node: &NodeInfo) -> bool {
-    selector.node_selector_terms.iter().any(|term| {
-        let expressions = term.match_expressions.as_deref().unwrap_or_default();
-        let fields = term.match_fields.as_deref().unwrap_or_default();
-        if expressions.is_empty() && fields.is_empty() {
-            return false;
-        }
-        expressions.iter().all(|r| requirement_matches(r, node.labels.get(&r.key).map(String::as_str)))
-            && fields.iter().all(|r| {
-                // Only `metadata.name`, with `In` or `NotIn`, is a node field selector.
-                matches!(r.operator.as_str(), "In" | "NotIn")
-                    && requirement_matches(r, (r.key == "metadata.name").then_some(node.name.as_str()))
-            })
-    })
+    flotilla_api::node_selector_matches(selector, &node.name, |key| node.labels.get(key).map(String::as_str))
 }
 
 /// Whether `pod` may run on `node` beside the pods `usage` counts; if not, why (several
