@@ -3,7 +3,11 @@
 // Each example uses only some of these.
 #![allow(dead_code)]
 
-use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::http::outgoing_handler;
+use wasi::http::types::{
+    ErrorCode, Fields, IncomingBody, IncomingRequest, IncomingResponse, OutgoingBody, OutgoingRequest,
+    OutgoingResponse, ResponseOutparam, Scheme,
+};
 use wasi::io::streams::StreamError;
 
 /// Largest write `blocking-write-and-flush` accepts in one call.
@@ -57,6 +61,66 @@ pub fn read_body(request: &IncomingRequest) -> Vec<u8> {
             }
         }
     }
-    let _trailers = wasi::http::types::IncomingBody::finish(body);
+    let _trailers = IncomingBody::finish(body);
     data
+}
+
+/// GETs `url` (`scheme://authority[/path][?query]`) with the `wasi:http/outgoing-handler`
+/// and returns its status and whole body, or the error (a `wasi:http` error code such
+/// as `HttpRequestDenied`, debug-printed).
+pub fn get(url: &str) -> Result<(u16, Vec<u8>), String> {
+    let (scheme, rest) = url.split_once("://").ok_or("the url needs a scheme")?;
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_owned()),
+    };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    let path = if path.is_empty() {
+        "/".to_owned()
+    } else if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_owned()
+    };
+
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_scheme(Some(&scheme)).map_err(|()| "invalid scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "invalid authority")?;
+    request.set_path_with_query(Some(&path)).map_err(|()| "invalid path")?;
+    let body = request.body().map_err(|()| "request body taken twice")?;
+    OutgoingBody::finish(body, None).map_err(|e| describe(&e))?;
+
+    let future = outgoing_handler::handle(request, None).map_err(|e| describe(&e))?;
+    let response = loop {
+        match future.get() {
+            Some(Ok(Ok(response))) => break response,
+            Some(Ok(Err(error))) => return Err(describe(&error)),
+            Some(Err(())) => return Err("the response was already taken".to_owned()),
+            None => future.subscribe().block(),
+        }
+    };
+    Ok((response.status(), read_response_body(&response)?))
+}
+
+fn read_response_body(response: &IncomingResponse) -> Result<Vec<u8>, String> {
+    let body = response.consume().map_err(|()| "response body taken twice")?;
+    let mut data = Vec::new();
+    {
+        let stream = body.stream().map_err(|()| "response stream taken twice")?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+            }
+        }
+    }
+    let _trailers = IncomingBody::finish(body);
+    Ok(data)
+}
+
+fn describe(error: &ErrorCode) -> String {
+    format!("{error:?}")
 }

@@ -13,6 +13,7 @@
 //! | `cpu-burner` | HTTP    | spins for `?ms=N` ms (default 100), answers the iteration count     |
 //! | `mem-hog`    | HTTP    | allocates and touches `?mb=N` MiB (default 64), answers the size    |
 //! | `fetcher`    | HTTP    | `GET /?url=URL`: fetches it (outgoing `wasi:http`), answers its status, a newline, its body; 502 with the error code |
+//! | `frontend`   | HTTP    | `GET /`: calls `$BACKEND_URL` (default `http://backend/`, a cluster Service), answers `frontend → STATUS BODY`; 502 with the error |
 //! | `crasher`    | command | prints a line, exits `$EXIT_CODE` after `$CRASH_AFTER_MS`, or traps if `TRAP=1` |
 //! | `batch`      | command | prints `batch: N primes below $LIMIT` and its args, exits 0         |
 //! | `logger`     | command | `log line N` each second (every 5th to stderr too), `$LINES` lines  |
@@ -100,10 +101,11 @@ mod tests {
 
     #[test]
     fn expected_examples_are_built() {
-        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher", "crasher", "batch", "logger"] {
+        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher", "frontend", "crasher", "batch", "logger"]
+        {
             assert!(path(name).is_some(), "{name} missing from ALL");
         }
-        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher"] {
+        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher", "frontend"] {
             assert!(HTTP.contains(&name), "{name} should be an HTTP component");
         }
     }

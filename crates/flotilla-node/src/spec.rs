@@ -58,6 +58,7 @@ pub async fn resolve(cluster: &dyn Cluster, ctx: &PodContext<'_>, container: &Va
         .unwrap_or_default();
     Ok(PodSpec {
         name: pod["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        namespace: sources.namespace.to_string(),
         env,
         args,
         preopens,

@@ -66,7 +66,7 @@ impl CommandPod {
         let instance_pre =
             runtime.inner.command_linker.instantiate_pre(&image.component).map_err(|e| Error::Link(chain(&e)))?;
         let pre = CommandPre::new(instance_pre).map_err(|e| Error::Link(chain(&e)))?;
-        let pod = PodContext::new(pre.engine(), runtime.memory_limit(&spec), spec, logs)?;
+        let pod = PodContext::new(pre.engine(), runtime.memory_limit(&spec), spec, logs, runtime.inner.router.clone())?;
         Ok(CommandPod { inner: Arc::new(Inner { _runtime: runtime, pre, pod }) })
     }
 

@@ -58,7 +58,7 @@ impl HttpPod {
         let instance_pre =
             runtime.inner.http_linker.instantiate_pre(&image.component).map_err(|e| Error::Link(chain(&e)))?;
         let pre = ProxyPre::new(instance_pre).map_err(|e| Error::Link(chain(&e)))?;
-        let pod = PodContext::new(pre.engine(), runtime.memory_limit(&spec), spec, logs)?;
+        let pod = PodContext::new(pre.engine(), runtime.memory_limit(&spec), spec, logs, runtime.inner.router.clone())?;
         let permits = Arc::new(Semaphore::new(pod.spec.limits.max_concurrent_requests.max(1)));
         Ok(HttpPod { inner: Arc::new(Inner { _runtime: runtime, pre, pod, permits }) })
     }

@@ -15,8 +15,11 @@
 //!   no thread) until it may run again; `cpu_time()` reports what each pod has used.
 //!
 //! A pod gets the env, args and preopened directories of its [`PodSpec`] and nothing else:
-//! no sockets, and outgoing `wasi:http` requests only to the hosts of its
-//! [`allowed_outbound_hosts`](PodSpec::allowed_outbound_hosts) (denied otherwise).
+//! no sockets, and outgoing `wasi:http` requests only to cluster Services and to the hosts
+//! of its [`allowed_outbound_hosts`](PodSpec::allowed_outbound_hosts) (denied otherwise).
+//! A request to a cluster Service (`http://SVC`, `SVC.NS`, `SVC.NS.svc.cluster.local`,
+//! `CLUSTER_IP:PORT`) goes, in process, to the [`ServiceRouter`] the binary sets with
+//! [`Runtime::set_service_router`]: the Service proxy, which this crate does not know.
 //!
 //! It must not know about the API, the store or scheduling: callers resolve a pod object
 //! into a [`PodSpec`] and decide what an [`Exit`] means for the pod's status.
@@ -28,6 +31,7 @@ mod http;
 mod logs;
 mod outbound;
 mod runtime;
+mod service;
 mod spec;
 mod state;
 #[cfg(test)]
@@ -39,6 +43,7 @@ pub use crate::error::{Error, PodError, Result};
 pub use crate::http::{HttpPod, ResponseBody};
 pub use crate::logs::{LogBuffer, LogLine, LogStream, LogWriter};
 pub use crate::runtime::{EPOCH_TICK, Image, ImageKind, Runtime, RuntimeConfig};
+pub use crate::service::{BoxError, BoxFuture, EdgeBody, ServiceRouter};
 pub use crate::spec::{Limits, PodSpec, Preopen};
 /// The error type of request and response bodies (wasi:http's error code).
 pub use wasmtime_wasi_http::Error as BodyError;

@@ -1,10 +1,22 @@
 //! Outgoing HTTP (`wasi:http/outgoing-handler`): a pod's allow-list of hosts
 //! ([`PodSpec::allowed_outbound_hosts`](crate::PodSpec::allowed_outbound_hosts)) and the
-//! `wasi:http` hooks that refuse every other host and send the rest with
-//! wasmtime-wasi-http's default sender (plain TCP or TLS with the webpki roots).
+//! `wasi:http` hooks that decide where each request goes, in this order:
+//!
+//! 1. an `http` request to a cluster Service (one the runtime's
+//!    [`ServiceRouter`](crate::ServiceRouter) claims for the pod's namespace: `SVC`,
+//!    `SVC.NS`, `SVC.NS.svc.cluster.local`, `CLUSTER_IP:PORT`) goes to the router, in
+//!    process, with no socket (see [`crate::service`] for bodies and timeouts). The
+//!    allow-list is not asked: pods reach cluster Services by default, as in Kubernetes
+//!    without a NetworkPolicy. `https` requests are never routed (the proxy holds no
+//!    certificate for Service names; in-cluster traffic is `http`, as with kube-proxy);
+//! 2. a request to a host of the allow-list goes out with wasmtime-wasi-http's default
+//!    sender (plain TCP or TLS with the webpki roots);
+//! 3. any other is refused with `HTTP-request-denied`, and a line on the pod's stderr log
+//!    says which host.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::uri::Scheme;
 use http_body_util::BodyExt as _;
@@ -12,6 +24,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
 use crate::error::{Error, Result};
 use crate::logs::{LogBuffer, LogStream};
+use crate::service::{self, RouterSlot};
 
 /// A pod's parsed allow-list. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -152,15 +165,27 @@ fn parse_host(host: &str) -> Result<HostMatch, &'static str> {
     Ok(if wildcard { HostMatch::Subdomain(format!(".{name}")) } else { HostMatch::Name(name) })
 }
 
-/// The pod's `wasi:http` hooks: the allow-list in front of the default sender.
+/// One instance's `wasi:http` hooks: cluster Services through the router, then the
+/// allow-list in front of the default sender.
 pub(crate) struct OutboundHttp {
     allowed: AllowedHosts,
     logs: LogBuffer,
+    router: RouterSlot,
+    /// The pod's namespace, where short Service names resolve.
+    namespace: Arc<str>,
+    /// When the instance is killed: routed requests do not wait past it.
+    deadline: Option<Instant>,
 }
 
 impl OutboundHttp {
-    pub(crate) fn new(allowed: AllowedHosts, logs: LogBuffer) -> OutboundHttp {
-        OutboundHttp { allowed, logs }
+    pub(crate) fn new(
+        allowed: AllowedHosts,
+        logs: LogBuffer,
+        router: RouterSlot,
+        namespace: Arc<str>,
+        deadline: Option<Instant>,
+    ) -> OutboundHttp {
+        OutboundHttp { allowed, logs, router, namespace, deadline }
     }
 }
 
@@ -175,8 +200,21 @@ impl WasiHttpHooks for OutboundHttp {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: IoFuture,
     ) -> SendRequestFuture {
-        if !self.allowed.allows(request.uri()) {
-            let target = request.uri().authority().map_or("(no host)", |authority| authority.as_str());
+        let uri = request.uri();
+        if let Some(router) = self.router.get()
+            && uri.scheme() == Some(&Scheme::HTTP)
+            && let Some(authority) = uri.authority()
+            && router.is_service_host(&self.namespace, authority)
+        {
+            tracing::debug!(namespace = %self.namespace, %authority, "routing an outgoing request to a cluster Service");
+            let response = service::send(router.as_ref(), &self.namespace, request, options, self.deadline);
+            return Box::new(async move {
+                let response = response.await?;
+                Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+            });
+        }
+        if !self.allowed.allows(uri) {
+            let target = uri.authority().map_or("(no host)", |authority| authority.as_str());
             // The guest sees only `HTTP-request-denied`; the log says which host and why.
             self.logs.push(
                 LogStream::Stderr,

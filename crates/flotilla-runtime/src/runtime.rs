@@ -16,6 +16,7 @@ use crate::command::CommandPod;
 use crate::error::{Error, Result, chain};
 use crate::http::HttpPod;
 use crate::logs::LogBuffer;
+use crate::service::{RouterSlot, ServiceRouter};
 use crate::spec::PodSpec;
 use crate::state::PodState;
 
@@ -50,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) http_linker: Linker<PodState>,
     pub(crate) command_linker: Linker<PodState>,
     pub(crate) max_memory_per_instance: usize,
+    /// Where pods' requests to cluster Services go, once the binary has set it.
+    pub(crate) router: RouterSlot,
     cache: Option<Cache>,
     ticker: Ticker,
 }
@@ -58,6 +61,7 @@ impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
             .field("max_memory_per_instance", &self.max_memory_per_instance)
+            .field("router", &self.router)
             .field("cache", &self.cache.as_ref().map(|c| c.directory()))
             .field("ticker", &self.ticker)
             .finish_non_exhaustive()
@@ -198,6 +202,7 @@ impl Runtime {
                 http_linker,
                 command_linker,
                 max_memory_per_instance: max_memory,
+                router: RouterSlot::default(),
                 cache,
                 ticker: Ticker { stop, thread: Some(thread) },
             }),
@@ -228,6 +233,24 @@ impl Runtime {
     /// How many loads the on-disk cache served, and how many it missed (`None` without one).
     pub fn cache_stats(&self) -> Option<(usize, usize)> {
         self.inner.cache.as_ref().map(|cache| (cache.cache_hits(), cache.cache_misses()))
+    }
+
+    /// Routes pods' outgoing `http` requests to cluster Services through `router`, in
+    /// process, from now on: pods already running included. Set once, when the node's
+    /// Service proxy is up (it is built after the runtime); a second call is a
+    /// [`Config`](Error::Config) error and keeps the first router. Until then, and for
+    /// hosts the router does not claim, pods reach only their allowed outbound hosts.
+    ///
+    /// The runtime holds `router` for as long as it lives. A router that holds the runtime
+    /// or its pods (a proxy dispatching to this node's pods does) makes a cycle: harmless
+    /// in a server that runs until the process ends; where the runtime must be dropped
+    /// earlier (an in-process test cluster), let the router hold them by `Weak`.
+    pub fn set_service_router(&self, router: Arc<dyn ServiceRouter>) -> Result<()> {
+        if self.inner.router.set(router) {
+            Ok(())
+        } else {
+            Err(Error::Config("the runtime's Service router is already set".into()))
+        }
     }
 
     /// Pre-instantiates an HTTP image as a pod whose stdout and stderr go to `logs`.

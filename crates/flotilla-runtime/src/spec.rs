@@ -1,4 +1,4 @@
-//! What a pod is given: env, args, directories, outbound hosts and limits.
+//! What a pod is given: its namespace, env, args, directories, outbound hosts and limits.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,16 +9,22 @@ use std::time::Duration;
 pub struct PodSpec {
     /// The pod's name; also its `HOSTNAME` unless `env` sets one, as in Kubernetes.
     pub name: String,
+    /// The pod's namespace (`metadata.namespace`), where the short Service names of its
+    /// outgoing requests resolve (`http://SVC` is `SVC` in this namespace). Empty means
+    /// `default`.
+    pub namespace: String,
     pub env: Vec<(String, String)>,
     /// `argv[1..]`; `argv[0]` is the pod's name.
     pub args: Vec<String>,
     pub preopens: Vec<Preopen>,
-    /// Hosts the pod may send outgoing `wasi:http` requests to; any other is refused with
-    /// `HTTP-request-denied`. Each entry is `HOST` (the scheme's default port: 80 for
-    /// `http`, 443 for `https`), `HOST:PORT`, or `HOST:*` (any port); `HOST` is a DNS
-    /// name, an IPv4 address, a bracketed IPv6 address (`[::1]:8080`), `*.DOMAIN` (any
-    /// name under DOMAIN, not DOMAIN itself) or `*` (any host). Names are compared as
-    /// written, case-insensitively, never resolved. Empty: no outgoing HTTP at all.
+    /// Hosts the pod may send outgoing `wasi:http` requests to, besides cluster Services
+    /// (which it always may, see [`ServiceRouter`](crate::ServiceRouter)); any other is
+    /// refused with `HTTP-request-denied`. Each entry is `HOST` (the scheme's default
+    /// port: 80 for `http`, 443 for `https`), `HOST:PORT`, or `HOST:*` (any port); `HOST`
+    /// is a DNS name, an IPv4 address, a bracketed IPv6 address (`[::1]:8080`),
+    /// `*.DOMAIN` (any name under DOMAIN, not DOMAIN itself) or `*` (any host). Names are
+    /// compared as written, case-insensitively, never resolved. Empty: no outgoing HTTP
+    /// but to cluster Services.
     pub allowed_outbound_hosts: Vec<String>,
     pub limits: Limits,
 }

@@ -15,6 +15,7 @@ use crate::cpu::{CpuAccount, Meter};
 use crate::error::{Error, Result};
 use crate::logs::{LogBuffer, LogStream};
 use crate::outbound::{AllowedHosts, OutboundHttp};
+use crate::service::RouterSlot;
 use crate::spec::PodSpec;
 
 /// The `T` of every pod's `Store<T>`.
@@ -121,18 +122,28 @@ impl ResourceLimiter for Limiter {
 }
 
 /// What all the instances of one pod share: its spec, log, resolved limits, outbound
-/// allow-list and CPU account. Built (and checked) once, when the pod is made.
+/// allow-list, the runtime's Service router and CPU account. Built (and checked) once,
+/// when the pod is made.
 pub(crate) struct PodContext {
     pub(crate) spec: PodSpec,
     pub(crate) logs: LogBuffer,
     pub(crate) memory_limit: usize,
     outbound: AllowedHosts,
+    router: RouterSlot,
+    /// `spec.namespace`, or `default` when empty.
+    namespace: Arc<str>,
     pub(crate) cpu: Arc<CpuAccount>,
 }
 
 impl PodContext {
     /// Checks the spec (outbound hosts, limits, preopened directories) before any instance.
-    pub(crate) fn new(engine: &wasmtime::Engine, memory_limit: usize, spec: PodSpec, logs: LogBuffer) -> Result<Self> {
+    pub(crate) fn new(
+        engine: &wasmtime::Engine,
+        memory_limit: usize,
+        spec: PodSpec,
+        logs: LogBuffer,
+        router: RouterSlot,
+    ) -> Result<Self> {
         if spec.limits.cpu_millis == Some(0) {
             return Err(Error::InvalidLimit(
                 "a CPU quota of 0 millicores would never run; leave it unset for none".into(),
@@ -140,7 +151,8 @@ impl PodContext {
         }
         let outbound = AllowedHosts::parse(&spec.allowed_outbound_hosts)?;
         let cpu = Arc::new(CpuAccount::new(spec.limits.cpu_millis));
-        let context = PodContext { spec, logs, memory_limit, outbound, cpu };
+        let namespace = if spec.namespace.is_empty() { "default" } else { spec.namespace.as_str() }.into();
+        let context = PodContext { spec, logs, memory_limit, outbound, router, namespace, cpu };
         // Fail now, not per instance, if a preopened directory cannot be opened.
         context.new_store(engine, None)?;
         Ok(context)
@@ -154,7 +166,13 @@ impl PodContext {
         let state = PodState {
             wasi: wasi_ctx(&self.spec, &self.logs)?,
             http: WasiHttpCtx::new(),
-            hooks: OutboundHttp::new(self.outbound.clone(), self.logs.clone()),
+            hooks: OutboundHttp::new(
+                self.outbound.clone(),
+                self.logs.clone(),
+                self.router.clone(),
+                self.namespace.clone(),
+                deadline,
+            ),
             table: ResourceTable::new(),
             limiter: Limiter { memory_limit: self.memory_limit, outcome: outcome.clone() },
         };

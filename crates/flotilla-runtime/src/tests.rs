@@ -9,13 +9,90 @@ use http_body_util::{BodyExt, Empty, Full};
 
 use crate::*;
 
-/// One runtime for the whole binary: each test's own would reserve another pool.
+/// One runtime for the whole binary: each test's own would reserve another pool. Its
+/// Service router is [`services`].
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        Runtime::new(RuntimeConfig { cache_dir: None, max_instances: 200, max_memory_per_instance: 128 << 20 })
-            .expect("runtime")
+        let runtime =
+            Runtime::new(RuntimeConfig { cache_dir: None, max_instances: 200, max_memory_per_instance: 128 << 20 })
+                .expect("runtime");
+        runtime.set_service_router(services().clone()).expect("first router");
+        runtime
     })
+}
+
+/// The tests' cluster Services, as a fake Service proxy: `backend` in every namespace
+/// (also as `backend.NS`, `backend.NS.svc.cluster.local` and its cluster IP
+/// `10.96.0.10`), answering `200 hello from backend in NS: METHOD URI` in two chunks;
+/// and `empty`, a Service without ready endpoints (503), both on port 80. Tests tell
+/// their requests apart by namespace.
+#[derive(Debug, Default)]
+struct Services {
+    /// `(namespace, authority)` of every `is_service_host` question.
+    asked: std::sync::Mutex<Vec<(String, String)>>,
+    /// `(namespace, "METHOD URI (Host: HOST)")` of every request sent.
+    sent: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+fn services() -> &'static std::sync::Arc<Services> {
+    static SERVICES: OnceLock<std::sync::Arc<Services>> = OnceLock::new();
+    SERVICES.get_or_init(Default::default)
+}
+
+impl Services {
+    /// The Service `authority` names for a pod in `namespace`, if any.
+    fn resolve(namespace: &str, authority: &::http::uri::Authority) -> Option<(String, String)> {
+        if authority.port_u16().unwrap_or(80) != 80 {
+            return None;
+        }
+        let host = authority.host().to_ascii_lowercase();
+        if host == "10.96.0.10" {
+            return Some(("backend".to_owned(), namespace.to_owned()));
+        }
+        let host = host.strip_suffix(".svc.cluster.local").unwrap_or(&host);
+        let (service, in_namespace) = host.split_once('.').unwrap_or((host, namespace));
+        ["backend", "empty"].contains(&service).then(|| (service.to_owned(), in_namespace.to_owned()))
+    }
+
+    fn asked(&self, namespace: &str) -> Vec<String> {
+        let asked = self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        asked.iter().filter(|(ns, _)| ns == namespace).map(|(_, authority)| authority.clone()).collect()
+    }
+
+    fn sent(&self, namespace: &str) -> Vec<String> {
+        let sent = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sent.iter().filter(|(ns, _)| ns == namespace).map(|(_, request)| request.clone()).collect()
+    }
+}
+
+impl ServiceRouter for Services {
+    fn is_service_host(&self, namespace: &str, authority: &::http::uri::Authority) -> bool {
+        let mut asked = self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        asked.push((namespace.to_owned(), authority.to_string()));
+        Services::resolve(namespace, authority).is_some()
+    }
+
+    fn send(&self, namespace: &str, request: ::http::Request<EdgeBody>) -> BoxFuture<::http::Response<EdgeBody>> {
+        let host = request.headers().get(::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let line = format!("{} {} (Host: {host})", request.method(), request.uri());
+        let mut sent = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sent.push((namespace.to_owned(), line.clone()));
+        let resolved = request.uri().authority().and_then(|authority| Services::resolve(namespace, authority));
+        let (status, chunks) = match resolved {
+            Some((service, in_namespace)) if service == "backend" => {
+                (200, [format!("hello from backend in {in_namespace}: "), format!("{line}\n")])
+            }
+            Some((service, _)) => (503, [format!("no ready endpoints for {service}"), "\n".to_owned()]),
+            None => (502, ["not a Service".to_owned(), "\n".to_owned()]),
+        };
+        let (mut sender, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(chunks.len());
+        for chunk in chunks {
+            let _ = sender.try_send(hyper::body::Frame::data(Bytes::from(chunk)));
+        }
+        let response = ::http::Response::builder().status(status).body(body.boxed_unsync()).expect("response");
+        Box::pin(async move { response })
+    }
 }
 
 /// Each example compiled once.
@@ -29,6 +106,10 @@ fn image(path: &'static str) -> Image {
     let image = runtime().load_file(path.as_ref()).expect("load example");
     images.push((path, image.clone()));
     image
+}
+
+fn spec_in(namespace: &str, name: &str, env: &[(&str, &str)]) -> PodSpec {
+    PodSpec { namespace: namespace.to_owned(), ..spec(name, env, Limits::default()) }
 }
 
 fn spec(name: &str, env: &[(&str, &str)], limits: Limits) -> PodSpec {
@@ -349,6 +430,61 @@ async fn fetcher() {
         );
     }
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontend() {
+    // By default it calls `http://backend/`, a Service of its own namespace, in process: no
+    // allowed outbound hosts needed, and the backend's body streams back.
+    let pod = http_pod(flotilla_examples::FRONTEND, spec_in("shop", "frontend", &[]));
+    let (status, body) = text(pod.handle(get("/")).await.expect("response")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "frontend → 200 hello from backend in shop: GET http://backend/ (Host: backend)\n")
+    );
+    assert_eq!(services().sent("shop"), ["GET http://backend/ (Host: backend)"]);
+
+    // Every name of a Service, the router's own errors passed on as responses.
+    for (url, answer) in [
+        ("http://backend.shop/x?y=1", "200 hello from backend in shop: GET http://backend.shop/x?y=1"),
+        ("http://backend.other.svc.cluster.local/", "200 hello from backend in other: GET"),
+        ("http://10.96.0.10/", "200 hello from backend in shop: GET http://10.96.0.10/"),
+        ("http://10.96.0.10:80/", "200 hello from backend in shop: GET http://10.96.0.10:80/"),
+        ("http://empty/", "503 no ready endpoints for empty"),
+    ] {
+        let pod = http_pod(flotilla_examples::FRONTEND, spec_in("shop", "frontend", &[("BACKEND_URL", url)]));
+        let (status, body) = text(pod.handle(get("/")).await.expect("response")).await;
+        assert_eq!(status, 200, "{url}: {body}");
+        assert!(body.starts_with(&format!("frontend → {answer}")), "{url}: {body}");
+    }
+
+    // A host the router does not claim still needs the allow-list; and `https` is never
+    // put to the router.
+    for (namespace, url) in [("elsewhere", "http://example.com/"), ("tls", "https://backend/")] {
+        let pod = http_pod(flotilla_examples::FRONTEND, spec_in(namespace, "frontend", &[("BACKEND_URL", url)]));
+        let (status, body) = text(pod.handle(get("/")).await.expect("response")).await;
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("HttpRequestDenied"), "{body}");
+        assert_eq!(stderr(pod.logs()).len(), 1, "{:?}", stderr(pod.logs()));
+        assert!(services().sent(namespace).is_empty());
+    }
+    assert_eq!(services().asked("elsewhere"), ["example.com"]);
+    assert!(services().asked("tls").is_empty());
+
+    // A pod without a namespace is in `default`.
+    let pod = http_pod(flotilla_examples::FRONTEND, spec_named("frontend"));
+    let (status, body) = text(pod.handle(get("/")).await.expect("response")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("backend in default"), "{body}");
+
+    let (status, _) = text(pod.handle(get("/other")).await.expect("response")).await;
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn the_service_router_is_set_once() {
+    let error = runtime().set_service_router(std::sync::Arc::new(Services::default())).expect_err("set twice");
+    assert!(matches!(error, Error::Config(_)), "{error}");
 }
 
 #[test]

@@ -6,12 +6,7 @@
 #[path = "../../common/http.rs"]
 mod http;
 
-use wasi::http::outgoing_handler;
-use wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, IncomingRequest, IncomingResponse, OutgoingBody, OutgoingRequest,
-    ResponseOutparam, Scheme,
-};
-use wasi::io::streams::StreamError;
+use wasi::http::types::{IncomingRequest, ResponseOutparam};
 
 struct Fetcher;
 
@@ -24,7 +19,7 @@ impl wasi::exports::http::incoming_handler::Guest for Fetcher {
             http::respond(out, 400, "text/plain; charset=utf-8", b"usage: GET /?url=http://host[:port]/path\n");
             return;
         };
-        match fetch(&url) {
+        match http::get(&url) {
             Ok((status, body)) => {
                 let mut text = format!("{status}\n").into_bytes();
                 text.extend_from_slice(&body);
@@ -35,64 +30,6 @@ impl wasi::exports::http::incoming_handler::Guest for Fetcher {
             }
         }
     }
-}
-
-/// GETs `url` and returns its status and whole body.
-fn fetch(url: &str) -> Result<(u16, Vec<u8>), String> {
-    let (scheme, rest) = url.split_once("://").ok_or("the url needs a scheme")?;
-    let scheme = match scheme {
-        "http" => Scheme::Http,
-        "https" => Scheme::Https,
-        other => Scheme::Other(other.to_owned()),
-    };
-    let split = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(split);
-    let path = if path.is_empty() {
-        "/".to_owned()
-    } else if path.starts_with('?') {
-        format!("/{path}")
-    } else {
-        path.to_owned()
-    };
-
-    let request = OutgoingRequest::new(Fields::new());
-    request.set_scheme(Some(&scheme)).map_err(|()| "invalid scheme")?;
-    request.set_authority(Some(authority)).map_err(|()| "invalid authority")?;
-    request.set_path_with_query(Some(&path)).map_err(|()| "invalid path")?;
-    let body = request.body().map_err(|()| "request body taken twice")?;
-    OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
-
-    let future = outgoing_handler::handle(request, None).map_err(|e| describe(&e))?;
-    let response = loop {
-        match future.get() {
-            Some(Ok(Ok(response))) => break response,
-            Some(Ok(Err(error))) => return Err(describe(&error)),
-            Some(Err(())) => return Err("the response was already taken".to_owned()),
-            None => future.subscribe().block(),
-        }
-    };
-    Ok((response.status(), read_body(&response)?))
-}
-
-fn read_body(response: &IncomingResponse) -> Result<Vec<u8>, String> {
-    let body = response.consume().map_err(|()| "response body taken twice")?;
-    let mut data = Vec::new();
-    {
-        let stream = body.stream().map_err(|()| "response stream taken twice")?;
-        loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(bytes) => data.extend_from_slice(&bytes),
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
-            }
-        }
-    }
-    let _trailers = IncomingBody::finish(body);
-    Ok(data)
-}
-
-fn describe(error: &ErrorCode) -> String {
-    format!("{error:?}")
 }
 
 /// Query parameter `key`, percent-decoded.
