@@ -34,19 +34,8 @@ async fn kubelet_of(state: &ApiState, namespace: &str, pod: &str) -> Result<(Val
 async fn remote_kubelet(state: &ApiState, node: &str) -> Result<Arc<dyn Kubelet>, String> {
     let rt = flotilla_api::by_kind("v1", "Node").ok_or("nodes are not served")?;
     let object = state.registry.get(rt, None, node).await.map_err(|e| e.message)?;
-    let address = object["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .ok_or("the node reports no InternalIP")?;
-    let port = object["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_u64()
-        .ok_or("the node reports no kubelet port")?;
-    let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
-    let kubelet = flotilla_client::HttpKubelet::new(&format!("http://{host}:{port}"), &state.node_token)
-        .map_err(|e| e.to_string())?;
+    let base = flotilla_client::kubelet_base(&object)?;
+    let kubelet = flotilla_client::HttpKubelet::new(&base, &state.node_token).map_err(|e| e.to_string())?;
     Ok(Arc::new(kubelet))
 }
 

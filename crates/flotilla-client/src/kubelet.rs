@@ -56,20 +56,88 @@ pub trait Kubelet: Send + Sync + std::fmt::Debug {
     ) -> Result<http::Response<Body>, ApiError>;
 }
 
-/// The kubelets the API server can reach, by node name.
+/// The kubelets this process can reach (the API server for logs and `pods/proxy`, the
+/// Service proxy for endpoints), by node name. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Kubelets {
-    nodes: Arc<RwLock<HashMap<String, Arc<dyn Kubelet>>>>,
+    nodes: Arc<RwLock<HashMap<String, Registered>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Registered {
+    /// An agent in this process.
+    Local(Arc<dyn Kubelet>),
+    /// An agent elsewhere, reached over HTTP at this base URL.
+    Remote(String, Arc<dyn Kubelet>),
 }
 
 impl Kubelets {
+    /// Registers an agent running in this process (it wins over a remote entry).
     pub fn register(&self, node: &str, kubelet: Arc<dyn Kubelet>) {
-        self.nodes.write().unwrap_or_else(|p| p.into_inner()).insert(node.to_string(), kubelet);
+        self.write().insert(node.to_string(), Registered::Local(kubelet));
     }
 
     pub fn get(&self, node: &str) -> Option<Arc<dyn Kubelet>> {
-        self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(node).cloned()
+        self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(node).map(|entry| match entry {
+            Registered::Local(kubelet) | Registered::Remote(_, kubelet) => kubelet.clone(),
+        })
     }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Registered>> {
+        self.nodes.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps an [`HttpKubelet`] (with the node `token`) registered for every Node that has
+    /// no agent in this process, following Nodes as they join, move and leave. Runs until
+    /// the task is dropped.
+    pub async fn follow_nodes(self, cluster: Arc<dyn crate::Cluster>, token: String) {
+        let nodes = crate::Informer::start(cluster, crate::resource("v1", "Node"), None, Default::default());
+        let mut changes = nodes.subscribe();
+        nodes.synced().await;
+        loop {
+            let current = nodes.list();
+            {
+                let mut registered = self.write();
+                registered.retain(|name, entry| {
+                    matches!(entry, Registered::Local(_)) || current.iter().any(|n| crate::object_name(n) == *name)
+                });
+                for node in &current {
+                    let name = crate::object_name(node);
+                    let Ok(base) = kubelet_base(node) else { continue };
+                    let known = match registered.get(&name) {
+                        Some(Registered::Local(_)) => true,
+                        Some(Registered::Remote(at, _)) => *at == base,
+                        None => false,
+                    };
+                    if !known && let Ok(kubelet) = HttpKubelet::new(&base, &token) {
+                        registered.insert(name, Registered::Remote(base, Arc::new(kubelet)));
+                    }
+                }
+            }
+            match changes.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Where a Node's agent serves its kubelet API: its `InternalIP` and
+/// `daemonEndpoints.kubeletEndpoint.Port`, as `http://IP:PORT`.
+pub fn kubelet_base(node: &serde_json::Value) -> Result<String, String> {
+    let address = node["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .ok_or("the node reports no InternalIP")?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .filter(|p| *p > 0)
+        .ok_or("the node reports no kubelet port")?;
+    let host = if address.contains(':') { format!("[{address}]") } else { address.to_string() };
+    Ok(format!("http://{host}:{port}"))
 }
 
 /// A node agent in another process, reached over its HTTP kubelet API

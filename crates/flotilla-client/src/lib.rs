@@ -22,7 +22,9 @@ mod kubelet;
 pub use crate::event::event;
 pub use crate::http::{Client, LineReader, Response, error_chain, rest_path};
 pub use crate::informer::{Change, Informer, ObjectKey};
-pub use crate::kubelet::{Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, empty_body, full_body};
+pub use crate::kubelet::{
+    Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, empty_body, full_body, kubelet_base,
+};
 
 use async_trait::async_trait;
 use flotilla_api::{ApiError, Reason, ResourceType};
