@@ -54,13 +54,7 @@ struct Server {
 async fn start_server() -> Result<Server> {
     let dir = tempfile::tempdir()?;
     let store = RedbStore::open(&dir.path().join("store.redb"), RedbStoreOptions::default())?;
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        api_addr: "127.0.0.1:0".parse()?,
-        insecure_http: false,
-        tls_names: Vec::new(),
-        kubelets: Default::default(),
-    };
+    let config = Config::new(dir.path());
     let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
     let cluster: Arc<dyn Cluster> = Arc::new(running.cluster.with_field_manager("bench"));
     for i in 0..NODES {

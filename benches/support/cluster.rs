@@ -29,13 +29,7 @@ pub async fn start_cluster(max_pods: u32, controllers: bool) -> Result<TestClust
     let data_dir = dir.path().to_path_buf();
     let store = RedbStore::open(&data_dir.join("store.redb"), RedbStoreOptions::default())?;
     let kubelets = flotilla_client::Kubelets::default();
-    let config = Config {
-        data_dir: data_dir.clone(),
-        api_addr: "127.0.0.1:0".parse()?,
-        insecure_http: false,
-        tls_names: Vec::new(),
-        kubelets: kubelets.clone(),
-    };
+    let config = Config { kubelets: kubelets.clone(), ..Config::new(data_dir.clone()) };
     let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
     let cluster: Arc<dyn Cluster> = Arc::new(running.cluster.with_field_manager("bench"));
     let mut components = vec![tokio::spawn(flotilla_scheduler::run(

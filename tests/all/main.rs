@@ -10,6 +10,7 @@ mod durability;
 mod kubectl;
 mod pods;
 mod python_client;
+mod services;
 mod support;
 mod watch;
 mod workloads;

@@ -13,6 +13,7 @@ mod node_affinity;
 mod quantity;
 mod resources;
 mod selector;
+pub mod service;
 mod validation;
 mod workloads;
 

@@ -174,7 +174,7 @@ static RESOURCES: &[ResourceType] = &[
     resource!(core::v1::Service, "", "v1", "Service", "services",
         namespaced: true, short: ["svc"], categories: ["all"], subresources: [Status],
         name: Dns1035Label, fields: ["spec.clusterIP", "spec.type"],
-        rules: workloads::validate_service),
+        rules: crate::service::validate_service),
     resource!(core::v1::Endpoints, "", "v1", "Endpoints", "endpoints",
         namespaced: true, short: ["ep"], categories: [], subresources: [],
         name: Subdomain, fields: [], rules: no_rules),

@@ -304,49 +304,6 @@ pub(crate) fn validate_cron_job(object: &Value) -> Vec<FieldError> {
     errors
 }
 
-pub(crate) fn validate_service(object: &Value) -> Vec<FieldError> {
-    let spec = spec(object);
-    let mut errors = Vec::new();
-    check_one_of(&mut errors, spec, "spec", "type", &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]);
-    let service_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
-    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
-    let empty = Vec::new();
-    let ports = spec.get("ports").and_then(Value::as_array).unwrap_or(&empty);
-    if ports.is_empty() && service_type != "ExternalName" && !headless {
-        errors.push(FieldError::required("spec.ports", ""));
-    }
-    let mut names = HashSet::new();
-    for (i, port) in ports.iter().enumerate() {
-        let at = format!("spec.ports[{i}]");
-        match port.get("port").and_then(Value::as_i64) {
-            Some(p) if (1..=65535).contains(&p) => {}
-            Some(p) => {
-                errors.push(FieldError::invalid(field(&at, "port"), &p, "must be between 1 and 65535, inclusive"))
-            }
-            None => errors.push(FieldError::required(field(&at, "port"), "")),
-        }
-        match port.get("name").and_then(Value::as_str) {
-            Some(name) if !name.is_empty() && !names.insert(name) => {
-                errors.push(FieldError::duplicate(field(&at, "name"), &name));
-            }
-            Some(name) if !name.is_empty() => {}
-            _ if ports.len() > 1 => errors.push(FieldError::required(field(&at, "name"), "")),
-            _ => {}
-        }
-        check_one_of(&mut errors, port, &at, "protocol", &["TCP", "UDP", "SCTP"]);
-        if let Some(node_port) = port.get("nodePort").and_then(Value::as_i64)
-            && !(0..=65535).contains(&node_port)
-        {
-            errors.push(FieldError::invalid(
-                field(&at, "nodePort"),
-                &node_port,
-                "must be between 1 and 65535, inclusive",
-            ));
-        }
-    }
-    errors
-}
-
 /// Keys of ConfigMap and Secret data: `[-._a-zA-Z0-9]+`, at most 253 bytes.
 fn validate_data_keys(object: &Value, sections: &[&str]) -> Vec<FieldError> {
     let mut errors = Vec::new();
@@ -465,15 +422,8 @@ pub(crate) fn apply_defaults(kind: &str, object: &mut Value) {
             }
         }
         "Service" => {
-            let Some(spec) = child(object, "spec") else { return };
-            default_field(spec, "type", Value::from("ClusterIP"));
-            default_field(spec, "sessionAffinity", Value::from("None"));
-            if let Some(Value::Array(ports)) = spec.get_mut("ports") {
-                for port in ports {
-                    default_field(port, "protocol", Value::from("TCP"));
-                    let number = port.get("port").cloned().unwrap_or(Value::Null);
-                    default_field(port, "targetPort", number);
-                }
+            if let Some(spec) = child(object, "spec") {
+                crate::service::default_service(spec);
             }
         }
         "Deployment" | "ReplicaSet" | "DaemonSet" => {
@@ -640,7 +590,7 @@ mod tests {
     #[test]
     fn service_and_config_rules() {
         let svc = json!({"spec": {"ports": [{"port": 0}, {"port": 80}]}});
-        let errors = validate_service(&svc);
+        let errors = crate::service::validate_service(&svc);
         assert_eq!(fields(&errors), ["spec.ports[0].port", "spec.ports[0].name", "spec.ports[1].name"]);
         let cm = json!({"data": {"good.key": "1", "bad key": "2"}});
         assert_eq!(fields(&validate_config_map(&cm)), ["data[bad key]"]);

@@ -3,9 +3,10 @@
 //!
 //! It owns routing, authentication, discovery, the verbs' semantics (system fields,
 //! optimistic concurrency, patches, finalizers, subresources), watches, the server's
-//! certificates and kubeconfig, and the namespace lifecycle. It must not run pods or
-//! reconcile workloads: controllers and node agents are clients of this API like any
-//! other, through the store's objects and watches.
+//! certificates and kubeconfig, the namespace lifecycle, and Services' cluster IPs and
+//! node ports (allocated from the ranges in [`Config`], with the `kubernetes` Service).
+//! It must not run pods or reconcile workloads: controllers and node agents are clients
+//! of this API like any other, through the store's objects and watches.
 
 mod apply;
 mod discovery;
@@ -19,6 +20,7 @@ mod openapi;
 mod pki;
 mod protobuf;
 mod registry;
+mod services;
 mod strategic;
 mod tables;
 mod watch;
@@ -28,6 +30,7 @@ pub use http::MAX_BODY_BYTES;
 pub use local::LocalCluster;
 pub use pki::{Identity, PkiPaths, write_kubeconfig};
 pub use registry::{DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions};
+pub use services::{NodePortRange, ServiceCidr};
 
 use flotilla_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -53,6 +56,27 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// The nodes' agents, for `pods/log` and `pods/proxy`.
     pub kubelets: flotilla_client::Kubelets,
+    /// The range Service cluster IPs come from (`--service-cluster-ip-range`).
+    pub service_cidr: ServiceCidr,
+    /// The range Service node ports come from (`--service-node-port-range`).
+    pub service_node_port_range: NodePortRange,
+}
+
+impl Config {
+    /// A server keeping its files in `data_dir`, serving HTTPS on a free loopback port,
+    /// with kube-apiserver's default Service ranges; change fields from there:
+    /// `Config { insecure_http: true, ..Config::new(dir) }`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            insecure_http: false,
+            tls_names: Vec::new(),
+            kubelets: flotilla_client::Kubelets::default(),
+            service_cidr: ServiceCidr::default(),
+            service_node_port_range: NodePortRange::default(),
+        }
+    }
 }
 
 /// A started API server.
@@ -71,16 +95,20 @@ pub struct Running {
 }
 
 /// Loads or makes the server's identity, bootstraps the system namespaces, binds the
-/// listener, writes the kubeconfig, and starts serving.
+/// listener, makes the `kubernetes` Service, writes the kubeconfig, and starts serving.
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let paths = PkiPaths::new(&config.data_dir);
     let identity = pki::load_or_create(&config.data_dir, &config.tls_names)?;
-    let registry = Registry::new(store);
+    let registry = Registry::with_service_ranges(store, config.service_cidr, config.service_node_port_range);
     namespaces::bootstrap(&registry).await.map_err(|e| Error::Tls(format!("bootstrapping namespaces: {e}")))?;
 
     let listener =
         TcpListener::bind(config.api_addr).await.map_err(|source| Error::Bind { addr: config.api_addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr: config.api_addr, source })?;
+    if let Err(e) = services::bootstrap_kubernetes(&registry, local_addr.port()).await {
+        // As kube-apiserver, which keeps retrying: the API still serves without it.
+        tracing::warn!(error = %e, "could not make the kubernetes Service");
+    }
     let client_addr = pki::client_address(local_addr);
     let scheme = if config.insecure_http { "http" } else { "https" };
     write_kubeconfig(&paths.kubeconfig, &format!("{scheme}://{client_addr}"), &identity.ca_pem, &identity.admin_token)?;

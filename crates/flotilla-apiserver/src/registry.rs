@@ -11,6 +11,8 @@ use flotilla_store::{KeyValue, ListOptions, Store};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
+use crate::services::{Allocation, NodePortRange, ServiceAllocator, ServiceCidr};
+
 /// Names of the namespaces that always exist and may not be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
@@ -21,6 +23,8 @@ const UPDATE_RETRIES: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
+    /// Service cluster IPs and node ports (see `services.rs`).
+    services: Arc<ServiceAllocator>,
 }
 
 /// A patch, told apart by the request's Content-Type.
@@ -269,8 +273,29 @@ fn status_success(rt: &ResourceType, object: &Value) -> Value {
 }
 
 impl Registry {
+    /// The registry over `store`, with kube-apiserver's default Service ranges.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self::with_service_ranges(store, ServiceCidr::default(), NodePortRange::default())
+    }
+
+    /// The registry over `store`, allocating Service cluster IPs from `cidr` and node
+    /// ports from `node_ports`.
+    pub fn with_service_ranges(store: Arc<dyn Store>, cidr: ServiceCidr, node_ports: NodePortRange) -> Self {
+        Self { store, services: Arc::new(ServiceAllocator::new(cidr, node_ports)) }
+    }
+
+    /// The range Service cluster IPs come from.
+    pub fn service_cidr(&self) -> ServiceCidr {
+        self.services.cidr()
+    }
+
+    /// For a write of a Service, the allocation lock (held until the write is done).
+    async fn service_allocation(&self, rt: &ResourceType) -> Result<Option<Allocation<'_>>, ApiError> {
+        if rt.group.is_empty() && rt.kind == "Service" {
+            Ok(Some(self.services.lock(self.store.as_ref()).await?))
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -372,21 +397,34 @@ impl Registry {
             // As kube-apiserver's pod strategy: a new pod's status is the server's to set.
             object["status"] = json!({"phase": "Pending"});
         }
+        if rt.kind == "Service" {
+            // As kube-apiserver's service strategy: a new Service's status is the server's.
+            object["status"] = json!({"loadBalancer": {}});
+        }
+        let mut services = self.service_allocation(rt).await?;
         for _attempt in 0..8 {
             if let Some(prefix) = &generated_prefix {
                 metadata_mut(&mut object).insert("name".into(), json!(format!("{prefix}{}", random_suffix())));
             }
-            let canonical = record_update(rt, None, validate(rt, object.clone(), options)?, options);
+            let mut canonical = record_update(rt, None, validate(rt, object.clone(), options)?, options);
             let name = name_of(&canonical).to_string();
             if let Some(ns) = namespace.filter(|_| rt.namespaced) {
                 self.check_namespace_open(rt, ns, &name).await?;
             }
+            let key = rt.key(namespace, &name);
+            if let Some(allocation) = &services {
+                allocation.allocate(&key, None, &mut canonical)?;
+            }
             if options.dry_run {
                 return Ok(canonical);
             }
-            let key = rt.key(namespace, &name);
             match self.store.create(&key, Self::encode(&canonical)).await {
-                Ok(kv) => return Ok(Self::stamped(canonical, &kv)),
+                Ok(kv) => {
+                    if let Some(allocation) = &mut services {
+                        allocation.commit(&key, Some(&canonical));
+                    }
+                    return Ok(Self::stamped(canonical, &kv));
+                }
                 // A generated name that collided: draw another.
                 Err(flotilla_store::Error::AlreadyExists { .. }) if generated_prefix.is_some() => continue,
                 Err(e) => return Err(Self::store_error(rt, &name, e)),
@@ -474,18 +512,22 @@ impl Registry {
         F: FnMut(&Value) -> Result<(Value, Option<u64>), ApiError>,
     {
         let key = rt.key(namespace, name);
+        let mut services = self.service_allocation(rt).await?;
         for _ in 0..UPDATE_RETRIES {
             let Some(kv) = self.store.get(&key).await.map_err(|e| Self::store_error(rt, name, e))? else {
                 return Err(ApiError::not_found(object_ref(rt, name)));
             };
             let current = self.decode(&kv)?;
-            let (updated, precondition) = change(&current)?;
+            let (mut updated, precondition) = change(&current)?;
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(Self::store_error(
                     rt,
                     name,
                     flotilla_store::Error::Conflict { key, expected: 0, current: kv.mod_revision },
                 ));
+            }
+            if let Some(allocation) = &services {
+                allocation.allocate(&key, Some(&current), &mut updated)?;
             }
             if updated == current || options.dry_run {
                 // No change: kube-apiserver does not write, so the resourceVersion stays.
@@ -503,7 +545,12 @@ impl Registry {
                 self.store.update(&key, Self::encode(&updated), kv.mod_revision).await
             };
             match result {
-                Ok(written) => return Ok(Self::stamped(updated, &written)),
+                Ok(written) => {
+                    if let Some(allocation) = &mut services {
+                        allocation.commit(&key, (!finished).then_some(&updated));
+                    }
+                    return Ok(Self::stamped(updated, &written));
+                }
                 Err(flotilla_store::Error::Conflict { .. }) if precondition.is_none() => continue,
                 Err(e) => return Err(Self::store_error(rt, name, e)),
             }
@@ -682,6 +729,7 @@ impl Registry {
             ));
         }
         let key = rt.key(namespace, name);
+        let mut services = if options.dry_run { None } else { self.service_allocation(rt).await? };
         for _ in 0..UPDATE_RETRIES {
             let Some(kv) = self.store.get(&key).await.map_err(|e| Self::store_error(rt, name, e))? else {
                 return Err(ApiError::not_found(object_ref(rt, name)));
@@ -709,7 +757,12 @@ impl Registry {
                     return Ok(Deleted::Gone(current));
                 }
                 match self.store.delete(&key, Some(kv.mod_revision)).await {
-                    Ok(_) => return Ok(Deleted::Gone(current)),
+                    Ok(_) => {
+                        if let Some(allocation) = &mut services {
+                            allocation.commit(&key, None);
+                        }
+                        return Ok(Deleted::Gone(current));
+                    }
                     Err(flotilla_store::Error::Conflict { .. }) => continue,
                     Err(e) => return Err(Self::store_error(rt, name, e)),
                 }
@@ -983,7 +1036,19 @@ fn prepare_update(
             next["status"] = current.get("status").cloned().unwrap_or(json!({}));
         }
     }
+    let service = rt.group.is_empty() && rt.kind == "Service";
+    if service {
+        // Allocated values the client left out are kept; ones a new type no longer uses
+        // are dropped (and released after the write).
+        flotilla_api::service::prepare_service_update(current, &mut next);
+    }
     let mut canonical = validate(rt, next, options)?;
+    if service {
+        let errors = flotilla_api::service::validate_service_update(current, &canonical);
+        if !errors.is_empty() {
+            return Err(invalid(rt, name, &errors));
+        }
+    }
     // Compared after defaulting, so a default filled in again is not a spec change.
     let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
     let generation = if spec_part(&canonical) != spec_part(current) { generation + 1 } else { generation };

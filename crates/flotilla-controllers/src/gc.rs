@@ -19,8 +19,13 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The kinds covered besides Pod, ReplicaSet and Deployment.
-pub(crate) const EXTRA_KINDS: &[(&str, &str)] =
-    &[("apps/v1", "DaemonSet"), ("batch/v1", "Job"), ("batch/v1", "CronJob")];
+pub(crate) const EXTRA_KINDS: &[(&str, &str)] = &[
+    ("apps/v1", "DaemonSet"),
+    ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"),
+    ("v1", "Service"),
+    ("discovery.k8s.io/v1", "EndpointSlice"),
+];
 
 const FOREGROUND: &str = "foregroundDeletion";
 const ORPHAN: &str = "orphan";

@@ -1,13 +1,14 @@
 //! Flotilla's workload controllers (kube-controller-manager's job): ReplicaSet,
-//! Deployment, DaemonSet, Job, CronJob, node lifecycle and the garbage collector, each one
-//! reconcile function on one
-//! pipeline (informers → de-duplicating, delaying work queue → bounded runner →
-//! `reconcile(key) -> Result<Action>`, with a back-off per key on failure).
+//! Deployment, DaemonSet, Job, CronJob, EndpointSlice, Endpoints, node lifecycle and the
+//! garbage collector, each one reconcile function on one pipeline (informers →
+//! de-duplicating, delaying work queue → bounded runner → `reconcile(key) ->
+//! Result<Action>`, with a back-off per key on failure).
 //!
 //! The controllers are level-triggered: a reconcile reads the informers' caches, writes
 //! through [`flotilla_client::Cluster`] and is safe to run twice or after a restart. No
-//! truth lives only in memory except the expectations of the ReplicaSet controller,
-//! which only keep it from over-creating while its cache catches up, and expire.
+//! truth lives only in memory except the expectations of the ReplicaSet and
+//! EndpointSlice controllers, which only keep them from over-creating while their caches
+//! catch up, and expire.
 //!
 //! The crate sees the cluster only through `Cluster`, so it runs the same inside
 //! `flotilla server` and out of process. It owns no scheduling, no pod running and no
@@ -25,6 +26,8 @@ mod clock;
 mod cronjob;
 mod daemonset;
 mod deployment;
+mod endpoints;
+mod endpointslice;
 mod error;
 mod events;
 mod expectations;
@@ -72,6 +75,10 @@ pub struct ControllersConfig {
     pub daemon_set_controller: bool,
     /// Run the CronJob controller.
     pub cron_job_controller: bool,
+    /// Run the EndpointSlice controller.
+    pub endpoint_slice_controller: bool,
+    /// Run the Endpoints controller.
+    pub endpoints_controller: bool,
     /// The time CronJobs are scheduled by (the system clock; tests accelerate it).
     pub clock: Arc<dyn Clock>,
     /// Run the node lifecycle controller, judging nodes as this says.
@@ -81,8 +88,9 @@ pub struct ControllersConfig {
 
 impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
-    /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, `daemonset`, each disabled with a leading
-    /// `-`; an empty list runs none.
+    /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, `daemonset`,
+    /// `cronjob`, `endpointslice`, `endpoint`, each disabled with a leading `-`; an empty
+    /// list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
         for (name, enabled) in [
@@ -93,13 +101,25 @@ impl ControllersConfig {
             ("job", &mut self.job_controller),
             ("daemonset", &mut self.daemon_set_controller),
             ("cronjob", &mut self.cron_job_controller),
+            ("endpointslice", &mut self.endpoint_slice_controller),
+            ("endpoint", &mut self.endpoints_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
             *enabled = (all || named) && !disabled;
         }
-        let known =
-            ["*", "replicaset", "deployment", "garbagecollector", "nodelifecycle", "job", "daemonset", "cronjob"];
+        let known = [
+            "*",
+            "replicaset",
+            "deployment",
+            "garbagecollector",
+            "nodelifecycle",
+            "job",
+            "daemonset",
+            "cronjob",
+            "endpointslice",
+            "endpoint",
+        ];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
             None => Ok(()),
@@ -123,6 +143,8 @@ impl Default for ControllersConfig {
             job_controller: true,
             daemon_set_controller: true,
             cron_job_controller: true,
+            endpoint_slice_controller: true,
+            endpoints_controller: true,
             clock: Arc::new(SystemClock),
         }
     }
@@ -205,8 +227,41 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             .await;
         }
     };
+    let services = (config.endpoint_slice_controller || config.endpoints_controller).then(|| informer("v1", "Service"));
+    let endpoint_slices = async {
+        if config.endpoint_slice_controller
+            && let Some(services) = services.clone()
+        {
+            let managed = ListParams::labels(endpointslice::EndpointSliceController::managed_selector());
+            let slices =
+                Informer::start(cluster.clone(), resource("discovery.k8s.io/v1", "EndpointSlice"), None, managed);
+            endpointslice::EndpointSliceController::run(
+                cluster.clone(),
+                services,
+                pods.clone(),
+                slices,
+                config.replica_sets,
+            )
+            .await;
+        }
+    };
+    let endpoints = async {
+        if config.endpoints_controller
+            && let Some(services) = services.clone()
+        {
+            let endpoints = informer("v1", "Endpoints");
+            endpoints::EndpointsController::run(
+                cluster.clone(),
+                services,
+                pods.clone(),
+                endpoints,
+                config.replica_sets,
+            )
+            .await;
+        }
+    };
     tracing::info!("controllers started");
-    tokio::join!(rs, deploy, gc, nodes, jobs, daemons, cron_jobs);
+    tokio::join!(rs, deploy, gc, nodes, jobs, daemons, cron_jobs, endpoint_slices, endpoints);
 }
 
 #[cfg(test)]

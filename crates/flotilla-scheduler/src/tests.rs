@@ -19,13 +19,7 @@ struct TestCluster {
 async fn start_cluster() -> TestCluster {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = RedbStore::open(&dir.path().join("store.redb"), RedbStoreOptions::default()).expect("a store");
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        api_addr: "127.0.0.1:0".parse().expect("an address"),
-        insecure_http: false,
-        tls_names: Vec::new(),
-        kubelets: Default::default(),
-    };
+    let config = Config::new(dir.path());
     let server = flotilla_apiserver::start(config, Arc::new(store)).await.expect("the API server starts");
     let cluster: LocalCluster = server.cluster.with_field_manager("scheduler-test");
     TestCluster { cluster: Arc::new(cluster), _server: server, _dir: dir }

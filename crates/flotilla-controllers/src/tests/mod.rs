@@ -4,6 +4,7 @@
 
 mod cronjob;
 mod deployment;
+mod endpointslice;
 mod gc;
 mod pipeline;
 mod replicaset;
@@ -25,13 +26,7 @@ pub(crate) struct TestCluster {
 pub(crate) async fn start_cluster() -> TestCluster {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = RedbStore::open(&dir.path().join("store.redb"), RedbStoreOptions::default()).expect("a store");
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        api_addr: "127.0.0.1:0".parse().expect("an address"),
-        insecure_http: false,
-        tls_names: Vec::new(),
-        kubelets: Default::default(),
-    };
+    let config = Config::new(dir.path());
     let server = flotilla_apiserver::start(config, Arc::new(store)).await.expect("the API server starts");
     let cluster: LocalCluster = server.cluster.with_field_manager("controllers-test");
     TestCluster { cluster: Arc::new(cluster), _server: server, _dir: dir }

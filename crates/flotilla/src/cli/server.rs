@@ -57,6 +57,13 @@ pub struct ServerCommand {
     /// elsewhere (Kubernetes' default toleration of the unreachable taint).
     #[arg(long, env = "FLOTILLA_POD_EVICTION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pod_eviction_timeout: std::time::Duration,
+    /// The range Service cluster IPs come from (kube-apiserver's flag); its first
+    /// address is the `kubernetes` Service's.
+    #[arg(long, env = "FLOTILLA_SERVICE_CLUSTER_IP_RANGE", default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: flotilla_apiserver::ServiceCidr,
+    /// The range Service node ports come from (kube-apiserver's flag).
+    #[arg(long, env = "FLOTILLA_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767")]
+    service_node_port_range: flotilla_apiserver::NodePortRange,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -181,6 +188,8 @@ impl ServerCommand {
             insecure_http: self.insecure_http,
             tls_names: self.tls_sans,
             kubelets: kubelets.clone(),
+            service_cidr: self.service_cluster_ip_range,
+            service_node_port_range: self.service_node_port_range,
         };
         let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
         let cluster = running.cluster.clone();
