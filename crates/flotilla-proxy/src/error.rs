@@ -1,0 +1,24 @@
+//! Why the proxy could not start.
+
+use std::net::SocketAddr;
+
+/// Why [`Proxy::start`](crate::Proxy::start) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// An Ingress listener could not be bound.
+    #[error("binding {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be made.
+    #[error("configuring TLS")]
+    Tls {
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+pub type Result<T, E = ProxyError> = std::result::Result<T, E>;

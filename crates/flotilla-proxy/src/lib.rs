@@ -1,0 +1,42 @@
+//! Flotilla's Service and Ingress data plane: kube-proxy and an ingress controller in one
+//! ([`Proxy`]), on hyper.
+//!
+//! It owns the routing of HTTP to Services. It watches Services, EndpointSlices,
+//! Ingresses, IngressClasses and `kubernetes.io/tls` Secrets through
+//! [`Cluster`](flotilla_client::Cluster), and rebuilds immutable routing tables that it
+//! swaps atomically (a request loads the current one and takes no lock). With them it
+//! routes pods' outgoing requests to Services in process ([`Proxy::forward`]), serves
+//! the NodePort and LoadBalancer listeners (and writes LoadBalancer Services'
+//! `status.loadBalancer`, as k3s' ServiceLB does), and serves Ingress on one HTTP and one
+//! HTTPS listener (rustls, certificates by SNI). Requests are balanced over ready
+//! endpoints round robin, least-request or power-of-two-choices
+//! (`flotilla.dev/load-balancer`), with client-IP session affinity.
+//!
+//! It reaches pods only through [`Kubelets`](flotilla_client::Kubelets) (`proxy` of the
+//! node an endpoint names): it must not depend on the runtime or the node agent, nor
+//! maintain EndpointSlices (the EndpointSlice controller does), nor allocate cluster IPs
+//! or node ports (the API server does). The only objects it writes are the `status` of
+//! LoadBalancer Services.
+//!
+//! Requests reach a pod in origin form (`/path?query`) with a `Host` header (from the
+//! HTTP/2 `:authority` when the client sent none), without hop-by-hop headers, with an
+//! `x-request-id`; requests from the listeners also carry `X-Forwarded-For` (appended),
+//! `X-Forwarded-Proto` and `X-Forwarded-Host`.
+
+mod balancer;
+mod config;
+mod dispatch;
+mod error;
+mod ingress;
+mod listener;
+mod proxy;
+mod snapshot;
+mod tls;
+mod watcher;
+
+#[cfg(test)]
+mod tests;
+
+pub use crate::config::ProxyConfig;
+pub use crate::error::{ProxyError, Result};
+pub use crate::proxy::Proxy;
