@@ -32,7 +32,14 @@ async fn apply_a_directory_then_configure_then_unchanged() -> Result<()> {
     }
     let unchanged = ok(&server, &["apply", "-f", &manifests])?;
     assert!(unchanged.contains("deployment.apps/hello unchanged"), "{unchanged}");
-    assert!(!unchanged.contains("configured"), "{unchanged}");
+    // Secrets written with `stringData` show "configured" on every apply, as with
+    // kube-apiserver (kubernetes#87736: the server folds stringData into data, so the
+    // client's three-way diff always sees it missing); everything else is unchanged.
+    for line in unchanged.lines().filter(|l| l.contains("configured")) {
+        assert!(line.starts_with("secret/"), "{unchanged}");
+    }
+    let secret = ok(&server, &["get", "secret", "hello-secret", "-n", "hello", "-o", "jsonpath={.data.API_KEY}"])?;
+    assert_eq!(secret, "bm90LWEtcmVhbC1rZXk=", "stringData is stored as data, base64");
 
     let edited = std::fs::read_to_string(repo_root().join("manifests/hello/20-deployment.yaml"))?
         .replace("replicas: 3", "replicas: 2")

@@ -28,6 +28,7 @@ pub use resources::{
 };
 pub use selector::{FieldSelector, LabelSelector};
 pub use validation::{NameRule, is_dns1123_label, is_dns1123_subdomain, validate_path_segment_name};
+pub use workloads::fold_secret_string_data;
 
 /// The Kubernetes version whose API Flotilla serves (k8s-openapi's `v1_37` feature).
 pub const KUBERNETES_VERSION: (u32, u32) = (1, 37);

@@ -318,7 +318,8 @@ fn validate_data_keys(object: &Value, sections: &[&str]) -> Vec<FieldError> {
             } else if key.len() > 253 {
                 errors.push(FieldError::too_long(&at, 253));
             }
-            if !seen.insert(key.as_str()) {
+            // A Secret's `stringData` overrides `data` key by key: not a duplicate.
+            if !seen.insert(key.as_str()) && *section != "stringData" {
                 errors.push(FieldError::duplicate(at, key));
             }
         }
@@ -412,6 +413,23 @@ fn default_template(spec: &mut Value) {
 /// Fills in the fields kube-apiserver defaults on every write of `kind`, so objects
 /// read back the way kubectl and controllers expect (`Secret.type: Opaque`, a
 /// Deployment's strategy, a Service port's protocol, ...).
+/// A Secret's `stringData` merged into `data` (base64), winning over the same key there,
+/// and removed: it is write-only, as in kube-apiserver, so it is never stored or served.
+pub fn fold_secret_string_data(secret: &mut Value) {
+    let string_data = secret.as_object_mut().and_then(|o| o.remove("stringData"));
+    let Some(Value::Object(string_data)) = string_data else { return };
+    use base64::Engine as _;
+    if !secret["data"].is_object() {
+        secret["data"] = Value::Object(serde_json::Map::new());
+    }
+    if let Some(data) = secret["data"].as_object_mut() {
+        for (key, value) in string_data {
+            let text = value.as_str().unwrap_or_default();
+            data.insert(key, Value::from(base64::engine::general_purpose::STANDARD.encode(text)));
+        }
+    }
+}
+
 pub(crate) fn apply_defaults(kind: &str, object: &mut Value) {
     let percent = |p: &str| Value::from(p);
     match kind {
@@ -491,6 +509,13 @@ mod tests {
 
     fn deployment(spec: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": spec})
+    }
+
+    #[test]
+    fn string_data_is_written_into_data() {
+        let mut secret = json!({"data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new", "c": "see"}});
+        fold_secret_string_data(&mut secret);
+        assert_eq!(secret, json!({"data": {"a": "bmV3", "keep": "eA==", "c": "c2Vl"}}));
     }
 
     #[test]

@@ -234,6 +234,10 @@ fn validate(rt: &ResourceType, object: Value, options: &WriteOptions) -> Result<
             unknown.into_iter().for_each(|w| options.warn(w));
         }
     }
+    let mut canonical = canonical;
+    if rt.kind == "Secret" && rt.group.is_empty() {
+        flotilla_api::fold_secret_string_data(&mut canonical);
+    }
     Ok(canonical)
 }
 
