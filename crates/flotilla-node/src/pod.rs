@@ -11,6 +11,9 @@ use std::time::Duration;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
 use tracing::Instrument as _;
 
+/// How long a deleted pod keeps taking new requests while Services drop it.
+const ENDPOINT_DRAIN: Duration = Duration::from_secs(1);
+
 /// How long a new pod's first status write waits for its containers to start.
 const FIRST_STATUS_WAIT: Duration = Duration::from_millis(100);
 
@@ -294,6 +297,11 @@ impl Worker {
             self.write_status(statuses, host_ip, start_time, written).await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
+        // Requests routed before the proxies saw the pod leave its Services keep arriving
+        // for a moment (their tables lag, as kube-proxy's do): the pod still takes them
+        // for up to ENDPOINT_DRAIN of its grace period, as a server that keeps serving
+        // after SIGTERM does, then finishes what is in flight.
+        tokio::time::sleep(Duration::from_secs(grace).min(ENDPOINT_DRAIN)).await;
         while handles.iter().any(|h| h.in_flight() > 0) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
