@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod crud;
 mod durability;
+mod ingress;
 mod kubectl;
 mod pods;
 mod python_client;

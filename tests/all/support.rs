@@ -52,6 +52,21 @@ impl Server {
         self.data_dir.path()
     }
 
+    /// The Ingress's plain-HTTP listener.
+    pub fn ingress_http(&self) -> Result<std::net::SocketAddr> {
+        self.process.ingress_http.context("the server has no HTTP Ingress listener")
+    }
+
+    /// The Ingress's HTTPS listener.
+    pub fn ingress_https(&self) -> Result<std::net::SocketAddr> {
+        self.process.ingress_https.context("the server has no HTTPS Ingress listener")
+    }
+
+    /// The loopback address this server's NodePort and LoadBalancer Services listen on.
+    pub fn service_address(&self) -> std::net::IpAddr {
+        self.process.service_address
+    }
+
     /// `kill -9`: no chance to flush or clean up.
     pub fn kill(&mut self) -> Result<()> {
         self.process.kill()
@@ -288,4 +303,53 @@ pub async fn pod_request(
     let full = format!("/api/v1/namespaces/default/pods/{name}/proxy{path}");
     let response = client.send(method, &full, "text/plain", body.as_bytes().to_vec()).await?;
     Ok((response.status.as_u16(), String::from_utf8_lossy(&response.body).into_owned()))
+}
+
+/// A plain HTTP/1.1 client for the data plane (Ingress, NodePort, LoadBalancer), keeping
+/// connections alive as a load generator would.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build_http();
+        HttpClient { client }
+    }
+
+    /// `GET http://ADDR/PATH` with `Host: host`: (status, body).
+    pub async fn get(&self, addr: std::net::SocketAddr, host: &str, path: &str) -> Result<(u16, String)> {
+        use http_body_util::BodyExt as _;
+        let request = http::Request::get(format!("http://{addr}{path}"))
+            .header(http::header::HOST, host)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .context("no answer within 30 s")??;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// Polls `check` every 50 ms until it answers `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await? {
+            return Ok(found);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

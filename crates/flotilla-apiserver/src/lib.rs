@@ -88,6 +88,9 @@ pub struct Running {
     pub kubeconfig: PathBuf,
     /// The file holding the token node agents join with (`flotilla agent --token`).
     pub join_token: PathBuf,
+    /// The node token (the secret of the join token): what this process's components
+    /// present to other nodes' kubelet APIs.
+    pub node_token: String,
     /// The in-process client of this server, for the components `flotilla server` runs.
     pub cluster: LocalCluster,
     /// Ends when the server stops accepting connections.
@@ -133,7 +136,14 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let tls = (!config.insecure_http).then(|| tokio_rustls::TlsAcceptor::from(identity.tls.clone()));
     tracing::info!(addr = %local_addr, scheme, "API server listening");
     let task = tokio::spawn(accept_loop(listener, tls, state));
-    Ok(Running { local_addr, kubeconfig: paths.kubeconfig, join_token: paths.join_token, cluster, task })
+    Ok(Running {
+        local_addr,
+        kubeconfig: paths.kubeconfig,
+        join_token: paths.join_token,
+        node_token: identity.node_token.clone(),
+        cluster,
+        task,
+    })
 }
 
 async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: Arc<http::ApiState>) {

@@ -34,6 +34,8 @@ pub struct AgentCommand {
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log_level: String,
     #[command(flatten)]
+    proxy: super::proxy::ProxyArgs,
+    #[command(flatten)]
     node: NodeArgs,
 }
 
@@ -87,7 +89,14 @@ impl AgentCommand {
         config.host_ip = node_ip.to_string();
         config.kubelet_port = kubelet_addr.port();
         let name = config.name.clone();
-        let node = flotilla_node::Node::start(Arc::new(client), runtime, images, config).await?;
+        let cluster: Arc<dyn flotilla_client::Cluster> = Arc::new(client);
+        let node = flotilla_node::Node::start(cluster.clone(), runtime.clone(), images, config).await?;
+        // kube-proxy's part on this node: NodePorts, LoadBalancers and in-process Service
+        // calls from its pods; no Ingress (the server's node serves it).
+        let kubelets = flotilla_client::Kubelets::default();
+        kubelets.register(node.name(), Arc::new(node.clone()));
+        tokio::spawn(kubelets.clone().follow_nodes(cluster.clone(), secret.to_string()));
+        let _proxy = super::proxy::start(&self.proxy, cluster, kubelets, &runtime, None, None).await?;
         tokio::spawn(flotilla_node::server::serve(node, listener, secret.to_string()));
         // Scripts and tests wait for this line.
         println!("flotilla agent: node {name} joined {} (kubelet API on {kubelet_addr})", self.server);

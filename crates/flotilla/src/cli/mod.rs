@@ -8,6 +8,7 @@ mod get;
 mod image;
 mod logs;
 mod port_forward;
+mod proxy;
 mod rollout;
 mod server;
 

@@ -64,6 +64,15 @@ pub struct ServerCommand {
     /// The range Service node ports come from (kube-apiserver's flag).
     #[arg(long, env = "FLOTILLA_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767")]
     service_node_port_range: flotilla_apiserver::NodePortRange,
+    /// The Ingress listener for plain HTTP (empty: none).
+    #[arg(long, env = "FLOTILLA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: super::proxy::OptionalAddr,
+    /// The Ingress listener for HTTPS, with certificates from the Ingresses' TLS Secrets
+    /// (empty: none).
+    #[arg(long, env = "FLOTILLA_HTTPS_ADDR", default_value = "127.0.0.1:8443")]
+    https_addr: super::proxy::OptionalAddr,
+    #[command(flatten)]
+    proxy: super::proxy::ProxyArgs,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -199,8 +208,21 @@ impl ServerCommand {
         let controllers = Arc::new(cluster.with_field_manager("kube-controller-manager"));
         tokio::spawn(flotilla_controllers::run(controllers, controllers_config));
         let node_cluster = Arc::new(cluster.with_field_manager(&format!("kubelet/{}", node_config.name)));
-        let node = flotilla_node::Node::start(node_cluster, runtime, images, node_config).await?;
+        let node = flotilla_node::Node::start(node_cluster, runtime.clone(), images, node_config).await?;
         kubelets.register(node.name(), Arc::new(node.clone()));
+        let proxy_cluster: Arc<dyn flotilla_client::Cluster> = Arc::new(cluster.with_field_manager("flotilla-proxy"));
+        // Pods on agents are reached through their kubelet API, with the node token.
+        tokio::spawn(kubelets.clone().follow_nodes(proxy_cluster.clone(), running.node_token.clone()));
+        super::proxy::ensure_ingress_class(proxy_cluster.as_ref(), "flotilla").await?;
+        let proxy = super::proxy::start(
+            &self.proxy,
+            proxy_cluster,
+            kubelets.clone(),
+            &runtime,
+            self.http_addr.0,
+            self.https_addr.0,
+        )
+        .await?;
         if !self.manifests.is_empty() {
             let client = crate::client::Client::from_kubeconfig(&running.kubeconfig)?;
             let namespace = client.default_namespace.clone();
@@ -209,8 +231,13 @@ impl ServerCommand {
                 .context("applying --manifests")?;
         }
         // Scripts and tests wait for this line: the kubeconfig is written and the API serves.
+        let ingress = [("http", proxy.http_addr()), ("https", proxy.https_addr())]
+            .into_iter()
+            .filter_map(|(scheme, addr)| Some(format!("{scheme}://{}", addr?)))
+            .collect::<Vec<_>>();
+        let ingress = if ingress.is_empty() { "none".to_string() } else { ingress.join(" ") };
         println!(
-            "flotilla API server listening on {} (kubeconfig: {}, node join token: {})",
+            "flotilla API server listening on {} (kubeconfig: {}, node join token: {}, ingress: {ingress})",
             running.local_addr,
             running.kubeconfig.display(),
             running.join_token.display()
