@@ -2,7 +2,9 @@
 //! token, runs the pods bound to it, and answers the API server's logs and proxy
 //! requests over its own kubelet API.
 
-use crate::support::{Server, container_status, create, flotilla_bin, is_ready, pod, pod_request, wait_for_pod};
+use crate::support::{
+    HttpClient, Server, container_status, create, eventually, flotilla_bin, is_ready, pod, pod_request, wait_for_pod,
+};
 use anyhow::{Context as _, Result};
 use http::Method;
 use serde_json::json;
@@ -84,6 +86,28 @@ async fn an_agent_joins_with_the_token_and_runs_pods_on_its_node() -> Result<()>
     assert!(running["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.245.")), "{running:#}");
     let (code, body) = pod_request(client, "remote", Method::GET, "/", "").await?;
     assert_eq!((code, body.trim()), (200, "hi from remote"));
+
+    // The server's Ingress reaches the pod on the other node through its kubelet API.
+    create(
+        client,
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "remote", "namespace": "default"},
+            "spec": {"selector": {"app": "remote"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    )
+    .await?;
+    create(
+        client,
+        &json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "remote", "namespace": "default"},
+            "spec": {"defaultBackend": {"service": {"name": "remote", "port": {"number": 80}}}}}),
+    )
+    .await?;
+    let http = HttpClient::new();
+    let ingress = server.ingress_http()?;
+    let answer = eventually("the remote pod through the Ingress", Duration::from_secs(30), || async {
+        let (code, body) = http.get(ingress, "any.host", "/").await?;
+        Ok((code == 200).then_some(body))
+    })
+    .await?;
+    assert_eq!(answer.trim(), "hi from remote");
 
     let mut batch = pod("remote-batch", "batch", "Never", json!({"nodeName": "second"}));
     batch["spec"]["containers"][0]["env"] = json!([{"name": "LIMIT", "value": "100"}]);
