@@ -139,7 +139,10 @@ impl Proxy {
     /// Whether a request from a pod in `namespace` to this authority is for a cluster
     /// Service: `SVC`, `SVC.NS`, `SVC.NS.svc`, `SVC.NS.svc.<cluster_domain>` (short names
     /// resolve in `namespace`, like DNS search paths), or `CLUSTER_IP[:PORT]`; the port
-    /// defaults to 80 and must be a port of the Service.
+    /// defaults to 80 and must be a port of the Service. One pod of a headless Service
+    /// (`clusterIP: None`) is `HOST.SVC[.NS[.svc[.<cluster_domain>]]]`, HOST being its
+    /// `spec.hostname` under `spec.subdomain: SVC`, or its name; headless names take any
+    /// port, as DNS would give the pods' own addresses.
     pub fn is_service_host(&self, namespace: &str, authority: &http::uri::Authority) -> bool {
         let snapshot = self.shared.snapshot.load();
         snapshot.resolve_authority(namespace, authority, &self.shared.config.cluster_domain).is_some()

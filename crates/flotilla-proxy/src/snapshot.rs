@@ -24,6 +24,9 @@ const DEFAULT_AFFINITY_TIMEOUT: Duration = Duration::from_secs(10800);
 pub(crate) struct Endpoint {
     pub(crate) namespace: Arc<str>,
     pub(crate) pod: Arc<str>,
+    /// Its name under a headless Service: the EndpointSlice's `hostname` (the pod's
+    /// `spec.hostname` under its `spec.subdomain`), else the pod's name.
+    pub(crate) hostname: Arc<str>,
     pub(crate) node: Arc<str>,
     /// The node's agent when the snapshot was built (looked up again if it had none).
     pub(crate) kubelet: Option<Arc<dyn Kubelet>>,
@@ -37,6 +40,7 @@ impl Endpoint {
         Endpoint {
             namespace: Arc::from("default"),
             pod: Arc::from(pod),
+            hostname: Arc::from(pod),
             node: Arc::from("node"),
             kubelet: None,
             in_flight: Arc::default(),
@@ -121,6 +125,11 @@ pub(crate) struct LoadBalancerStatus {
 pub(crate) struct Snapshot {
     /// By namespace, then name.
     services: HashMap<String, HashMap<String, Arc<Service>>>,
+    /// The pods of headless Services, each as a Service of one endpoint: by namespace,
+    /// then `HOSTNAME.SERVICE` (cluster DNS's per-pod records of a headless Service).
+    headless_pods: HashMap<String, HashMap<String, Arc<Service>>>,
+    /// `(namespace, name)` of the headless Services.
+    headless_services: HashSet<(String, String)>,
     by_cluster_ip: HashMap<IpAddr, Arc<Service>>,
     pub(crate) node_ports: HashMap<u16, Route>,
     pub(crate) load_balancer_ports: HashMap<u16, Route>,
@@ -150,7 +159,11 @@ impl Snapshot {
         self.services.get(namespace)?.get(name)
     }
 
-    /// The Service and port index a pod in `namespace` means by `authority`.
+    /// The Service and port index a pod in `namespace` means by `authority`, resolved
+    /// as cluster DNS with the pod's search path would: `SVC`, `SVC.NS`, `SVC.NS.svc`,
+    /// `SVC.NS.svc.DOMAIN`, a ClusterIP, and for a headless Service one pod of it as
+    /// `HOST.SVC`, `HOST.SVC.NS`, `HOST.SVC.NS.svc[.DOMAIN]`. A headless Service has no
+    /// port of its own (DNS gives pod addresses): any port reaches it.
     pub(crate) fn resolve_authority(
         &self,
         namespace: &str,
@@ -160,8 +173,8 @@ impl Snapshot {
         let port = authority.port_u16().unwrap_or(80);
         let host = authority.host();
         let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        let service = match literal.parse::<IpAddr>() {
-            Ok(ip) => self.by_cluster_ip.get(&ip)?,
+        let (service, headless) = match literal.parse::<IpAddr>() {
+            Ok(ip) => (self.by_cluster_ip.get(&ip)?, false),
             Err(_) => {
                 let host = host.strip_suffix('.').unwrap_or(host);
                 let lower;
@@ -171,35 +184,78 @@ impl Snapshot {
                 } else {
                     host
                 };
-                let (name, rest) = match host.split_once('.') {
-                    Some((name, rest)) => (name, Some(rest)),
-                    None => (host, None),
-                };
-                let namespace = match rest {
-                    None => namespace,
-                    Some(rest) => {
-                        let (ns, suffix) = match rest.split_once('.') {
-                            Some((ns, suffix)) => (ns, Some(suffix)),
-                            None => (rest, None),
-                        };
-                        match suffix {
-                            None => ns,
-                            Some("svc") => ns,
-                            Some(suffix)
-                                if suffix.strip_prefix("svc.").is_some_and(|domain| domain == cluster_domain) =>
-                            {
-                                ns
-                            }
-                            Some(_) => return None,
-                        }
-                    }
-                };
-                self.service(namespace, name)?
+                self.resolve_name(namespace, host, cluster_domain)?
             }
         };
-        let index = service.ports.iter().position(|p| p.port == port)?;
+        let index = match service.ports.iter().position(|p| p.port == port) {
+            Some(index) => index,
+            None if headless && !service.ports.is_empty() => 0,
+            None => return None,
+        };
         Some((service, index))
     }
+
+    /// A DNS name (lowercase, no trailing dot) → the Service, and whether it is headless.
+    fn resolve_name(&self, namespace: &str, host: &str, cluster_domain: &str) -> Option<(&Arc<Service>, bool)> {
+        let service = |ns: &str, name: &str| {
+            let service = self.service(ns, name)?;
+            Some((service, self.is_headless(ns, name)))
+        };
+        let pod = |ns: &str, hostname: &str, name: &str| {
+            let pods = self.headless_pods.get(ns)?;
+            pods.get(&format!("{hostname}.{name}")).map(|pod| (pod, true))
+        };
+        // The fully qualified forms end in `svc` or `svc.DOMAIN`.
+        let qualified = host
+            .strip_suffix(cluster_domain)
+            .and_then(|h| h.strip_suffix(".svc."))
+            .or_else(|| host.strip_suffix(".svc"));
+        let labels: Vec<&str> = qualified.unwrap_or(host).split('.').collect();
+        match (qualified.is_some(), labels.as_slice()) {
+            (true, [name, ns]) => service(ns, name),
+            (true, [hostname, name, ns]) => pod(ns, hostname, name),
+            (false, [name]) => service(namespace, name),
+            // `A.B`: the search path tries pod A of headless Service B here first, then
+            // Service A of namespace B.
+            (false, [first, second]) => pod(namespace, first, second).or_else(|| service(second, first)),
+            (false, [hostname, name, ns]) => pod(ns, hostname, name),
+            _ => None,
+        }
+    }
+
+    fn is_headless(&self, namespace: &str, name: &str) -> bool {
+        self.headless_services.contains(&(namespace.to_string(), name.to_string()))
+    }
+}
+
+/// Each pod of a headless Service as a Service of its own (same ports, that one
+/// endpoint), keyed `HOSTNAME.SERVICE`.
+fn pods_of_headless(service: &Service, name: &str) -> Vec<(String, Arc<Service>)> {
+    let mut hostnames: Vec<&Endpoint> = service.ports.iter().flat_map(|p| p.endpoints.iter()).collect();
+    hostnames.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    hostnames.dedup_by(|a, b| a.hostname == b.hostname);
+    hostnames
+        .into_iter()
+        .map(|endpoint| {
+            let ports = service
+                .ports
+                .iter()
+                .map(|port| ServicePort {
+                    name: port.name.clone(),
+                    port: port.port,
+                    endpoints: port.endpoints.iter().filter(|e| e.pod == endpoint.pod).cloned().collect(),
+                })
+                .collect();
+            let pod = Service {
+                id: Arc::from(format!("{}/{}", service.id, endpoint.hostname)),
+                ports,
+                policy: Policy::RoundRobin,
+                affinity: None,
+                counter: Arc::default(),
+            };
+            (format!("{}.{name}", endpoint.hostname), Arc::new(pod))
+        })
+        .collect()
 }
 
 /// The objects a snapshot is built from.
@@ -371,6 +427,13 @@ impl Builder {
                     );
                 }
             }
+            if spec["clusterIP"] == "None" {
+                snapshot.headless_services.insert((namespace.to_string(), name.to_string()));
+                let pods = snapshot.headless_pods.entry(namespace.to_string()).or_default();
+                for (key, pod) in pods_of_headless(&service, name) {
+                    pods.entry(key).or_insert(pod);
+                }
+            }
             snapshot.services.entry(namespace.to_string()).or_default().insert(name.to_string(), service);
         }
         self.in_flight = in_flight;
@@ -480,9 +543,11 @@ impl Builder {
                         (name, kubelet)
                     }
                 };
+                let hostname = endpoint["hostname"].as_str().filter(|h| !h.is_empty()).unwrap_or(pod);
                 let built = Endpoint {
                     namespace: Arc::from(pod_namespace),
                     pod: Arc::from(pod),
+                    hostname: Arc::from(hostname),
                     node,
                     kubelet,
                     in_flight: counter,
@@ -709,6 +774,45 @@ mod tests {
         ] {
             assert_eq!(resolve("default", not_a_service), None, "{not_a_service}");
         }
+    }
+
+    #[test]
+    fn headless_services_resolve_per_pod() {
+        let ready = json!({"ready": true});
+        let mut named = ep("db-0-pod", ready.clone());
+        named["hostname"] = json!("db-0");
+        let inputs = Inputs {
+            services: vec![
+                service("db", json!({"clusterIP": "None", "ports": [{"name": "sql", "port": 5432}]})),
+                service("web", json!({"clusterIP": "10.96.0.5", "ports": [{"port": 80}]})),
+            ],
+            slices: vec![slice("db", Some("sql"), json!([named, ep("db-1-pod", ready.clone())]))],
+            ..Inputs::default()
+        };
+        let snapshot = builder().build(&inputs);
+        let resolve = |ns: &str, authority: &str| {
+            let authority: http::uri::Authority = authority.parse().expect("an authority");
+            snapshot.resolve_authority(ns, &authority, "cluster.local").map(|(s, _)| {
+                let pods: Vec<String> = s.ports[0].endpoints.iter().map(|e| e.pod.to_string()).collect();
+                (s.id.to_string(), pods)
+            })
+        };
+        let db_0 = Some(("default/db/db-0".to_string(), vec!["db-0-pod".to_string()]));
+        // The pod's hostname under its subdomain, in every form the search path knows.
+        assert_eq!(resolve("default", "db-0.db"), db_0);
+        assert_eq!(resolve("default", "db-0.db:5432"), db_0);
+        assert_eq!(resolve("other", "db-0.db.default"), db_0);
+        assert_eq!(resolve("other", "db-0.db.default.svc"), db_0);
+        assert_eq!(resolve("other", "db-0.db.default.svc.cluster.local"), db_0);
+        // A pod without a hostname goes by its name.
+        assert_eq!(resolve("default", "db-1-pod.db").map(|(_, pods)| pods), Some(vec!["db-1-pod".to_string()]));
+        // The headless Service itself spreads over its pods, on any port (DNS gives pods).
+        let all = resolve("default", "db:8080").expect("the headless service");
+        assert_eq!((all.0.as_str(), all.1.len()), ("default/db", 2));
+        // A ClusterIP Service keeps its ports, and `A.B` still means Service A of namespace B.
+        assert_eq!(resolve("default", "web:8080"), None);
+        assert_eq!(resolve("default", "db-2.db"), None);
+        assert_eq!(resolve("default", "web.default").map(|(id, _)| id), Some("default/web".to_string()));
     }
 
     #[test]
