@@ -96,3 +96,33 @@ pub async fn ensure_ingress_class(cluster: &dyn Cluster, name: &str) -> anyhow::
         Err(e) => Err(e).with_context(|| format!("creating IngressClass {name}")),
     }
 }
+
+/// A `curl` to try for each host the Ingresses serve (printed after `--manifests`).
+pub async fn try_lines(
+    cluster: &dyn Cluster,
+    http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+) -> Vec<String> {
+    let rt = flotilla_client::resource("networking.k8s.io/v1", "Ingress");
+    let Ok(list) = cluster.list(rt, None, &Default::default()).await else { return Vec::new() };
+    let mut lines = Vec::new();
+    for ingress in list["items"].as_array().into_iter().flatten() {
+        let name = flotilla_client::object_name(ingress);
+        let tls_hosts: Vec<&str> = ingress["spec"]["tls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|t| t["hosts"].as_array().into_iter().flatten().filter_map(|h| h.as_str()))
+            .collect();
+        for host in ingress["spec"]["rules"].as_array().into_iter().flatten().filter_map(|r| r["host"].as_str()) {
+            if let Some(addr) = http_addr {
+                lines.push(format!("ingress {name}: curl -H 'Host: {host}' http://{addr}/"));
+            }
+            if let Some(addr) = https_addr.filter(|_| tls_hosts.contains(&host)) {
+                let resolve = format!("{host}:{}:{}", addr.port(), addr.ip());
+                lines.push(format!("ingress {name}: curl -k --resolve {resolve} https://{host}:{}/", addr.port()));
+            }
+        }
+    }
+    lines
+}

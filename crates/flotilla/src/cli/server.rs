@@ -229,6 +229,9 @@ impl ServerCommand {
             super::apply::apply_files(&client, &self.manifests, None, &namespace)
                 .await
                 .context("applying --manifests")?;
+            for line in super::proxy::try_lines(&cluster, proxy.http_addr(), proxy.https_addr()).await {
+                println!("{line}");
+            }
         }
         // Scripts and tests wait for this line: the kubeconfig is written and the API serves.
         let ingress = [("http", proxy.http_addr()), ("https", proxy.https_addr())]
