@@ -23,6 +23,9 @@ pub enum Error {
         #[source]
         source: ApiError,
     },
+    /// The metrics a decision needs could not be read.
+    #[error("{0}")]
+    Metrics(String),
 }
 
 impl Error {
@@ -35,6 +38,7 @@ impl Error {
     pub fn api_error(&self) -> Option<&ApiError> {
         match self {
             Error::Api { source, .. } | Error::Batch { source, .. } => Some(source),
+            Error::Metrics(_) => None,
         }
     }
 }

@@ -32,6 +32,7 @@ mod error;
 mod events;
 mod expectations;
 mod gc;
+mod hpa;
 mod job;
 mod meta;
 mod nodelifecycle;
@@ -41,6 +42,7 @@ mod replicaset;
 
 pub use crate::clock::{AcceleratedClock, Clock, SystemClock};
 pub use crate::error::{Error, Result};
+pub use crate::hpa::{HpaConfig, PodMetricsSource, PodValues};
 pub use crate::nodelifecycle::{NodeLifecycleConfig, UNREACHABLE_TAINT};
 pub use crate::pipeline::{Action, RunnerConfig};
 
@@ -79,6 +81,9 @@ pub struct ControllersConfig {
     pub endpoint_slice_controller: bool,
     /// Run the Endpoints controller.
     pub endpoints_controller: bool,
+    /// Run the HorizontalPodAutoscaler controller (only with a metrics source).
+    pub hpa_controller: bool,
+    pub hpa: HpaConfig,
     /// The time CronJobs are scheduled by (the system clock; tests accelerate it).
     pub clock: Arc<dyn Clock>,
     /// Run the node lifecycle controller, judging nodes as this says.
@@ -89,7 +94,7 @@ pub struct ControllersConfig {
 impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
     /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, `daemonset`,
-    /// `cronjob`, `endpointslice`, `endpoint`, each disabled with a leading `-`; an empty
+    /// `cronjob`, `endpointslice`, `endpoint`, `horizontalpodautoscaling`, each disabled with a leading `-`; an empty
     /// list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
@@ -103,6 +108,7 @@ impl ControllersConfig {
             ("cronjob", &mut self.cron_job_controller),
             ("endpointslice", &mut self.endpoint_slice_controller),
             ("endpoint", &mut self.endpoints_controller),
+            ("horizontalpodautoscaling", &mut self.hpa_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
@@ -119,6 +125,7 @@ impl ControllersConfig {
             "cronjob",
             "endpointslice",
             "endpoint",
+            "horizontalpodautoscaling",
         ];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
@@ -145,6 +152,8 @@ impl Default for ControllersConfig {
             cron_job_controller: true,
             endpoint_slice_controller: true,
             endpoints_controller: true,
+            hpa_controller: true,
+            hpa: HpaConfig::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -261,7 +270,13 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
         }
     };
     tracing::info!("controllers started");
-    tokio::join!(rs, deploy, gc, nodes, jobs, daemons, cron_jobs, endpoint_slices, endpoints);
+    let autoscalers = async {
+        if config.hpa_controller && config.hpa.metrics.is_some() {
+            let hpas = informer("autoscaling/v2", "HorizontalPodAutoscaler");
+            hpa::HpaController::run(cluster.clone(), hpas, pods.clone(), config.hpa.clone(), config.replica_sets).await;
+        }
+    };
+    tokio::join!(rs, deploy, gc, nodes, jobs, daemons, cron_jobs, endpoint_slices, endpoints, autoscalers);
 }
 
 #[cfg(test)]

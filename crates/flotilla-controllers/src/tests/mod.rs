@@ -6,6 +6,7 @@ mod cronjob;
 mod deployment;
 mod endpointslice;
 mod gc;
+mod hpa;
 mod pipeline;
 mod replicaset;
 
