@@ -67,6 +67,8 @@ struct History {
     recommendations: VecDeque<(Instant, i64)>,
     /// (when, replicas added (+) or removed (-)).
     scale_events: VecDeque<(Instant, i64)>,
+    /// The target's replicas when last seen.
+    last_seen: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -459,6 +461,7 @@ impl Reconciler<ObjectKey> for HpaController {
         let now = Instant::now();
         let (up, down) = (rules(&hpa, true), rules(&hpa, false));
         let new_replicas = if current == 0 {
+            self.history().entry(key.clone()).or_default().last_seen = Some(0);
             0
         } else {
             let mut history = self.history();
@@ -466,6 +469,12 @@ impl Reconciler<ObjectKey> for HpaController {
             let longest = up.window.max(down.window).max(Duration::from_secs(600));
             history.recommendations.retain(|(at, _)| now.duration_since(*at) <= longest);
             history.scale_events.retain(|(at, _)| now.duration_since(*at) <= longest);
+            if history.last_seen == Some(0) {
+                // Woken from zero by a request: it stays up for a scale-down window
+                // before it may sleep again, however idle the metrics look yet.
+                history.recommendations.clear();
+                history.recommendations.push_back((now, current));
+            }
             let mut up_recommendation = desired;
             let mut down_recommendation = desired;
             for (at, replicas) in &history.recommendations {
@@ -520,6 +529,7 @@ impl Reconciler<ObjectKey> for HpaController {
             if bounded != current {
                 history.scale_events.push_back((now, bounded - current));
             }
+            history.last_seen = Some(bounded);
             bounded
         };
 

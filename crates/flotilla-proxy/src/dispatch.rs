@@ -172,6 +172,15 @@ pub(crate) async fn dispatch(
 }
 
 async fn send(shared: &Shared, route: Route, client: Option<IpAddr>, parts: Parts, body: Body) -> Response<Body> {
+    let route = match (&route.service.wake, route.port().endpoints.is_empty()) {
+        (Some(deployment), true) => match crate::wake::wake(shared, &route, deployment).await {
+            Ok(woken) => woken,
+            Err(why) => {
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, format!("service {}: {why}", route.service.id));
+            }
+        },
+        _ => route,
+    };
     let service = &route.service;
     let port = route.port();
     let endpoints = &port.endpoints;

@@ -236,6 +236,7 @@ mod tests {
                 policy: Policy::RoundRobin,
                 affinity: None,
                 counter: Arc::default(),
+                wake: None,
             })
         })
     }

@@ -16,7 +16,8 @@
 //! node an endpoint names): it must not depend on the runtime or the node agent, nor
 //! maintain EndpointSlices (the EndpointSlice controller does), nor allocate cluster IPs
 //! or node ports (the API server does). The only objects it writes are the `status` of
-//! LoadBalancer Services.
+//! LoadBalancer Services, and the scale of a Deployment it wakes from zero for a
+//! request (`wake`).
 //!
 //! Requests reach a pod in origin form (`/path?query`) with a `Host` header (from the
 //! HTTP/2 `:authority` when the client sent none), without hop-by-hop headers, with an
@@ -32,6 +33,7 @@ mod listener;
 mod proxy;
 mod snapshot;
 mod tls;
+mod wake;
 mod watcher;
 
 #[cfg(test)]

@@ -45,6 +45,13 @@ pub(crate) struct Shared {
     pub(crate) http: hyper_util::server::conn::auto::Builder<TokioExecutor>,
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) request_ids: AtomicU64,
+    /// Bumped after each routing-table swap (what a request waiting for a woken
+    /// Deployment's first endpoint waits on).
+    pub(crate) rebuilt: watch::Sender<u64>,
+    /// Writes the scale of Deployments woken from zero.
+    pub(crate) cluster: Arc<dyn Cluster>,
+    /// The Deployments being woken now (`namespace/name`), so one request scales each.
+    pub(crate) waking: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
     ready: watch::Receiver<bool>,
@@ -106,6 +113,9 @@ impl Proxy {
             http,
             tls,
             request_ids: AtomicU64::new(1),
+            rebuilt: watch::channel(0).0,
+            cluster: cluster.clone(),
+            waking: std::sync::Mutex::default(),
             http_addr: http_listener.as_ref().map(|(_, addr)| *addr),
             https_addr: https_listener.as_ref().map(|(_, addr)| *addr),
             ready,

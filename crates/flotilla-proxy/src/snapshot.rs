@@ -69,6 +69,10 @@ pub(crate) struct Service {
     pub(crate) affinity: Option<Arc<Affinity>>,
     /// The turn counter of round robin, shared by every snapshot.
     pub(crate) counter: Arc<AtomicUsize>,
+    /// The Deployment (same namespace) to scale up from zero when a request finds no
+    /// endpoint: one whose pods the Service selects and that may sit at zero (an HPA
+    /// with `minReplicas: 0` targets it, or it is annotated `flotilla.dev/scale-to-zero`).
+    pub(crate) wake: Option<Arc<str>>,
 }
 
 /// A Service port a request goes to.
@@ -252,6 +256,7 @@ fn pods_of_headless(service: &Service, name: &str) -> Vec<(String, Arc<Service>)
                 policy: Policy::RoundRobin,
                 affinity: None,
                 counter: Arc::default(),
+                wake: None,
             };
             (format!("{}.{name}", endpoint.hostname), Arc::new(pod))
         })
@@ -266,6 +271,8 @@ pub(crate) struct Inputs {
     pub(crate) ingresses: Vec<Arc<Value>>,
     pub(crate) classes: Vec<Arc<Value>>,
     pub(crate) secrets: Vec<Arc<Value>>,
+    pub(crate) deployments: Vec<Arc<Value>>,
+    pub(crate) autoscalers: Vec<Arc<Value>>,
 }
 
 /// What a Service keeps from one snapshot to the next.
@@ -398,6 +405,7 @@ impl Builder {
                 policy,
                 affinity: state.affinity.clone(),
                 counter: state.counter.clone(),
+                wake: crate::wake::target(object, &inputs.deployments, &inputs.autoscalers),
             });
 
             let ips = spec["clusterIPs"].as_array().into_iter().flatten().chain(std::iter::once(&spec["clusterIP"]));

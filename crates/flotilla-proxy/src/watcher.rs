@@ -29,6 +29,8 @@ struct Informers {
     ingresses: Informer,
     classes: Informer,
     secrets: Informer,
+    deployments: Informer,
+    autoscalers: Informer,
 }
 
 impl Informers {
@@ -47,11 +49,21 @@ impl Informers {
                 None,
                 ListParams::fields("type=kubernetes.io/tls"),
             ),
+            deployments: all("apps/v1", "Deployment"),
+            autoscalers: all("autoscaling/v2", "HorizontalPodAutoscaler"),
         }
     }
 
-    fn each(&self) -> [&Informer; 5] {
-        [&self.services, &self.slices, &self.ingresses, &self.classes, &self.secrets]
+    fn each(&self) -> [&Informer; 7] {
+        [
+            &self.services,
+            &self.slices,
+            &self.ingresses,
+            &self.classes,
+            &self.secrets,
+            &self.deployments,
+            &self.autoscalers,
+        ]
     }
 
     fn inputs(&self) -> Inputs {
@@ -61,6 +73,8 @@ impl Informers {
             ingresses: self.ingresses.list(),
             classes: self.classes.list(),
             secrets: self.secrets.list(),
+            deployments: self.deployments.list(),
+            autoscalers: self.autoscalers.list(),
         }
     }
 }
@@ -112,6 +126,7 @@ pub(crate) async fn run(cluster: Arc<dyn Cluster>, shared: Arc<Shared>, ready: w
         let started = std::time::Instant::now();
         let snapshot = Arc::new(builder.build(&informers.inputs()));
         shared.snapshot.store(snapshot.clone());
+        shared.rebuilt.send_modify(|generation| *generation += 1);
         ready.send_replace(true);
         tracing::trace!(elapsed = ?started.elapsed(), "routes rebuilt");
         listeners.reconcile(&snapshot.listeners, &shared).await;
