@@ -22,6 +22,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The server's metrics could not be registered (their names are taken in the
+    /// registry given).
+    #[error("registering the API server's metrics")]
+    Metrics(#[source] prometheus::Error),
     /// The store failed while bootstrapping.
     #[error("the store failed")]
     Store(#[from] flotilla_store::Error),

@@ -5,7 +5,7 @@ use crate::registry::{
     DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions, parse_resource_version,
 };
 use crate::watch::{self, WatchQuery};
-use crate::{discovery, openapi, protobuf, strategic, tables};
+use crate::{discovery, metrics, openapi, protobuf, strategic, tables};
 use bytes::Bytes;
 use flotilla_api::{
     ApiError, FieldSelector, Format, LabelSelector, Reason, ResourceType, Subresource, decode_object, encode,
@@ -46,6 +46,10 @@ pub struct ApiState {
     /// Where pushed images are kept (`DIR/NAME/TAG.wasm`).
     pub images_dir: std::path::PathBuf,
     pub request_ids: AtomicU64,
+    /// Requests are counted here.
+    pub metrics: crate::metrics::ApiMetrics,
+    /// What `/metrics` serves.
+    pub metrics_registry: prometheus::Registry,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -92,6 +96,9 @@ fn error_response(error: &ApiError, format: Format) -> Response<Body> {
 pub async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let id = state.request_ids.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("request", id, method = %request.method(), path = %request.uri().path());
+    let started = std::time::Instant::now();
+    let (verb, resource) =
+        metrics::request_info(request.method(), request.uri().path(), request.uri().query(), request.headers());
     let format = response_format(request.headers()).unwrap_or(Format::Json);
     let response = async {
         match route(&state, request).await {
@@ -104,6 +111,7 @@ pub async fn handle(state: Arc<ApiState>, request: Request<Incoming>) -> Result<
     }
     .instrument(span)
     .await;
+    state.metrics.observe(verb, resource, response.status(), started.elapsed());
     Ok(response)
 }
 
@@ -278,6 +286,9 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
     }
     // OpenAPI documents have their own media types (kubectl asks for v2 in protobuf only).
     match segments.as_slice() {
+        // Prometheus scrapes with a bearer token, as kube-apiserver's /metrics wants.
+        ["metrics"] if request.method() == Method::GET => return serve_metrics(state),
+        ["metrics"] => return Err(method_not_allowed(request.method())),
         ["openapi", "v3"] => return ok(openapi::index()),
         ["openapi", "v3", rest @ ..] => {
             let gv = rest.join("/");
@@ -330,6 +341,15 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
     let span = tracing::debug_span!("object", resource = target.rt.plural, object = %format!("{}/{}", target.namespace.as_deref().unwrap_or(""), target.name.as_deref().unwrap_or("")));
     let table = tables::wants_table(accept);
     serve_resource(state, request, target, format, table).instrument(span).await
+}
+
+/// Every metric family of the process, in Prometheus' text format.
+fn serve_metrics(state: &ApiState) -> Result<Response<Body>, ApiError> {
+    let text = metrics::encode(&state.metrics_registry)
+        .map_err(|e| ApiError::internal(format!("encoding the metrics failed: {e}")))?;
+    let mut response = Response::new(full(text));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(metrics::CONTENT_TYPE));
+    Ok(response)
 }
 
 /// How much of an oversized body is read and thrown away before answering 413, so that

@@ -15,6 +15,7 @@ mod http;
 mod images;
 mod kubelet;
 mod local;
+mod metrics;
 mod namespaces;
 mod openapi;
 mod pki;
@@ -60,6 +61,9 @@ pub struct Config {
     pub service_cidr: ServiceCidr,
     /// The range Service node ports come from (`--service-node-port-range`).
     pub service_node_port_range: NodePortRange,
+    /// Where the server registers its metrics (`apiserver_*`), and what `/metrics`
+    /// serves: every family of this registry, the other components' too.
+    pub metrics: prometheus::Registry,
 }
 
 impl Config {
@@ -75,6 +79,7 @@ impl Config {
             kubelets: flotilla_client::Kubelets::default(),
             service_cidr: ServiceCidr::default(),
             service_node_port_range: NodePortRange::default(),
+            metrics: prometheus::Registry::new(),
         }
     }
 }
@@ -102,7 +107,9 @@ pub struct Running {
 pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let paths = PkiPaths::new(&config.data_dir);
     let identity = pki::load_or_create(&config.data_dir, &config.tls_names)?;
-    let registry = Registry::with_service_ranges(store, config.service_cidr, config.service_node_port_range);
+    let metrics = metrics::ApiMetrics::register(&config.metrics).map_err(Error::Metrics)?;
+    let registry = Registry::with_service_ranges(store, config.service_cidr, config.service_node_port_range)
+        .with_metrics(metrics.clone());
     namespaces::bootstrap(&registry).await.map_err(|e| Error::Tls(format!("bootstrapping namespaces: {e}")))?;
 
     let listener =
@@ -131,6 +138,8 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         kubelets: config.kubelets.clone(),
         images_dir: config.data_dir.join("images"),
         request_ids: AtomicU64::new(1),
+        metrics,
+        metrics_registry: config.metrics.clone(),
     });
     let cluster = LocalCluster::new(state.registry.clone(), namespace_poke);
     let tls = (!config.insecure_http).then(|| tokio_rustls::TlsAcceptor::from(identity.tls.clone()));

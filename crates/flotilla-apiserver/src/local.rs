@@ -7,8 +7,10 @@ use crate::watch::{self, WatchQuery};
 use async_trait::async_trait;
 use flotilla_api::{ApiError, FieldSelector, LabelSelector, ResourceType, Subresource};
 use flotilla_client::{Cluster, DeleteParams, ListParams, Patch, Watch, WatchEvent};
+use http::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::Notify;
 
 /// The API server's registry as a [`Cluster`]. Cheap to clone.
@@ -30,6 +32,25 @@ impl LocalCluster {
         LocalCluster { field_manager: manager.to_string(), ..self.clone() }
     }
 
+    /// Counts an in-process request as the HTTP edge counts one, and passes its result on.
+    fn counted<T>(
+        &self,
+        verb: &str,
+        rt: &ResourceType,
+        started: Instant,
+        result: Result<T, ApiError>,
+        ok: StatusCode,
+    ) -> Result<T, ApiError> {
+        if let Some(metrics) = self.registry.metrics() {
+            let code = match &result {
+                Ok(_) => ok,
+                Err(error) => StatusCode::from_u16(error.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            };
+            metrics.observe(verb, rt.plural, code, started.elapsed());
+        }
+        result
+    }
+
     fn write_options(&self) -> WriteOptions {
         WriteOptions { field_manager: self.field_manager.clone(), ..WriteOptions::default() }
     }
@@ -46,14 +67,18 @@ fn subresource(rt: &ResourceType, name: Option<&str>) -> Result<Option<Subresour
     match name {
         None => Ok(None),
         Some("status") => Ok(Some(Subresource::Status)),
-        Some(other) => Err(ApiError::bad_request(format!("{} has no writable subresource \"{other}\"", rt.plural))),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("{} has no writable subresource \"{other}\" here", rt.plural)))
+        }
     }
 }
 
 #[async_trait]
 impl Cluster for LocalCluster {
     async fn get(&self, rt: &'static ResourceType, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
-        self.registry.get(rt, namespace, name).await
+        let started = Instant::now();
+        let result = self.registry.get(rt, namespace, name).await;
+        self.counted("GET", rt, started, result, StatusCode::OK)
     }
 
     async fn list(
@@ -62,8 +87,13 @@ impl Cluster for LocalCluster {
         namespace: Option<&str>,
         params: &ListParams,
     ) -> Result<Value, ApiError> {
-        let (labels, fields) = selectors(rt, params)?;
-        self.registry.list(rt, namespace, &ListQuery { labels, fields, ..ListQuery::default() }).await
+        let started = Instant::now();
+        let result = async {
+            let (labels, fields) = selectors(rt, params)?;
+            self.registry.list(rt, namespace, &ListQuery { labels, fields, ..ListQuery::default() }).await
+        }
+        .await;
+        self.counted("LIST", rt, started, result, StatusCode::OK)
     }
 
     async fn watch(
@@ -73,25 +103,30 @@ impl Cluster for LocalCluster {
         params: &ListParams,
         resource_version: &str,
     ) -> Result<Watch, ApiError> {
-        let (labels, fields) = selectors(rt, params)?;
-        let resource_version = match resource_version {
-            "" | "0" => None,
-            rv => Some(crate::registry::parse_resource_version(rv)?),
-        };
-        let query = WatchQuery {
-            labels,
-            fields,
-            resource_version,
-            allow_bookmarks: true,
-            timeout: None,
-            send_initial_events: false,
-        };
-        let emit = |event_type: &'static str, object: Value| match WatchEvent::from_parts(event_type, object) {
-            Some(event) => Ok(event),
-            None => Err(ApiError::gone("the watch must be restarted from a new list")),
-        };
-        let events = watch::start(self.registry.clone(), rt, namespace.map(str::to_string), query, emit).await?;
-        Ok(Watch::new(events))
+        let started = Instant::now();
+        let result = async {
+            let (labels, fields) = selectors(rt, params)?;
+            let resource_version = match resource_version {
+                "" | "0" => None,
+                rv => Some(crate::registry::parse_resource_version(rv)?),
+            };
+            let query = WatchQuery {
+                labels,
+                fields,
+                resource_version,
+                allow_bookmarks: true,
+                timeout: None,
+                send_initial_events: false,
+            };
+            let emit = |event_type: &'static str, object: Value| match WatchEvent::from_parts(event_type, object) {
+                Some(event) => Ok(event),
+                None => Err(ApiError::gone("the watch must be restarted from a new list")),
+            };
+            let events = watch::start(self.registry.clone(), rt, namespace.map(str::to_string), query, emit).await?;
+            Ok(Watch::new(events))
+        }
+        .await;
+        self.counted("WATCH", rt, started, result, StatusCode::OK)
     }
 
     async fn create(
@@ -100,7 +135,9 @@ impl Cluster for LocalCluster {
         namespace: Option<&str>,
         object: &Value,
     ) -> Result<Value, ApiError> {
-        self.registry.create(rt, namespace, object.clone(), &self.write_options()).await
+        let started = Instant::now();
+        let result = self.registry.create(rt, namespace, object.clone(), &self.write_options()).await;
+        self.counted("CREATE", rt, started, result, StatusCode::CREATED)
     }
 
     async fn replace(
@@ -111,8 +148,13 @@ impl Cluster for LocalCluster {
         object: &Value,
         subresource_name: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let sub = subresource(rt, subresource_name)?;
-        self.registry.update(rt, namespace, name, object.clone(), sub, &self.write_options()).await
+        let started = Instant::now();
+        let result = async {
+            let sub = subresource(rt, subresource_name)?;
+            self.registry.update(rt, namespace, name, object.clone(), sub, &self.write_options()).await
+        }
+        .await;
+        self.counted("UPDATE", rt, started, result, StatusCode::OK)
     }
 
     async fn patch(
@@ -123,12 +165,39 @@ impl Cluster for LocalCluster {
         patch: &Patch,
         subresource_name: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let sub = subresource(rt, subresource_name)?;
-        let patch = match patch {
-            Patch::Merge(merge) => PatchType::Merge(merge),
-            Patch::Json(ops) => PatchType::Json(ops),
-        };
-        self.registry.patch(rt, namespace, name, patch, sub, &self.write_options()).await
+        let started = Instant::now();
+        let result = async {
+            if subresource_name == Some("scale") && rt.has_subresource(Subresource::Scale) {
+                // The scale subresource: the patch applies to the Scale, as over HTTP.
+                let options = self.write_options();
+                let scaled = self.registry.update_scale(rt, namespace, name, &options, |mut scale| {
+                    match patch {
+                        Patch::Merge(merge) => json_patch::merge(&mut scale, merge),
+                        Patch::Json(ops) => {
+                            let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| {
+                                ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}"))
+                            })?;
+                            json_patch::patch(&mut scale, &ops).map_err(|e| {
+                                ApiError::new(
+                                    flotilla_api::Reason::Invalid,
+                                    format!("the JSON patch could not be applied: {e}"),
+                                )
+                            })?;
+                        }
+                    }
+                    Ok(scale)
+                });
+                return scaled.await;
+            }
+            let sub = subresource(rt, subresource_name)?;
+            let patch = match patch {
+                Patch::Merge(merge) => PatchType::Merge(merge),
+                Patch::Json(ops) => PatchType::Json(ops),
+            };
+            self.registry.patch(rt, namespace, name, patch, sub, &self.write_options()).await
+        }
+        .await;
+        self.counted("PATCH", rt, started, result, StatusCode::OK)
     }
 
     async fn delete(
@@ -138,19 +207,24 @@ impl Cluster for LocalCluster {
         name: &str,
         params: &DeleteParams,
     ) -> Result<Value, ApiError> {
-        let options = DeleteOptions {
-            propagation_policy: params.propagation_policy.clone(),
-            precondition_uid: params.precondition_uid.clone(),
-            grace_period_seconds: params.grace_period_seconds,
-            ..DeleteOptions::default()
-        };
-        let deleted = self.registry.delete(rt, namespace, name, &options).await?;
-        if rt.kind == "Namespace" {
-            self.namespace_poke.notify_one();
+        let started = Instant::now();
+        let result = async {
+            let options = DeleteOptions {
+                propagation_policy: params.propagation_policy.clone(),
+                precondition_uid: params.precondition_uid.clone(),
+                grace_period_seconds: params.grace_period_seconds,
+                ..DeleteOptions::default()
+            };
+            let deleted = self.registry.delete(rt, namespace, name, &options).await?;
+            if rt.kind == "Namespace" {
+                self.namespace_poke.notify_one();
+            }
+            Ok(match deleted {
+                Deleted::Gone(object) | Deleted::Pending(object) => object,
+            })
         }
-        Ok(match deleted {
-            Deleted::Gone(object) | Deleted::Pending(object) => object,
-        })
+        .await;
+        self.counted("DELETE", rt, started, result, StatusCode::OK)
     }
 
     async fn create_subresource(
@@ -161,9 +235,16 @@ impl Cluster for LocalCluster {
         subresource: &str,
         body: &Value,
     ) -> Result<Value, ApiError> {
-        match (rt.kind, subresource) {
-            ("Pod", "binding") => self.registry.bind(namespace.unwrap_or("default"), name, body).await,
-            _ => Err(ApiError::bad_request(format!("{} has no subresource \"{subresource}\" to create", rt.plural))),
+        let started = Instant::now();
+        let result = async {
+            match (rt.kind, subresource) {
+                ("Pod", "binding") => self.registry.bind(namespace.unwrap_or("default"), name, body).await,
+                _ => {
+                    Err(ApiError::bad_request(format!("{} has no subresource \"{subresource}\" to create", rt.plural)))
+                }
+            }
         }
+        .await;
+        self.counted("CREATE", rt, started, result, StatusCode::CREATED)
     }
 }

@@ -11,6 +11,7 @@ use flotilla_store::{KeyValue, ListOptions, Store};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
+use crate::metrics::ApiMetrics;
 use crate::services::{Allocation, NodePortRange, ServiceAllocator, ServiceCidr};
 
 /// Names of the namespaces that always exist and may not be deleted.
@@ -25,6 +26,8 @@ pub struct Registry {
     store: Arc<dyn Store>,
     /// Service cluster IPs and node ports (see `services.rs`).
     services: Arc<ServiceAllocator>,
+    /// Where requests and watchers are counted, once the server has registered them.
+    metrics: Option<ApiMetrics>,
 }
 
 /// A patch, told apart by the request's Content-Type.
@@ -285,7 +288,16 @@ impl Registry {
     /// The registry over `store`, allocating Service cluster IPs from `cidr` and node
     /// ports from `node_ports`.
     pub fn with_service_ranges(store: Arc<dyn Store>, cidr: ServiceCidr, node_ports: NodePortRange) -> Self {
-        Self { store, services: Arc::new(ServiceAllocator::new(cidr, node_ports)) }
+        Self { store, services: Arc::new(ServiceAllocator::new(cidr, node_ports)), metrics: None }
+    }
+
+    /// The same registry, counting requests and watchers in `metrics`.
+    pub(crate) fn with_metrics(self, metrics: ApiMetrics) -> Self {
+        Self { metrics: Some(metrics), ..self }
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&ApiMetrics> {
+        self.metrics.as_ref()
     }
 
     /// The range Service cluster IPs come from.

@@ -78,7 +78,10 @@ pub async fn start<T: Send + 'static>(
 
     let api_version = rt.api_version();
     let kind = rt.kind;
+    let registered = registry.metrics().map(|metrics| metrics.watcher(rt.plural));
     let task = async move {
+        // Counted in `apiserver_registered_watchers` until the watch ends.
+        let _registered = registered;
         for object in initial {
             if tx.send(emit("ADDED", object)).await.is_err() {
                 return;

@@ -30,11 +30,13 @@ mod endpoints;
 mod endpointslice;
 mod error;
 mod events;
+mod eventttl;
 mod expectations;
 mod gc;
 mod hpa;
 mod job;
 mod meta;
+mod metrics;
 mod nodelifecycle;
 mod pipeline;
 mod queue;
@@ -81,6 +83,9 @@ pub struct ControllersConfig {
     pub endpoint_slice_controller: bool,
     /// Run the Endpoints controller.
     pub endpoints_controller: bool,
+    /// Delete Events older than `event_ttl` (kube-apiserver's `--event-ttl`).
+    pub event_ttl_controller: bool,
+    pub event_ttl: Duration,
     /// Run the HorizontalPodAutoscaler controller (only with a metrics source).
     pub hpa_controller: bool,
     pub hpa: HpaConfig,
@@ -89,12 +94,15 @@ pub struct ControllersConfig {
     /// Run the node lifecycle controller, judging nodes as this says.
     pub node_lifecycle_controller: bool,
     pub node_lifecycle: NodeLifecycleConfig,
+    /// Where the controllers register their metrics (`workqueue_*`, `controller_*`); by
+    /// default a registry of their own that nobody reads.
+    pub metrics: prometheus::Registry,
 }
 
 impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
     /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, `daemonset`,
-    /// `cronjob`, `endpointslice`, `endpoint`, `horizontalpodautoscaling`, each disabled with a leading `-`; an empty
+    /// `cronjob`, `endpointslice`, `endpoint`, `horizontalpodautoscaling`, `eventttl`, each disabled with a leading `-`; an empty
     /// list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
@@ -109,6 +117,7 @@ impl ControllersConfig {
             ("endpointslice", &mut self.endpoint_slice_controller),
             ("endpoint", &mut self.endpoints_controller),
             ("horizontalpodautoscaling", &mut self.hpa_controller),
+            ("eventttl", &mut self.event_ttl_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
@@ -126,6 +135,7 @@ impl ControllersConfig {
             "endpointslice",
             "endpoint",
             "horizontalpodautoscaling",
+            "eventttl",
         ];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
@@ -154,7 +164,10 @@ impl Default for ControllersConfig {
             endpoints_controller: true,
             hpa_controller: true,
             hpa: HpaConfig::default(),
+            event_ttl_controller: true,
+            event_ttl: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
+            metrics: prometheus::Registry::new(),
         }
     }
 }
@@ -276,7 +289,30 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             hpa::HpaController::run(cluster.clone(), hpas, pods.clone(), config.hpa.clone(), config.replica_sets).await;
         }
     };
-    tokio::join!(rs, deploy, gc, nodes, jobs, daemons, cron_jobs, endpoint_slices, endpoints, autoscalers);
+    let event_ttl = async {
+        if config.event_ttl_controller {
+            eventttl::run(cluster.clone(), informer("v1", "Event"), config.event_ttl).await;
+        }
+    };
+    let metrics = metrics::ControllerMetrics::register(&config.metrics)
+        .inspect_err(|error| tracing::error!(%error, "the controllers' metrics could not be registered"))
+        .ok();
+    let all = async {
+        tokio::join!(
+            rs,
+            deploy,
+            gc,
+            nodes,
+            jobs,
+            daemons,
+            cron_jobs,
+            endpoint_slices,
+            endpoints,
+            autoscalers,
+            event_ttl
+        );
+    };
+    pipeline::with_metrics(metrics, all).await;
 }
 
 #[cfg(test)]

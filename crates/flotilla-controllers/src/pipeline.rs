@@ -11,8 +11,12 @@
 //! The pipeline keeps no state about objects: a reconcile reads the informers' caches
 //! and writes through the API, so any number of lost or repeated triggers only cost
 //! work. A resync or a lagging feed enqueues every primary key.
+//!
+//! It also keeps every controller's metrics (see [`crate::metrics`]): its queue's adds,
+//! depth and retries, and its reconciles' results and durations.
 
 use crate::error::Result;
+use crate::metrics::{ControllerMetrics, ReconcileMetrics};
 use crate::queue::WorkQueue;
 use flotilla_client::{Change, Informer};
 use serde_json::Value;
@@ -27,6 +31,22 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
+
+tokio::task_local! {
+    /// The metrics every pipeline run within [`with_metrics`] counts in. Scoped to
+    /// [`crate::run`]'s task rather than passed through each controller's constructor,
+    /// so that the controllers (and the `Copy` [`RunnerConfig`] they pass on) need not
+    /// know of it: the pipeline alone keeps them.
+    static METRICS: ControllerMetrics;
+}
+
+/// Runs `future` (the controllers) with every pipeline in it counting in `metrics`.
+pub(crate) async fn with_metrics<F: Future>(metrics: Option<ControllerMetrics>, future: F) -> F::Output {
+    match metrics {
+        Some(metrics) => METRICS.scope(metrics, future).await,
+        None => future.await,
+    }
+}
 
 /// What a reconcile asks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +138,8 @@ where
             informer.synced().await;
         }
         let config = self.config;
-        let mut queue = WorkQueue::new(config.backoff_base, config.backoff_max);
+        let (queue_metrics, reconciles) = METRICS.try_with(|metrics| metrics.controller(self.name)).ok().unzip();
+        let mut queue = WorkQueue::new(config.backoff_base, config.backoff_max).with_metrics(queue_metrics);
         for key in (self.all_keys)() {
             queue.add(key);
         }
@@ -133,9 +154,14 @@ where
                 let span = tracing::info_span!("reconcile", controller = self.name, object = %key);
                 let reconciler = reconciler.clone();
                 let task_key = key.clone();
+                let duration = reconciles.as_ref().map(|r| r.duration.clone());
                 let handle = tasks.spawn(
                     async move {
+                        let started = Instant::now();
                         let result = reconciler.reconcile(&task_key).await;
+                        if let Some(duration) = duration {
+                            duration.observe(started.elapsed().as_secs_f64());
+                        }
                         (task_key, result)
                     }
                     .instrument(span),
@@ -166,6 +192,9 @@ where
                         },
                     };
                     queue.done(&key);
+                    if let Some(reconciles) = &reconciles {
+                        count(reconciles, result.as_ref());
+                    }
                     match result {
                         Some(Ok(Action::AwaitChange)) => queue.forget(&key),
                         Some(Ok(Action::Requeue(after))) => {
@@ -199,6 +228,15 @@ where
             Trigger::Keys(keys) => keys.into_iter().for_each(|key| queue.add(key)),
             Trigger::All => (self.all_keys)().into_iter().for_each(|key| queue.add(key)),
         }
+    }
+}
+
+/// Counts a reconcile by its result (a panic, `None`, is an error).
+fn count(metrics: &ReconcileMetrics, result: Option<&Result<Action>>) {
+    match result {
+        Some(Ok(Action::AwaitChange)) => metrics.success.inc(),
+        Some(Ok(Action::Requeue(_))) => metrics.requeue_after.inc(),
+        Some(Err(_)) | None => metrics.error.inc(),
     }
 }
 

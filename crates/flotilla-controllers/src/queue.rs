@@ -10,13 +10,17 @@
 //!   success.
 //!
 //! Pure state and no clock of its own: the runner passes `Instant`s in, so tests drive it
-//! with any times they like.
+//! with any times they like. With [`QueueMetrics`] it counts adds and retries and keeps
+//! its depth (keys waiting to run: queued, and added again while running) as client-go's
+//! workqueue does.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 use tokio::time::Instant;
+
+use crate::metrics::QueueMetrics;
 
 #[derive(Debug)]
 pub(crate) struct WorkQueue<K> {
@@ -34,6 +38,7 @@ pub(crate) struct WorkQueue<K> {
     failures: HashMap<K, u32>,
     backoff_base: Duration,
     backoff_max: Duration,
+    metrics: Option<QueueMetrics>,
 }
 
 impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
@@ -48,16 +53,43 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
             failures: HashMap::new(),
             backoff_base,
             backoff_max,
+            metrics: None,
         }
+    }
+
+    /// The same queue, counting in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Option<QueueMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Queues `key` now.
     pub(crate) fn add(&mut self, key: K) {
+        if self.enqueue(key)
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.adds.inc();
+        }
+        self.update_depth();
+    }
+
+    /// Queues `key` now (after it ran, if it is running); answers whether it was not
+    /// waiting to run already.
+    fn enqueue(&mut self, key: K) -> bool {
         self.waiting.remove(&key);
         if self.active.contains(&key) {
-            self.dirty.insert(key);
+            self.dirty.insert(key)
         } else if self.queued.insert(key.clone()) {
             self.ready.push_back(key);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn update_depth(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.depth.set(i64::try_from(self.ready.len() + self.dirty.len()).unwrap_or(i64::MAX));
         }
     }
 
@@ -108,6 +140,7 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
         let key = self.ready.pop_front()?;
         self.queued.remove(&key);
         self.active.insert(key.clone());
+        self.update_depth();
         Some(key)
     }
 
@@ -115,13 +148,18 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
     pub(crate) fn done(&mut self, key: &K) {
         self.active.remove(key);
         if self.dirty.remove(key) {
-            self.add(key.clone());
+            // Counted as an add when it was added while running.
+            self.enqueue(key.clone());
+            self.update_depth();
         }
     }
 
     /// Counts a failure of `key` and answers how long to wait before the next try:
     /// `base * 2^(failures - 1)`, at most the maximum.
     pub(crate) fn failed(&mut self, key: &K) -> Duration {
+        if let Some(metrics) = &self.metrics {
+            metrics.retries.inc();
+        }
         let failures = self.failures.entry(key.clone()).or_insert(0);
         *failures = failures.saturating_add(1);
         let exponent = (*failures - 1).min(30);
@@ -220,6 +258,35 @@ mod tests {
         assert_eq!(q.pop(), None);
         q.done(&"a");
         assert_eq!(q.pop(), Some("a"));
+    }
+
+    #[test]
+    fn adds_depth_and_retries_are_counted_as_client_go_counts_them() -> Result<(), prometheus::Error> {
+        let registry = prometheus::Registry::new();
+        let (metrics, _) = crate::metrics::ControllerMetrics::register(&registry)?.controller("test");
+        let mut q = queue().with_metrics(Some(metrics.clone()));
+        let t0 = Instant::now();
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        assert_eq!((metrics.adds.get(), metrics.depth.get()), (2, 2), "a second add of a waiting key is no add");
+        assert_eq!(q.pop(), Some("a"));
+        assert_eq!(metrics.depth.get(), 1);
+        q.add("a");
+        q.add("a");
+        assert_eq!((metrics.adds.get(), metrics.depth.get()), (3, 2), "added again while running: once");
+        q.done(&"a");
+        assert_eq!((metrics.adds.get(), metrics.depth.get()), (3, 2), "its rerun is not another add");
+        assert_eq!(q.pop(), Some("b"));
+        assert_eq!(q.pop(), Some("a"));
+        assert_eq!(metrics.depth.get(), 0);
+        let wait = q.failed(&"a");
+        q.done(&"a");
+        q.add_at("a", t0 + wait, t0);
+        assert_eq!((metrics.retries.get(), metrics.depth.get()), (1, 0), "a delayed key is not in the depth yet");
+        q.promote(t0 + wait);
+        assert_eq!((metrics.adds.get(), metrics.depth.get()), (4, 1));
+        Ok(())
     }
 
     #[test]

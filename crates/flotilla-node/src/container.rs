@@ -9,10 +9,10 @@ use crate::Shared;
 use crate::images::ImageError;
 use crate::probes::{Probe, Tally};
 use crate::spec::{self, PodContext};
-use flotilla_runtime::{Exit, HttpPod, ImageKind, LogBuffer, LogStream};
+use flotilla_runtime::{CommandPod, Exit, HttpPod, ImageKind, LogBuffer, LogStream};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
 use tokio::time::Instant;
@@ -120,6 +120,72 @@ pub struct Slot {
     pub logs: LogBuffer,
     pub previous: Option<LogBuffer>,
     pub http: Option<HttpPod>,
+    /// What the container's runs used, for its metrics.
+    pub usage: Usage,
+}
+
+/// A run of a container, as the runtime made it.
+#[derive(Debug)]
+pub enum Run {
+    Http(HttpPod),
+    Command(CommandPod),
+}
+
+impl Run {
+    fn cpu_time(&self) -> Duration {
+        match self {
+            Run::Http(pod) => pod.cpu_time(),
+            Run::Command(pod) => pod.cpu_time(),
+        }
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        match self {
+            Run::Http(pod) => pod.memory_bytes(),
+            Run::Command(pod) => pod.memory_bytes(),
+        }
+    }
+
+    fn memory_peak_bytes(&self) -> u64 {
+        match self {
+            Run::Http(pod) => pod.memory_peak_bytes(),
+            Run::Command(pod) => pod.memory_peak_bytes(),
+        }
+    }
+}
+
+/// The CPU time and memory of a container over all its runs: the last run is kept (its
+/// instances gone, it holds no memory) until the next begins, and earlier runs are
+/// summed up, so CPU time only grows while the pod lives.
+#[derive(Debug, Default)]
+pub struct Usage {
+    last: Option<Run>,
+    cpu_before: Duration,
+    peak_before: u64,
+}
+
+impl Usage {
+    fn begin(&mut self, run: Run) {
+        if let Some(last) = self.last.replace(run) {
+            self.cpu_before += last.cpu_time();
+            self.peak_before = self.peak_before.max(last.memory_peak_bytes());
+        }
+    }
+
+    /// CPU time of every run so far.
+    pub fn cpu_time(&self) -> Duration {
+        self.cpu_before + self.last.as_ref().map_or(Duration::ZERO, Run::cpu_time)
+    }
+
+    /// Linear memory the live run's instances hold.
+    pub fn memory_bytes(&self) -> u64 {
+        self.last.as_ref().map_or(0, Run::memory_bytes)
+    }
+
+    /// The most linear memory any run held at once.
+    pub fn memory_peak_bytes(&self) -> u64 {
+        self.peak_before.max(self.last.as_ref().map_or(0, Run::memory_peak_bytes))
+    }
 }
 
 /// A container's slot and the channel a request reports a crash of its instance on.
@@ -128,6 +194,8 @@ pub struct Handle {
     pub slot: std::sync::Mutex<Slot>,
     pub crashes: mpsc::UnboundedSender<Crash>,
     pub in_flight: AtomicUsize,
+    /// The container's `restartCount`, for metrics.
+    pub restarts: AtomicU32,
 }
 
 /// A request that killed the instance serving it: for the container, a crash.
@@ -140,8 +208,20 @@ pub enum Crash {
 impl Handle {
     pub fn new(name: &str) -> (Arc<Handle>, mpsc::UnboundedReceiver<Crash>) {
         let (crashes, receiver) = mpsc::unbounded_channel();
-        let slot = Slot { name: name.to_string(), logs: LogBuffer::new(LOG_CAP_BYTES), previous: None, http: None };
-        (Arc::new(Handle { slot: std::sync::Mutex::new(slot), crashes, in_flight: AtomicUsize::new(0) }), receiver)
+        let slot = Slot {
+            name: name.to_string(),
+            logs: LogBuffer::new(LOG_CAP_BYTES),
+            previous: None,
+            http: None,
+            usage: Usage::default(),
+        };
+        let handle = Handle {
+            slot: std::sync::Mutex::new(slot),
+            crashes,
+            in_flight: AtomicUsize::new(0),
+            restarts: AtomicU32::new(0),
+        };
+        (Arc::new(handle), receiver)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
@@ -196,6 +276,7 @@ fn terminated(exit: &Exit, started_at: String) -> State {
 
 impl Runner {
     fn report(&self, status: &Status) {
+        self.handle.restarts.store(status.restart_count, Ordering::Relaxed);
         self.board.set(self.index, status);
     }
 
@@ -302,6 +383,7 @@ impl Runner {
             let ended = match image.kind() {
                 ImageKind::Command => match self.shared.runtime.command_pod(&image, spec, logs.clone()) {
                     Ok(pod) => {
+                        self.handle.lock().usage.begin(Run::Command(pod.clone()));
                         status.state = State::Running { started_at: started_at.clone() };
                         status.has_run = true;
                         status.started = true;
@@ -317,7 +399,11 @@ impl Runner {
                 },
                 ImageKind::Http => match self.shared.runtime.http_pod(&image, spec, logs.clone()) {
                     Ok(pod) => {
-                        self.handle.lock().http = Some(pod.clone());
+                        {
+                            let mut slot = self.handle.lock();
+                            slot.http = Some(pod.clone());
+                            slot.usage.begin(Run::Http(pod.clone()));
+                        }
                         status.state = State::Running { started_at: started_at.clone() };
                         status.has_run = true;
                         let ended = self.serve(&pod, &mut status, &mut stop, started_at).await;

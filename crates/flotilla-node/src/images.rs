@@ -13,6 +13,7 @@
 use flotilla_runtime::{Image, Runtime};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -70,6 +71,9 @@ struct Inner {
     remote: std::sync::OnceLock<flotilla_client::Client>,
     /// Compiled images by file, valid while the file's size and mtime stay the same.
     compiled: Mutex<HashMap<PathBuf, Compiled>>,
+    /// Loads served from `compiled`, and loads that compiled.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl ImageStore {
@@ -83,6 +87,8 @@ impl ImageStore {
             named: Mutex::new(HashMap::new()),
             remote: std::sync::OnceLock::new(),
             compiled: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         };
         ImageStore { inner: Arc::new(inner) }
     }
@@ -170,8 +176,10 @@ impl ImageStore {
         let (len, modified) = (meta.len(), meta.modified().ok());
         let cached = self.lock().get(&path).filter(|(l, m, _)| *l == len && *m == modified).map(|(_, _, i)| i.clone());
         if let Some(image) = cached {
+            self.inner.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(image);
         }
+        self.inner.misses.fetch_add(1, Ordering::Relaxed);
         let compiled = self
             .inner
             .runtime
@@ -189,6 +197,11 @@ impl ImageStore {
         let path = self.inner.dirs[0].join(&name).join(format!("{tag}.wasm"));
         write_atomically(&path, wasm).map_err(|e| ImageError::Invalid(format!("storing {}: {e}", path.display())))?;
         Ok(path)
+    }
+
+    /// How many loads found the image compiled already, and how many compiled it.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (self.inner.hits.load(Ordering::Relaxed), self.inner.misses.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Compiled>> {

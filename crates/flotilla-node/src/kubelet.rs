@@ -11,7 +11,7 @@ use flotilla_runtime::{BodyError, LogLine, PodError};
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -63,11 +63,15 @@ impl Node {
                 },
             )?;
         let request = request.map(|body| body.map_err(|e| BodyError::InternalError(Some(e.to_string()))));
+        let started = Instant::now();
         handle.in_flight.fetch_add(1, Ordering::AcqRel);
         let result = http.handle(request).await;
         handle.in_flight.fetch_sub(1, Ordering::AcqRel);
         match result {
-            Ok(response) => Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())),
+            Ok(response) => {
+                handles.requests.observe(response.status(), started.elapsed());
+                Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+            }
             Err(error) => {
                 match &error {
                     PodError::OutOfMemory => {
@@ -78,7 +82,9 @@ impl Node {
                     }
                     _ => {}
                 }
-                Ok(pod_error_response(&format!("{namespace}/{pod}"), &error))
+                let response = pod_error_response(&format!("{namespace}/{pod}"), &error);
+                handles.requests.observe(response.status(), started.elapsed());
+                Ok(response)
             }
         }
     }

@@ -15,6 +15,7 @@
 mod container;
 mod images;
 mod kubelet;
+mod metrics;
 mod pod;
 mod probes;
 pub mod server;
@@ -57,6 +58,9 @@ pub struct NodeConfig {
     pub backoff_max: Duration,
     /// How often the Node's Ready condition is renewed.
     pub heartbeat: Duration,
+    /// Where the agent registers its metrics (`kubelet_*`, `flotilla_node_*`,
+    /// `flotilla_pod_*`), and what its kubelet API's `/metrics` serves (all of it).
+    pub metrics: prometheus::Registry,
 }
 
 impl NodeConfig {
@@ -76,6 +80,7 @@ impl NodeConfig {
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             heartbeat: Duration::from_secs(10),
+            metrics: prometheus::Registry::new(),
         }
     }
 }
@@ -93,6 +98,10 @@ fn machine_memory() -> Option<u64> {
 pub enum NodeError {
     #[error("registering node {node}: {source}")]
     Register { node: String, source: ApiError },
+    /// The agent's metrics could not be registered (their names are taken in the
+    /// registry given).
+    #[error("registering the node agent's metrics")]
+    Metrics(#[source] prometheus::Error),
 }
 
 /// What every part of the agent shares.
@@ -104,6 +113,7 @@ pub(crate) struct Shared {
     pub config: NodeConfig,
     /// When this agent started: since then its Node has been Ready.
     pub started_at: String,
+    pub metrics: metrics::NodeMetrics,
 }
 
 /// A pod the agent runs.
@@ -138,13 +148,16 @@ impl Node {
         config: NodeConfig,
     ) -> Result<Node, NodeError> {
         let started_at = flotilla_api::timestamp_now();
-        let shared = Arc::new(Shared { cluster, runtime, images, config, started_at });
+        let metrics = metrics::NodeMetrics::register(&config.metrics).map_err(NodeError::Metrics)?;
+        let shared = Arc::new(Shared { cluster, runtime, images, config, started_at, metrics });
         register(&shared).await.map_err(|source| NodeError::Register { node: shared.config.name.clone(), source })?;
         let agent = Arc::new(Agent {
             shared: shared.clone(),
             pods: Mutex::new(HashMap::new()),
             ips_in_use: Mutex::new(HashSet::new()),
         });
+        metrics::NodeMetrics::register_collector(&shared.config.metrics, Arc::downgrade(&agent))
+            .map_err(NodeError::Metrics)?;
         tokio::spawn(heartbeat(Arc::downgrade(&agent)));
         let informer = Informer::start(
             shared.cluster.clone(),
@@ -168,11 +181,22 @@ impl Node {
     pub(crate) fn handles(&self, namespace: &str, name: &str) -> Option<Arc<pod::PodHandles>> {
         self.inner.lock().get(&ObjectKey::new(namespace, name)).map(|e| e.handles.clone())
     }
+
+    /// Every metric family of the agent's registry (its own and whatever else the
+    /// process registered there), in Prometheus' text format.
+    pub fn metrics_text(&self) -> Result<Vec<u8>, prometheus::Error> {
+        metrics::encode(&self.inner.shared.config.metrics)
+    }
 }
 
 impl Agent {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Entry>> {
         self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pods the agent runs now, with their handles.
+    fn pod_handles(&self) -> Vec<(ObjectKey, Arc<pod::PodHandles>)> {
+        self.lock().iter().map(|(key, entry)| (key.clone(), entry.handles.clone())).collect()
     }
 
     /// Starts, updates or replaces the worker of `pod`.
@@ -207,6 +231,7 @@ impl Agent {
     /// Stops a pod's worker (dropping its update channel stops its containers) and frees
     /// its address and directory.
     fn forget(&self, entry: Entry) {
+        entry.handles.requests.remove();
         entry.task.abort();
         drop(entry.updates);
         self.ips_in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&entry.ip);

@@ -4,6 +4,7 @@
 
 use crate::Shared;
 use crate::container::{Handle, Runner, State, Status};
+use crate::metrics::{PodRequests, PodStats};
 use flotilla_client::{DeleteParams, Patch, resource};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -49,6 +50,10 @@ impl Board {
 #[derive(Debug)]
 pub struct PodHandles {
     pub containers: Vec<Arc<Handle>>,
+    /// The pod's request series.
+    pub(crate) requests: PodRequests,
+    /// The pod's phase, for metrics.
+    pub(crate) stats: PodStats,
 }
 
 impl PodHandles {
@@ -164,12 +169,19 @@ pub fn start(
         handles.push(handle);
         receivers.push(crashes);
     }
-    let pod_handles = Arc::new(PodHandles { containers: handles.clone() });
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let pod_handles = Arc::new(PodHandles {
+        containers: handles.clone(),
+        requests: shared.metrics.pod(namespace, pod_name),
+        stats: PodStats::new(pod["status"]["phase"].as_str().unwrap_or("Pending")),
+    });
     let name = flotilla_client::object_name(&pod);
     let span = tracing::info_span!("pod", pod = %name, uid = %uid);
+    let worker = Worker { shared, pod, pod_ip, updates, handles: pod_handles.clone() };
     let task = tokio::spawn(
         async move {
-            Worker { shared, pod, pod_ip, updates }.run(containers, handles, receivers).await;
+            worker.run(containers, handles, receivers).await;
         }
         .instrument(span),
     );
@@ -181,6 +193,7 @@ struct Worker {
     pod: Arc<Value>,
     pod_ip: String,
     updates: watch::Receiver<Arc<Value>>,
+    handles: Arc<PodHandles>,
 }
 
 impl Worker {
@@ -320,6 +333,9 @@ impl Worker {
 
     async fn write_status(&self, statuses: &[Status], host_ip: &str, start_time: &str, written: &mut Value) {
         let status = pod_status(&self.pod, statuses, &self.pod_ip, host_ip, start_time);
+        if let Some(phase) = status["phase"].as_str() {
+            self.handles.stats.set_phase(phase, &self.shared.metrics);
+        }
         if status == *written {
             return;
         }

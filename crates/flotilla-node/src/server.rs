@@ -1,6 +1,7 @@
 //! The agent's own HTTP API, for an API server in another process (the kubelet port):
 //! `GET /containerLogs/NS/POD[/CONTAINER]` with `pods/log`'s query, and
-//! `/pods/NS/POD/proxy/PATH` into the pod. Every request needs the node token.
+//! `/pods/NS/POD/proxy/PATH` into the pod, and `/metrics` (the agent process's metrics,
+//! in Prometheus' text format). Every request needs the node token.
 
 use crate::Node;
 use flotilla_api::ApiError;
@@ -71,6 +72,15 @@ async fn route(node: &Node, request: Request<Incoming>) -> Result<Response<Body>
     let flag = |key: &str| query.get(key).is_some_and(|v| v == "true" || v == "1");
     let number = |key: &str| query.get(key).and_then(|v| v.parse::<u64>().ok());
     match segments.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["metrics"] if request.method() == http::Method::GET => {
+            let text =
+                node.metrics_text().map_err(|e| ApiError::internal(format!("encoding the metrics failed: {e}")))?;
+            let mut response = Response::new(full_body(text));
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+            Ok(response)
+        }
         ["containerLogs", namespace, pod, rest @ ..] if rest.len() <= 1 => {
             let options = LogOptions {
                 container: rest.first().filter(|c| !c.is_empty()).map(|c| c.to_string()),

@@ -81,6 +81,16 @@ impl CommandPod {
         self.inner.pod.cpu.used()
     }
 
+    /// Bytes of linear memory the pod's running instance holds now.
+    pub fn memory_bytes(&self) -> u64 {
+        self.inner.pod.memory.current()
+    }
+
+    /// The most linear memory the pod's runs have held.
+    pub fn memory_peak_bytes(&self) -> u64 {
+        self.inner.pod.memory.peak()
+    }
+
     /// Instantiates the component and calls `wasi:cli/run`. The future is `Send + 'static`
     /// (spawn it); dropping it kills the instance. The log is flushed (a last partial line
     /// becomes a line) but not closed; a trap, an OOM kill or the deadline add a last

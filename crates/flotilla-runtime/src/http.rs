@@ -74,6 +74,16 @@ impl HttpPod {
         self.inner.pod.cpu.used()
     }
 
+    /// Bytes of linear memory the pod's live request instances hold now (0 when idle).
+    pub fn memory_bytes(&self) -> u64 {
+        self.inner.pod.memory.current()
+    }
+
+    /// The most linear memory the pod's request instances have held at once.
+    pub fn memory_peak_bytes(&self) -> u64 {
+        self.inner.pod.memory.peak()
+    }
+
     /// Runs `req` in a fresh instance and returns its response once the component sets it;
     /// the body streams on while the instance runs. Waits while the pod is at its
     /// concurrency limit, and while it is out of CPU quota. A request without an

@@ -3,7 +3,7 @@
 //! instance's failure is told apart (trap, OOM, deadline).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
@@ -95,23 +95,75 @@ pub(crate) struct MemoryLimitExceeded {
 #[error("deadline exceeded")]
 pub(crate) struct DeadlineExceeded;
 
+/// The linear memory of a pod's live instances, all together, and the most it has been.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryAccount {
+    current: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl MemoryAccount {
+    /// Bytes of linear memory the pod's instances hold now.
+    pub(crate) fn current(&self) -> u64 {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// The most the pod's instances have held at once.
+    pub(crate) fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn grow(&self, bytes: u64) {
+        let now = self.current.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn shrink(&self, bytes: u64) {
+        self.current.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// An instance's memory limit and its share of the pod's [`MemoryAccount`]: every
+/// memory it creates or grows (wasmtime asks the limiter for both) is added, and all of it
+/// is given back when the instance's store is dropped.
 struct Limiter {
     memory_limit: usize,
     outcome: Arc<Outcome>,
+    account: Arc<MemoryAccount>,
+    /// Bytes this instance holds, counted in `account`.
+    held: u64,
+    /// The last growth approved, taken back if it then failed.
+    last_growth: u64,
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.account.shrink(self.held);
+    }
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.outcome.out_of_memory.store(true, Ordering::Relaxed);
             return Err(wasmtime::Error::new(MemoryLimitExceeded { limit: self.memory_limit, desired }));
         }
         // The component's own declared maximum fails `memory.grow` as wasm says.
-        Ok(maximum.is_none_or(|max| desired <= max))
+        let allowed = maximum.is_none_or(|max| desired <= max);
+        if allowed {
+            let growth = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
+            self.account.grow(growth);
+            self.held = self.held.saturating_add(growth);
+            self.last_growth = growth;
+        }
+        Ok(allowed)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
         // Approved but the pool slot could not hold it: also out of memory.
+        let growth = std::mem::take(&mut self.last_growth);
+        self.account.shrink(growth);
+        self.held = self.held.saturating_sub(growth);
         self.outcome.out_of_memory.store(true, Ordering::Relaxed);
         Err(error.context("growing linear memory failed"))
     }
@@ -133,6 +185,7 @@ pub(crate) struct PodContext {
     /// `spec.namespace`, or `default` when empty.
     namespace: Arc<str>,
     pub(crate) cpu: Arc<CpuAccount>,
+    pub(crate) memory: Arc<MemoryAccount>,
 }
 
 impl PodContext {
@@ -152,7 +205,8 @@ impl PodContext {
         let outbound = AllowedHosts::parse(&spec.allowed_outbound_hosts)?;
         let cpu = Arc::new(CpuAccount::new(spec.limits.cpu_millis));
         let namespace = if spec.namespace.is_empty() { "default" } else { spec.namespace.as_str() }.into();
-        let context = PodContext { spec, logs, memory_limit, outbound, router, namespace, cpu };
+        let memory = Arc::new(MemoryAccount::default());
+        let context = PodContext { spec, logs, memory_limit, outbound, router, namespace, cpu, memory };
         // Fail now, not per instance, if a preopened directory cannot be opened.
         context.new_store(engine, None)?;
         Ok(context)
@@ -174,7 +228,13 @@ impl PodContext {
                 deadline,
             ),
             table: ResourceTable::new(),
-            limiter: Limiter { memory_limit: self.memory_limit, outcome: outcome.clone() },
+            limiter: Limiter {
+                memory_limit: self.memory_limit,
+                outcome: outcome.clone(),
+                account: self.memory.clone(),
+                held: 0,
+                last_growth: 0,
+            },
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);

@@ -260,6 +260,17 @@ async fn mem_hog() {
     let (status, body) = text(pod.handle(get("/?mb=1")).await.expect("small request")).await;
     assert_eq!(status, 200);
     assert!(body.contains("allocated 1 MiB"), "{body}");
+    // The memory the instances held: at the most just under the limit (the killed one),
+    // and nothing once they are gone.
+    let peak = pod.memory_peak_bytes();
+    assert!(peak > 1 << 20 && peak <= 16 << 20, "{peak}");
+    for _ in 0..100 {
+        if pod.memory_bytes() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pod.memory_bytes(), 0, "every instance gave its memory back");
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@
 
 mod algorithm;
 mod error;
+mod metrics;
 mod model;
 mod report;
 mod scheduler;
@@ -77,17 +78,24 @@ impl FromStr for Scoring {
 }
 
 /// What the scheduler is and how it ranks nodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// The pods it places are those whose `spec.schedulerName` is this (the API server
     /// defaults it to `default-scheduler`); its Events are reported under this name.
     pub scheduler_name: String,
     pub scoring: Scoring,
+    /// Where the scheduler registers its metrics (`scheduler_*`); by default a registry
+    /// of its own that nobody reads.
+    pub metrics: prometheus::Registry,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { scheduler_name: state::DEFAULT_SCHEDULER.to_string(), scoring: Scoring::default() }
+        SchedulerConfig {
+            scheduler_name: state::DEFAULT_SCHEDULER.to_string(),
+            scoring: Scoring::default(),
+            metrics: prometheus::Registry::new(),
+        }
     }
 }
 

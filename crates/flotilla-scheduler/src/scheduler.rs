@@ -6,6 +6,7 @@
 
 use crate::SchedulerConfig;
 use crate::error::{Error, Result};
+use crate::metrics::{Attempts, SchedulerMetrics};
 use crate::report;
 use crate::state::{Decision, State};
 use flotilla_api::Reason;
@@ -104,7 +105,12 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: SchedulerConfig) {
     nodes.informer.synced().await;
     pods.informer.synced().await;
     let (outcomes_tx, mut outcomes) = mpsc::unbounded_channel();
+    let metrics = SchedulerMetrics::register(&config.metrics)
+        .inspect_err(|error| tracing::error!(%error, "the scheduler's metrics could not be registered"))
+        .ok();
     let mut scheduler = Scheduler {
+        metrics,
+        backing_off: 0,
         state: State::new(&config.scheduler_name, config.scoring),
         cluster,
         config,
@@ -132,6 +138,7 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: SchedulerConfig) {
         }
         scheduler.retry_if_due(Instant::now());
         scheduler.place_batch();
+        scheduler.update_pending();
         if scheduler.state.has_queued() && scheduler.bindings.available_permits() > 0 {
             tokio::task::yield_now().await;
             continue;
@@ -161,6 +168,9 @@ struct Scheduler {
     reports: Arc<Semaphore>,
     outcomes: mpsc::UnboundedSender<Outcome>,
     last_retry: Instant,
+    metrics: Option<SchedulerMetrics>,
+    /// Pods waiting out a back-off after a failed binding or report.
+    backing_off: usize,
 }
 
 impl Scheduler {
@@ -193,12 +203,26 @@ impl Scheduler {
                 self.state.report_failed(&pod);
                 self.requeue_later(pod, 1);
             }
-            Outcome::Requeue { pod } => self.state.requeue(&pod),
+            Outcome::Requeue { pod } => {
+                self.backing_off = self.backing_off.saturating_sub(1);
+                self.state.requeue(&pod);
+            }
+        }
+    }
+
+    /// Sets the pending pods gauges.
+    fn update_pending(&self) {
+        if let Some(metrics) = &self.metrics {
+            let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+            metrics.pending_active.set(gauge(self.state.queued_len()));
+            metrics.pending_unschedulable.set(gauge(self.state.unschedulable_len()));
+            metrics.pending_backoff.set(gauge(self.backing_off));
         }
     }
 
     /// Queues `pod` again after a back-off that doubles with each failure in a row.
-    fn requeue_later(&self, pod: ObjectKey, failures: u32) {
+    fn requeue_later(&mut self, pod: ObjectKey, failures: u32) {
+        self.backing_off += 1;
         let backoff = INITIAL_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(8)).min(MAX_BACKOFF);
         let outcomes = self.outcomes.clone();
         tokio::spawn(async move {
@@ -235,16 +259,22 @@ impl Scheduler {
             }
             let Some(pod) = self.state.next_pod() else { return };
             let span = tracing::info_span!("schedule", pod = %pod);
+            let started = Instant::now();
             let decision = span.in_scope(|| self.state.schedule(&pod));
             match decision {
                 None => {}
                 Some(Decision::Bind { node, uid }) => {
                     span.in_scope(|| tracing::debug!(%node, "assumed on node, binding"));
                     let Some(permit) = permit.take() else { return };
-                    let task = bind_and_tell(self.cluster.clone(), pod, uid, node, permit, self.outcomes.clone());
+                    let attempt = Attempt { started, metrics: self.metrics.clone() };
+                    let task =
+                        bind_and_tell(self.cluster.clone(), pod, uid, node, permit, self.outcomes.clone(), attempt);
                     tokio::spawn(task.instrument(span));
                 }
                 Some(Decision::Unschedulable { message, report }) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.unschedulable.observe(started);
+                    }
                     span.in_scope(|| tracing::debug!(%message, "no node fits"));
                     if let Some(object) = report {
                         let task = report_and_tell(
@@ -276,6 +306,20 @@ async fn bind(cluster: &dyn Cluster, pod: &ObjectKey, uid: &str, node: &str) -> 
     }
 }
 
+/// A binding's attempt: when it began, and where it is counted.
+struct Attempt {
+    started: Instant,
+    metrics: Option<SchedulerMetrics>,
+}
+
+impl Attempt {
+    fn ended(&self, result: impl Fn(&SchedulerMetrics) -> &Attempts) {
+        if let Some(metrics) = &self.metrics {
+            result(metrics).observe(self.started);
+        }
+    }
+}
+
 async fn bind_and_tell(
     cluster: Arc<dyn Cluster>,
     pod: ObjectKey,
@@ -283,14 +327,21 @@ async fn bind_and_tell(
     node: String,
     permit: OwnedSemaphorePermit,
     outcomes: mpsc::UnboundedSender<Outcome>,
+    attempt: Attempt,
 ) {
     let result = bind(cluster.as_ref(), &pod, &uid, &node).await;
     // Released before the loop hears of it, so that it finds the permit free.
     drop(permit);
     let outcome = match result {
-        Ok(()) => Outcome::Bound { pod },
+        Ok(()) => {
+            attempt.ended(|metrics| &metrics.scheduled);
+            Outcome::Bound { pod }
+        }
         Err(error) => {
             let gone = error.api_error().is_some_and(|e| e.reason == Reason::NotFound);
+            if !gone {
+                attempt.ended(|metrics| &metrics.error);
+            }
             if gone {
                 tracing::debug!(error = %flotilla_client::error_chain(&error), "pod gone before binding");
             } else {

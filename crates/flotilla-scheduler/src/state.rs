@@ -343,6 +343,16 @@ impl State {
         !self.queued.is_empty()
     }
 
+    /// Pods waiting in the queue.
+    pub fn queued_len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Pods no node fits, waiting for a change.
+    pub fn unschedulable_len(&self) -> usize {
+        self.unschedulable.len()
+    }
+
     /// The next pod to place, if any.
     pub fn next_pod(&mut self) -> Option<ObjectKey> {
         while let Some(key) = self.queue.pop_front() {

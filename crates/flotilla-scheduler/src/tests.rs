@@ -266,3 +266,39 @@ async fn an_extended_resource_no_node_has_is_reported() {
     wait_bound(&cluster, "fine").await;
     scheduler.abort();
 }
+
+/// The value of the sample `name{labels}` in `registry`'s exposition, if present.
+fn sample(registry: &prometheus::Registry, series: &str) -> Option<f64> {
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut text).ok()?;
+    String::from_utf8(text).ok()?.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn attempts_and_pending_pods_are_counted() {
+    let cluster = start_cluster().await;
+    create_node(&cluster, "small", "1", json!({})).await;
+    let registry = prometheus::Registry::new();
+    let config = SchedulerConfig { metrics: registry.clone(), ..SchedulerConfig::default() };
+    let scheduler = tokio::spawn(run(cluster.cluster.clone(), config));
+    create_pod(&cluster, "fits", "500m", json!({})).await;
+    create_pod(&cluster, "too-big", "8", json!({})).await;
+    wait_bound(&cluster, "fits").await;
+    wait_unschedulable(&cluster, "too-big").await;
+    for _ in 0..500 {
+        if sample(&registry, "scheduler_pending_pods{queue=\"unschedulable\"}") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sample(&registry, "scheduler_schedule_attempts_total{result=\"scheduled\"}"), Some(1.0));
+    assert!(sample(&registry, "scheduler_schedule_attempts_total{result=\"unschedulable\"}") >= Some(1.0));
+    assert_eq!(sample(&registry, "scheduler_schedule_attempts_total{result=\"error\"}"), Some(0.0));
+    assert_eq!(
+        sample(&registry, "scheduler_scheduling_attempt_duration_seconds_count{result=\"scheduled\"}"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&registry, "scheduler_pending_pods{queue=\"unschedulable\"}"), Some(1.0));
+    assert_eq!(sample(&registry, "scheduler_pending_pods{queue=\"active\"}"), Some(0.0));
+    scheduler.abort();
+}

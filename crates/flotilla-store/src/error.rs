@@ -18,6 +18,10 @@ pub enum Error {
     /// The store has shut down, or its writer is gone.
     #[error("the store is closed")]
     Closed,
+    /// The store's metrics could not be registered (their names are taken in the
+    /// registry given).
+    #[error("registering the store's metrics")]
+    Metrics(#[source] prometheus::Error),
     /// The backend's own failure (disk, corruption, ...).
     #[error("storage backend error: {message}")]
     Backend {

@@ -11,6 +11,7 @@
 //! transaction on `create_revision == 0`, update and delete compare `mod_revision`).
 
 mod error;
+mod metrics;
 mod redb_store;
 
 pub use error::{Error, Result};

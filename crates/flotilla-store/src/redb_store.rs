@@ -28,6 +28,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::metrics::StoreMetrics;
 use crate::{Error, EventType, KeyValue, ListOptions, ListResult, Result, Store, WatchEvent, Watcher};
 
 /// Keys and their current values (`create_revision ‖ mod_revision ‖ value`).
@@ -59,20 +60,29 @@ pub struct RedbStoreOptions {
     pub broadcast_capacity: usize,
     /// Capacity, in events, of each [`Watcher`]'s channel.
     pub watch_channel_capacity: usize,
+    /// Where the store registers its metrics (`flotilla_store_*`); by default a registry
+    /// of its own that nobody reads.
+    pub metrics: prometheus::Registry,
 }
 
 impl Default for RedbStoreOptions {
     fn default() -> Self {
-        Self { history: 100_000, broadcast_capacity: 8192, watch_channel_capacity: 1024 }
+        Self {
+            history: 100_000,
+            broadcast_capacity: 8192,
+            watch_channel_capacity: 1024,
+            metrics: prometheus::Registry::new(),
+        }
     }
 }
 
 /// Counters shared by the store handle, the writer thread and the watch tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     revision: AtomicU64,
     compacted: AtomicU64,
     commits: AtomicU64,
+    metrics: StoreMetrics,
 }
 
 /// The embedded [`Store`]: a redb database file with group-committed, fsynced writes.
@@ -108,6 +118,7 @@ impl RedbStore {
     /// writer thread. This does blocking file I/O; call it at startup (or from
     /// `spawn_blocking`).
     pub fn open(path: &Path, options: RedbStoreOptions) -> Result<Self> {
+        let metrics = StoreMetrics::register(&options.metrics).map_err(Error::Metrics)?;
         let db = Database::create(path).map_err(|e| backend(&format!("opening {}", path.display()), e))?;
         let (revision, compacted) = init_tables(&db).map_err(|e| backend("initialising", e))?;
         debug!(path = %path.display(), revision, compacted, "opened redb store");
@@ -117,6 +128,7 @@ impl RedbStore {
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
             commits: AtomicU64::new(0),
+            metrics,
         });
         let (events, _) = broadcast::channel(options.broadcast_capacity.max(1));
         let (requests, receiver) = mpsc::channel(REQUEST_QUEUE);
@@ -150,6 +162,7 @@ impl RedbStore {
     /// watches must then start after at least that revision. Compacting to a revision
     /// at or below [`Store::compacted_revision`] does nothing.
     pub async fn compact(&self, revision: u64) -> Result<()> {
+        self.shared.metrics.compact.inc();
         self.submit(|reply| Request { op: Op::Compact { revision }, reply }).await.map(drop)
     }
 
@@ -189,10 +202,12 @@ impl Drop for RedbStore {
 #[async_trait]
 impl Store for RedbStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.shared.metrics.get.inc();
         read_get(&self.db, key).map_err(|e| e.into_error("get"))
     }
 
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult> {
+        self.shared.metrics.list.inc();
         let db = Arc::clone(&self.db);
         let prefix = prefix.to_owned();
         tokio::task::spawn_blocking(move || read_list(&db, &prefix, &options))
@@ -201,21 +216,25 @@ impl Store for RedbStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
+        self.shared.metrics.create.inc();
         let key = key.to_owned();
         self.submit_kv(|reply| Request { op: Op::Create { key, value }, reply }).await
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected_revision: u64) -> Result<KeyValue> {
+        self.shared.metrics.update.inc();
         let key = key.to_owned();
         self.submit_kv(|reply| Request { op: Op::Update { key, value, expected: expected_revision }, reply }).await
     }
 
     async fn delete(&self, key: &str, expected_revision: Option<u64>) -> Result<KeyValue> {
+        self.shared.metrics.delete.inc();
         let key = key.to_owned();
         self.submit_kv(|reply| Request { op: Op::Delete { key, expected: expected_revision }, reply }).await
     }
 
     async fn watch(&self, prefix: &str, after_revision: u64) -> Result<Watcher> {
+        self.shared.metrics.watch.inc();
         let compacted = self.compacted_revision();
         if after_revision < compacted {
             return Err(Error::Compacted { requested: after_revision, compacted });
@@ -669,6 +688,7 @@ impl Writer {
     }
 
     fn apply_and_commit(&mut self, ops: Vec<Op>) -> Result<Applied, redb::Error> {
+        let count = ops.len();
         let mut txn = self.db.begin_write()?;
         // redb's default, spelled out: commit returns once the batch is fsynced.
         txn.set_durability(redb::Durability::Immediate)?;
@@ -677,7 +697,11 @@ impl Writer {
             // Every op failed validation: nothing to make durable.
             txn.abort()?;
         } else {
+            let started = std::time::Instant::now();
             txn.commit()?;
+            let metrics = &self.shared.metrics;
+            metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+            metrics.commit_batch_size.observe(count as f64);
             self.shared.commits.fetch_add(1, Ordering::AcqRel);
         }
         Ok(applied)

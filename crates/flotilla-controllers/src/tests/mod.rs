@@ -5,6 +5,7 @@
 mod cronjob;
 mod deployment;
 mod endpointslice;
+mod eventttl;
 mod gc;
 mod hpa;
 mod pipeline;

@@ -113,3 +113,40 @@ async fn failures_back_off_exponentially_and_requeues_come_back() {
     assert!(gaps[2] > gaps[1] && gaps[1] > gaps[0], "{gaps:?}");
     assert_eq!(recording.calls_of("tick").len(), 4, "three requeues, then waiting for a change");
 }
+
+#[tokio::test]
+async fn reconciles_and_the_queue_are_counted_per_controller() -> std::result::Result<(), prometheus::Error> {
+    let cluster = start_cluster().await;
+    let recording = Arc::new(Recording::default());
+    recording.failures.lock().expect("lock").insert("bad".into(), 3);
+    recording.requeues.lock().expect("lock").insert("tick".into(), 3);
+    let registry = prometheus::Registry::new();
+    let metrics = crate::metrics::ControllerMetrics::register(&registry)?;
+    let informer = Informer::start(cluster.cluster.clone(), resource("v1", "ConfigMap"), None, ListParams::default());
+    let all: AllKeys<ObjectKey> = {
+        let informer = informer.clone();
+        Arc::new(move || informer.list().iter().map(|o| ObjectKey::of(o)).collect())
+    };
+    let mapper: Mapper<ObjectKey> = Arc::new(|o, _| vec![ObjectKey::of(o)]);
+    let config =
+        RunnerConfig { workers: 4, backoff_base: Duration::from_millis(40), backoff_max: Duration::from_secs(1) };
+    let controller = Controller::new("test", all, config).watches(informer, mapper);
+    let _controller = AbortOnDrop(tokio::spawn(crate::pipeline::with_metrics(
+        Some(metrics.clone()),
+        controller.run(recording.clone()),
+    )));
+    create(&cluster, config_map("bad", 0)).await;
+    create(&cluster, config_map("tick", 0)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let (queue, reconciles) = metrics.controller("test");
+    assert_eq!(reconciles.error.get(), 3);
+    assert_eq!(reconciles.requeue_after.get(), 3);
+    let calls = recording.calls.lock().expect("lock").len();
+    assert_eq!(reconciles.success.get() + 6, calls as u64, "every reconcile has one result");
+    assert_eq!(reconciles.duration.get_sample_count(), calls as u64);
+    assert_eq!(queue.retries.get(), 3);
+    assert!(queue.adds.get() >= 2 + 3 + 3, "the creations, the retries and the requeues: {}", queue.adds.get());
+    assert_eq!(queue.depth.get(), 0);
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! over HTTPS with the server's join token, runs the pods bound to its node, and serves
 //! the kubelet API (logs, proxy) to the API server.
 
-use super::server::{LogFormat, NodeArgs, init_logging};
+use super::server::{LogFormat, NodeArgs, init_logging, metrics_registry};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use std::net::SocketAddr;
@@ -77,7 +77,9 @@ impl AgentCommand {
 
         let data_dir = self.data_dir.unwrap_or_else(|| crate::default_data_dir().join("agent"));
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        let (mut config, runtime, images) = self.node.build(&data_dir)?;
+        // What the kubelet API's /metrics serves: this node's and its proxy's families.
+        let metrics = metrics_registry()?;
+        let (mut config, runtime, images) = self.node.build(&data_dir, &metrics)?;
         images.pull_from(client.clone());
         let listener = tokio::net::TcpListener::bind(self.kubelet_addr)
             .await

@@ -57,6 +57,9 @@ pub struct ServerCommand {
     /// elsewhere (Kubernetes' default toleration of the unreachable taint).
     #[arg(long, env = "FLOTILLA_POD_EVICTION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pod_eviction_timeout: std::time::Duration,
+    /// How long Events are kept after they last happened (kube-apiserver's flag).
+    #[arg(long, env = "FLOTILLA_EVENT_TTL", default_value = "60m", value_parser = parse_duration)]
+    event_ttl: std::time::Duration,
     /// The range Service cluster IPs come from (kube-apiserver's flag); its first
     /// address is the `kubernetes` Service's.
     #[arg(long, env = "FLOTILLA_SERVICE_CLUSTER_IP_RANGE", default_value = "10.96.0.0/12")]
@@ -116,6 +119,18 @@ pub fn init_logging(filter: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The process's one metrics registry: every component registers its families in it
+/// (each next to the code that updates them), and `/metrics` serves it whole. On Linux it
+/// also has the process's own (`process_cpu_seconds_total`, `process_resident_memory_bytes`…).
+pub fn metrics_registry() -> anyhow::Result<prometheus::Registry> {
+    let registry = prometheus::Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+        .context("registering the process metrics")?;
+    Ok(registry)
+}
+
 /// `250ms`, `10s`, `5m`.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
@@ -134,6 +149,7 @@ impl NodeArgs {
     pub fn build(
         &self,
         data_dir: &std::path::Path,
+        metrics: &prometheus::Registry,
     ) -> anyhow::Result<(flotilla_node::NodeConfig, flotilla_runtime::Runtime, flotilla_node::ImageStore)> {
         let name = match &self.node_name {
             Some(name) => name.clone(),
@@ -154,6 +170,7 @@ impl NodeArgs {
         config.backoff_initial = self.crash_backoff;
         config.heartbeat = self.node_status_update_frequency;
         config.backoff_max = std::time::Duration::from_secs(300).max(self.crash_backoff);
+        config.metrics = metrics.clone();
         let runtime = flotilla_runtime::Runtime::new(flotilla_runtime::RuntimeConfig {
             cache_dir: Some(data_dir.join("compiled")),
             max_instances: self.max_instances,
@@ -182,13 +199,17 @@ impl ServerCommand {
         controllers_config.select(&names).map_err(|e| anyhow::anyhow!("--controllers: {e}"))?;
         controllers_config.node_lifecycle.grace_period = self.node_monitor_grace_period;
         controllers_config.node_lifecycle.eviction_timeout = self.pod_eviction_timeout;
+        controllers_config.event_ttl = self.event_ttl;
         init_logging(&self.log_level, self.log_format)?;
         let data_dir = self.data_dir.unwrap_or_else(crate::default_data_dir);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-        let (node_config, runtime, images) = self.node.build(&data_dir)?;
+        let metrics = metrics_registry()?;
+        controllers_config.metrics = metrics.clone();
+        let (node_config, runtime, images) = self.node.build(&data_dir, &metrics)?;
         let kubelets = flotilla_client::Kubelets::default();
         let store_path = data_dir.join("store.redb");
-        let options = RedbStoreOptions { history: self.watch_history, ..RedbStoreOptions::default() };
+        let options =
+            RedbStoreOptions { history: self.watch_history, metrics: metrics.clone(), ..RedbStoreOptions::default() };
         let store = RedbStore::open(&store_path, options)
             .with_context(|| format!("opening the store {}", store_path.display()))?;
         let config = flotilla_apiserver::Config {
@@ -199,11 +220,16 @@ impl ServerCommand {
             kubelets: kubelets.clone(),
             service_cidr: self.service_cluster_ip_range,
             service_node_port_range: self.service_node_port_range,
+            metrics: metrics.clone(),
         };
         let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
         let cluster = running.cluster.clone();
         let scheduler = Arc::new(cluster.with_field_manager("default-scheduler"));
-        let scheduling = flotilla_scheduler::SchedulerConfig { scoring: self.scheduler_scoring, ..Default::default() };
+        let scheduling = flotilla_scheduler::SchedulerConfig {
+            scoring: self.scheduler_scoring,
+            metrics: metrics.clone(),
+            ..Default::default()
+        };
         tokio::spawn(flotilla_scheduler::run(scheduler, scheduling));
         let controllers = Arc::new(cluster.with_field_manager("kube-controller-manager"));
         tokio::spawn(flotilla_controllers::run(controllers, controllers_config));
