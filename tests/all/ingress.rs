@@ -266,3 +266,36 @@ async fn node_ports_and_load_balancers_answer_and_empty_services_say_why() -> Re
     assert!(body.contains("default/nobody"), "{body}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_deployment_at_zero_is_woken_by_the_first_request() -> Result<()> {
+    let server = Server::start_with(&[])?;
+    let mut sleepy = web_deployment(0, "awake");
+    sleepy["metadata"]["annotations"] = json!({"flotilla.dev/scale-to-zero": "true"});
+    create(&server.client, &sleepy).await?;
+    for object in web_service_and_ingress() {
+        create(&server.client, &object).await?;
+    }
+    let pods = || async {
+        let list = server.client.get("/api/v1/namespaces/default/pods?labelSelector=app%3Dweb").await?.ok()?;
+        anyhow::Ok(list["items"].as_array().map(Vec::len).unwrap_or_default())
+    };
+    // The proxy knows the Service and its Deployment before the request comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pods().await?, 0, "nothing runs before the first request");
+
+    let http = HttpClient::new();
+    let started = std::time::Instant::now();
+    let (status, body) = http.get(server.ingress_http()?, "web.test", "/").await?;
+    let cold = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("awake from web-"), "{body}");
+    assert_eq!(pods().await?, 1, "one pod woke up");
+    let deployment = server.client.get("/apis/apps/v1/namespaces/default/deployments/web").await?.ok()?;
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    // Later requests go straight to the pod.
+    let (status, _) = http.get(server.ingress_http()?, "web.test", "/").await?;
+    assert_eq!(status, 200);
+    eprintln!("scale from zero: first request answered in {cold:?}");
+    Ok(())
+}
