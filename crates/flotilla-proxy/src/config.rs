@@ -32,6 +32,9 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// The largest request body accepted: 413 past it.
     pub max_body_bytes: u64,
+    /// Where the proxy registers its metrics (`flotilla_service_*`, `flotilla_ingress_*`);
+    /// by default a registry of its own that nobody reads. One proxy per registry.
+    pub metrics: prometheus::Registry,
 }
 
 impl Default for ProxyConfig {
@@ -48,6 +51,7 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
+            metrics: prometheus::Registry::new(),
         }
     }
 }

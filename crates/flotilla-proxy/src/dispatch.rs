@@ -1,10 +1,12 @@
 //! One request to a Service port: pick an endpoint, send the request to its pod through
 //! the pod's node agent, retry an idempotent request once on another endpoint when the
-//! pod is gone, and turn failures into short text answers naming the Service.
+//! pod is gone, and turn failures into short text answers naming the Service. Upstream
+//! failures are counted here, in the Service's series; the callers count the request.
 
 use crate::balancer::{self, InFlight};
+use crate::metrics::Upstream;
 use crate::proxy::Shared;
-use crate::snapshot::{Endpoint, Route};
+use crate::snapshot::{Endpoint, Route, Service};
 use bytes::Bytes;
 use flotilla_client::{Body, full_body};
 use http::header::{self, HeaderName, HeaderValue};
@@ -154,7 +156,7 @@ async fn attempt(shared: &Shared, endpoint: &Endpoint, request: Request<Body>, d
 /// Sends a request to a Service port (its headers already prepared) and answers.
 pub(crate) async fn dispatch(
     shared: &Shared,
-    route: Route,
+    route: &Route,
     client: Option<IpAddr>,
     mut parts: Parts,
     body: Body,
@@ -171,11 +173,16 @@ pub(crate) async fn dispatch(
     send(shared, route, client, parts, body).instrument(span).await
 }
 
-async fn send(shared: &Shared, route: Route, client: Option<IpAddr>, parts: Parts, body: Body) -> Response<Body> {
+async fn send(shared: &Shared, route: &Route, client: Option<IpAddr>, parts: Parts, body: Body) -> Response<Body> {
+    let woken;
     let route = match (&route.service.wake, route.port().endpoints.is_empty()) {
-        (Some(deployment), true) => match crate::wake::wake(shared, &route, deployment).await {
-            Ok(woken) => woken,
+        (Some(deployment), true) => match crate::wake::wake(shared, route, deployment).await {
+            Ok(route) => {
+                woken = route;
+                &woken
+            }
             Err(why) => {
+                route.service.metrics.upstream_error(Upstream::NoEndpoints);
                 return error_response(StatusCode::SERVICE_UNAVAILABLE, format!("service {}: {why}", route.service.id));
             }
         },
@@ -185,6 +192,7 @@ async fn send(shared: &Shared, route: Route, client: Option<IpAddr>, parts: Part
     let port = route.port();
     let endpoints = &port.endpoints;
     if endpoints.is_empty() {
+        service.metrics.upstream_error(Upstream::NoEndpoints);
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("service {} has no ready endpoints for port {}", service.id, port.port),
@@ -228,25 +236,27 @@ async fn send(shared: &Shared, route: Route, client: Option<IpAddr>, parts: Part
     };
 
     let Some(first) = choose(None) else {
+        service.metrics.upstream_error(Upstream::NoEndpoints);
         return error_response(StatusCode::SERVICE_UNAVAILABLE, format!("service {} has no endpoints", service.id));
     };
     let kept = match payload {
         Payload::Stream(body) => {
             let outcome = attempt(shared, &endpoints[first], Request::from_parts(parts, body), deadline).await;
-            return finish(&service.id, &endpoints[first], outcome, remember, first);
+            return finish(service, &endpoints[first], outcome, remember, first);
         }
         Payload::Kept(kept) => kept,
     };
     let outcome = attempt(shared, &endpoints[first], replay(&parts, &kept), deadline).await;
     let Outcome::Gone(why) = outcome else {
-        return finish(&service.id, &endpoints[first], outcome, remember, first);
+        return finish(service, &endpoints[first], outcome, remember, first);
     };
     let Some(second) = choose(Some(first)) else {
-        return finish(&service.id, &endpoints[first], Outcome::Gone(why), remember, first);
+        return finish(service, &endpoints[first], Outcome::Gone(why), remember, first);
     };
     tracing::debug!(pod = %endpoints[first].pod, %why, retry = %endpoints[second].pod, "pod gone: trying another endpoint");
+    service.metrics.upstream_error(Upstream::Retried);
     let outcome = attempt(shared, &endpoints[second], replay(&parts, &kept), deadline).await;
-    finish(&service.id, &endpoints[second], outcome, remember, second)
+    finish(service, &endpoints[second], outcome, remember, second)
 }
 
 /// A request body, streamed or kept to be sent again.
@@ -255,20 +265,25 @@ enum Payload {
     Kept(Bytes),
 }
 
-/// The answer of the last try.
+/// The answer of the last try, its failure counted.
 fn finish(
-    service: &str,
+    service: &Service,
     endpoint: &Endpoint,
     outcome: Outcome,
     remember: impl FnOnce(usize),
     index: usize,
 ) -> Response<Body> {
+    let (metrics, service) = (&service.metrics, &service.id);
     match outcome {
         Outcome::Answered(response) => {
             remember(index);
+            if response.status().is_server_error() {
+                metrics.upstream_error(Upstream::PodError);
+            }
             response
         }
         Outcome::Gone(why) => {
+            metrics.upstream_error(Upstream::Unreachable);
             tracing::debug!(pod = %endpoint.pod, %why, "pod could not take the request");
             error_response(
                 StatusCode::BAD_GATEWAY,
@@ -279,6 +294,7 @@ fn finish(
             )
         }
         Outcome::TimedOut => {
+            metrics.upstream_error(Upstream::Timeout);
             tracing::debug!(pod = %endpoint.pod, "pod did not answer in time");
             error_response(
                 StatusCode::GATEWAY_TIMEOUT,

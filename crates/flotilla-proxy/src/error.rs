@@ -19,6 +19,10 @@ pub enum ProxyError {
         #[source]
         source: rustls::Error,
     },
+    /// The proxy's metrics could not be registered (their names are taken in the
+    /// registry of [`ProxyConfig::metrics`](crate::ProxyConfig::metrics)).
+    #[error("registering the proxy's metrics")]
+    Metrics(#[source] prometheus::Error),
 }
 
 pub type Result<T, E = ProxyError> = std::result::Result<T, E>;

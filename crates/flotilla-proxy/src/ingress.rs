@@ -2,6 +2,7 @@
 //! rules for any host, then the default backend; within a host an Exact path, then the
 //! longest Prefix (element-wise on `/`).
 
+use crate::metrics::RouteMetrics;
 use crate::snapshot::{Route, Service, by_age};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -18,16 +19,24 @@ pub(crate) enum Target {
     Missing(Arc<str>),
 }
 
+/// A rule's target, and the series of the requests it matches.
+#[derive(Debug, Clone)]
+pub(crate) struct Backend {
+    pub(crate) target: Target,
+    /// `{namespace, ingress, service}`: the Ingress of the rule and the Service it names.
+    pub(crate) metrics: Arc<RouteMetrics>,
+}
+
 /// The paths of one host.
 #[derive(Debug, Default)]
 pub(crate) struct HostRules {
-    exact: HashMap<String, Target>,
+    exact: HashMap<String, Backend>,
     /// Normalised (no trailing `/`; "" for `/`), longest first.
-    prefixes: Vec<(String, Target)>,
+    prefixes: Vec<(String, Backend)>,
 }
 
 impl HostRules {
-    fn find(&self, path: &str) -> Option<&Target> {
+    fn find(&self, path: &str) -> Option<&Backend> {
         if let Some(target) = self.exact.get(path) {
             return Some(target);
         }
@@ -56,12 +65,12 @@ pub(crate) struct IngressTable {
     /// `*.example.com` under `example.com`.
     wildcards: HashMap<String, HostRules>,
     any_host: HostRules,
-    default_backend: Option<Target>,
+    default_backend: Option<Backend>,
 }
 
 impl IngressTable {
     /// The target of a request to `host` (lowercase, no port) and `path`.
-    pub(crate) fn route(&self, host: &str, path: &str) -> Option<&Target> {
+    pub(crate) fn route(&self, host: &str, path: &str) -> Option<&Backend> {
         if let Some(target) = self.hosts.get(host).and_then(|rules| rules.find(path)) {
             return Some(target);
         }
@@ -101,17 +110,25 @@ fn is_ours(ingress: &Value, class: &str, classless_are_ours: bool) -> bool {
     }
 }
 
+/// The backend of a rule of Ingress `namespace/ingress`, with the series its requests
+/// count in (from `metrics`, by namespace, Ingress and Service names).
 fn backend_target(
     namespace: &str,
+    ingress: &str,
     backend: &Value,
     service: &dyn Fn(&str, &str) -> Option<Arc<Service>>,
-) -> Result<Target, String> {
+    metrics: &mut dyn FnMut(&str, &str, &str) -> Arc<RouteMetrics>,
+) -> Result<Backend, String> {
     let Some(name) = backend["service"]["name"].as_str() else {
         return Err("only service backends are supported".into());
     };
-    let port = &backend["service"]["port"];
+    let target = target(namespace, name, &backend["service"]["port"], service);
+    Ok(Backend { target, metrics: metrics(namespace, ingress, name) })
+}
+
+fn target(namespace: &str, name: &str, port: &Value, service: &dyn Fn(&str, &str) -> Option<Arc<Service>>) -> Target {
     let Some(found) = service(namespace, name) else {
-        return Ok(Target::Missing(Arc::from(format!("service {namespace}/{name} not found"))));
+        return Target::Missing(Arc::from(format!("service {namespace}/{name} not found")));
     };
     let index = if let Some(number) = port["number"].as_u64() {
         found.ports.iter().position(|p| u64::from(p.port) == number)
@@ -122,7 +139,7 @@ fn backend_target(
     } else {
         None
     };
-    Ok(match index {
+    match index {
         Some(port) => Target::Service(Route { service: found, port }),
         None => {
             let wanted = port["number"].as_u64().map(|n| n.to_string()).or(port["name"].as_str().map(str::to_string));
@@ -131,16 +148,18 @@ fn backend_target(
                 wanted.as_deref().unwrap_or("(none given)")
             )))
         }
-    })
+    }
 }
 
 /// The table of the Ingresses of `class`, and their TLS entries, oldest Ingress first
-/// (it wins where two claim the same host and path).
+/// (it wins where two claim the same host and path). `metrics` gives the series of the
+/// rules of an Ingress (namespace, name) that send to a Service (name).
 pub(crate) fn build(
     ingresses: &[Arc<Value>],
     classes: &[Arc<Value>],
     class: &str,
     service: impl Fn(&str, &str) -> Option<Arc<Service>>,
+    mut metrics: impl FnMut(&str, &str, &str) -> Arc<RouteMetrics>,
     warnings: &mut Vec<String>,
 ) -> (IngressTable, Vec<TlsRef>) {
     let is_default = |c: &Value| c["metadata"]["annotations"][DEFAULT_CLASS_ANNOTATION] == "true";
@@ -154,10 +173,11 @@ pub(crate) fn build(
             continue;
         }
         let namespace = ingress["metadata"]["namespace"].as_str().unwrap_or_default();
-        let id = format!("{namespace}/{}", ingress["metadata"]["name"].as_str().unwrap_or_default());
+        let name = ingress["metadata"]["name"].as_str().unwrap_or_default();
+        let id = format!("{namespace}/{name}");
         let spec = &ingress["spec"];
         if !spec["defaultBackend"].is_null() && table.default_backend.is_none() {
-            match backend_target(namespace, &spec["defaultBackend"], &service) {
+            match backend_target(namespace, name, &spec["defaultBackend"], &service, &mut metrics) {
                 Ok(target) => table.default_backend = Some(target),
                 Err(why) => warnings.push(format!("ingress {id}: defaultBackend: {why}")),
             }
@@ -172,7 +192,7 @@ pub(crate) fn build(
                 table.hosts.entry(host.clone()).or_default()
             };
             for path in rule["http"]["paths"].as_array().into_iter().flatten() {
-                let target = match backend_target(namespace, &path["backend"], &service) {
+                let target = match backend_target(namespace, name, &path["backend"], &service, &mut metrics) {
                     Ok(target) => target,
                     Err(why) => {
                         warnings.push(format!("ingress {id}: host \"{host}\": {why}"));
@@ -222,6 +242,7 @@ pub(crate) fn build(
 mod tests {
     use super::*;
     use crate::balancer::Policy;
+    use crate::metrics::ProxyMetrics;
     use crate::snapshot::ServicePort;
     use serde_json::json;
 
@@ -237,8 +258,30 @@ mod tests {
                 affinity: None,
                 counter: Arc::default(),
                 wake: None,
+                metrics: Arc::new(test_metrics().service(namespace, name)),
             })
         })
+    }
+
+    fn test_metrics() -> ProxyMetrics {
+        ProxyMetrics::register(&prometheus::Registry::new()).expect("the metrics")
+    }
+
+    /// The table of these Ingresses, each route with series of its own.
+    fn build_table(
+        ingresses: &[Arc<Value>],
+        classes: &[Arc<Value>],
+        warnings: &mut Vec<String>,
+    ) -> (IngressTable, Vec<TlsRef>) {
+        let metrics = test_metrics();
+        build(
+            ingresses,
+            classes,
+            "flotilla",
+            lookup,
+            |ns, ingress, svc| Arc::new(metrics.route(ns, ingress, svc)),
+            warnings,
+        )
     }
 
     fn backend(service: &str) -> Value {
@@ -258,7 +301,7 @@ mod tests {
     }
 
     fn routed(table: &IngressTable, host: &str, path: &str) -> Option<String> {
-        match table.route(host, path)? {
+        match &table.route(host, path)?.target {
             Target::Service(route) => Some(format!("{}:{}", route.service.id, route.port().port)),
             Target::Missing(why) => Some(format!("missing: {why}")),
         }
@@ -273,7 +316,7 @@ mod tests {
             path("/api/exact", "Exact", "exact"),
             path("/legacy", "ImplementationSpecific", "legacy"),
         ]}}]});
-        let (table, _) = build(&[ingress("shop", Some("flotilla"), rules)], &[], "flotilla", lookup, &mut Vec::new());
+        let (table, _) = build_table(&[ingress("shop", Some("flotilla"), rules)], &[], &mut Vec::new());
         let at = |p: &str| routed(&table, "shop.example.com", p).unwrap_or_default();
         assert_eq!(at("/"), "default/root:80");
         assert_eq!(at("/api"), "default/api:80");
@@ -297,7 +340,7 @@ mod tests {
             {"host": "*.example.com", "http": {"paths": [path("/", "Prefix", "wild")]}},
             {"http": {"paths": [path("/anywhere", "Prefix", "any")]}},
         ]});
-        let (table, _) = build(&[ingress("all", Some("flotilla"), spec)], &[], "flotilla", lookup, &mut Vec::new());
+        let (table, _) = build_table(&[ingress("all", Some("flotilla"), spec)], &[], &mut Vec::new());
         let at = |h: &str, p: &str| routed(&table, h, p).unwrap_or_default();
         assert_eq!(at("www.example.com", "/x"), "default/www:80");
         assert_eq!(at("shop.example.com", "/x"), "default/wild:80");
@@ -320,7 +363,7 @@ mod tests {
                 if default { json!({DEFAULT_CLASS_ANNOTATION: "true"}) } else { json!({}) }}}))
         };
         let served = |classes: &[Arc<Value>]| {
-            let (table, _) = build(&ingresses, classes, "flotilla", lookup, &mut Vec::new());
+            let (table, _) = build_table(&ingresses, classes, &mut Vec::new());
             ["mine", "theirs", "classless"]
                 .into_iter()
                 .filter(|s| routed(&table, &format!("{s}.test"), "/").is_some())
@@ -342,7 +385,7 @@ mod tests {
             {"path": "/resource", "pathType": "Prefix", "backend": {"resource": {"kind": "Bucket", "name": "b"}}},
         ]}}]});
         let mut warnings = Vec::new();
-        let (table, tls) = build(&[ingress("a", Some("flotilla"), spec)], &[], "flotilla", lookup, &mut warnings);
+        let (table, tls) = build_table(&[ingress("a", Some("flotilla"), spec)], &[], &mut warnings);
         assert_eq!(routed(&table, "a.test", "/admin").as_deref(), Some("default/web:9000"));
         assert_eq!(routed(&table, "a.test", "/gone").as_deref(), Some("missing: service default/missing not found"));
         assert_eq!(
@@ -362,7 +405,7 @@ mod tests {
         newer["metadata"]["creationTimestamp"] = json!("2025-01-01T00:00:00Z");
         let mut older = (*ingress("older", Some("flotilla"), spec("older"))).clone();
         older["metadata"]["creationTimestamp"] = json!("2024-01-01T00:00:00Z");
-        let (table, _) = build(&[Arc::new(newer), Arc::new(older)], &[], "flotilla", lookup, &mut Vec::new());
+        let (table, _) = build_table(&[Arc::new(newer), Arc::new(older)], &[], &mut Vec::new());
         assert_eq!(routed(&table, "x.test", "/").as_deref(), Some("default/older:80"));
         assert!(!table.is_empty());
     }

@@ -23,6 +23,17 @@
 //! HTTP/2 `:authority` when the client sent none), without hop-by-hop headers, with an
 //! `x-request-id`; requests from the listeners also carry `X-Forwarded-For` (appended),
 //! `X-Forwarded-Proto` and `X-Forwarded-Host`.
+//!
+//! It counts what it routes in the registry of [`ProxyConfig::metrics`]: per Service,
+//! `flotilla_service_requests_total{namespace,service,code}`,
+//! `flotilla_service_request_duration_seconds{namespace,service}` (to the response head)
+//! and `flotilla_service_upstream_errors_total{namespace,service,reason}` (`no_endpoints`,
+//! `pod_error`, `timeout`, `unreachable`, `retried`), for every request sent to a Service
+//! (Ingress, NodePort, LoadBalancer, [`Proxy::forward`]); per Ingress route,
+//! `flotilla_ingress_requests_total{namespace,ingress,service,code}` and
+//! `flotilla_ingress_request_duration_seconds{namespace,ingress,service}` (all three
+//! labels empty for a request no rule matches). Label values name cluster objects only,
+//! never anything from a request, and an object's series go with it.
 
 mod balancer;
 mod config;
@@ -30,6 +41,7 @@ mod dispatch;
 mod error;
 mod ingress;
 mod listener;
+mod metrics;
 mod proxy;
 mod snapshot;
 mod tls;

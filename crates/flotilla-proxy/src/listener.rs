@@ -4,9 +4,11 @@
 
 use crate::dispatch::{self, error_response};
 use crate::ingress::Target;
+use crate::metrics::RouteMetrics;
 use crate::proxy::Shared;
-use crate::snapshot::{PortKind, WantedListener};
+use crate::snapshot::{PortKind, Route, WantedListener};
 use flotilla_client::{Body, BoxError};
+use http::request::Parts;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
@@ -16,7 +18,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
@@ -85,53 +87,84 @@ async fn connection(stream: TcpStream, peer: SocketAddr, kind: Kind, shared: Arc
     }
 }
 
-/// One request from a client of a listener.
+/// One request from a client of a listener. Requests to the Ingress listeners are
+/// counted in the series of the rule they match (or of none).
 async fn handle(shared: &Shared, kind: Kind, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
-    let (mut parts, body) = request.into_parts();
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let (route, ingress) = route(shared, kind, &parts);
+    let response = match route {
+        Ok(route) => serve_route(shared, peer, kind == Kind::IngressTls, route, parts, body, started).await,
+        Err(response) => response,
+    };
+    if let Some(ingress) = ingress {
+        ingress.observe(response.status(), started.elapsed());
+    }
+    response
+}
+
+/// The Service port a request goes to (or the answer when none), and for a request to
+/// an Ingress listener, the series it counts in.
+fn route(shared: &Shared, kind: Kind, parts: &Parts) -> (Result<Route, Response<Body>>, Option<Arc<RouteMetrics>>) {
+    let snapshot = shared.snapshot.load();
+    match kind {
+        Kind::Ingress | Kind::IngressTls => {
+            let host = dispatch::request_host(parts);
+            let lower;
+            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                lower = host.to_ascii_lowercase();
+                lower.as_str()
+            } else {
+                host
+            };
+            match snapshot.ingress.route(host, parts.uri.path()) {
+                Some(backend) => {
+                    let route = match &backend.target {
+                        Target::Service(route) => Ok(route.clone()),
+                        Target::Missing(why) => Err(error_response(StatusCode::SERVICE_UNAVAILABLE, why.as_ref())),
+                    };
+                    (route, Some(backend.metrics.clone()))
+                }
+                None => {
+                    let message = format!("no Ingress rule for host \"{host}\" and path \"{}\"", parts.uri.path());
+                    (Err(error_response(StatusCode::NOT_FOUND, message)), Some(shared.unmatched.clone()))
+                }
+            }
+        }
+        Kind::Port(PortKind::NodePort(port)) => {
+            let route = snapshot.node_ports.get(&port).cloned().ok_or_else(|| {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, format!("no Service has node port {port}"))
+            });
+            (route, None)
+        }
+        Kind::Port(PortKind::LoadBalancer(port)) => {
+            let route = snapshot.load_balancer_ports.get(&port).cloned().ok_or_else(|| {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, format!("no LoadBalancer Service has port {port}"))
+            });
+            (route, None)
+        }
+    }
+}
+
+/// Sends a request from a client to its Service port, counted in the Service's series
+/// when it reaches the Service (not when its announced body is too large).
+async fn serve_route(
+    shared: &Shared,
+    peer: SocketAddr,
+    tls: bool,
+    route: Route,
+    mut parts: Parts,
+    body: Incoming,
+    started: Instant,
+) -> Response<Body> {
     let limit = shared.config.max_body_bytes;
     let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if length.is_some_and(|length| length > limit) {
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes"));
     }
 
-    let route = {
-        let snapshot = shared.snapshot.load();
-        match kind {
-            Kind::Ingress | Kind::IngressTls => {
-                let host = dispatch::request_host(&parts);
-                let lower;
-                let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                    lower = host.to_ascii_lowercase();
-                    lower.as_str()
-                } else {
-                    host
-                };
-                match snapshot.ingress.route(host, parts.uri.path()) {
-                    Some(Target::Service(route)) => Ok(route.clone()),
-                    Some(Target::Missing(why)) => Err(error_response(StatusCode::SERVICE_UNAVAILABLE, why.as_ref())),
-                    None => Err(error_response(
-                        StatusCode::NOT_FOUND,
-                        format!("no Ingress rule for host \"{host}\" and path \"{}\"", parts.uri.path()),
-                    )),
-                }
-            }
-            Kind::Port(PortKind::NodePort(port)) => snapshot.node_ports.get(&port).cloned().ok_or_else(|| {
-                error_response(StatusCode::SERVICE_UNAVAILABLE, format!("no Service has node port {port}"))
-            }),
-            Kind::Port(PortKind::LoadBalancer(port)) => {
-                snapshot.load_balancer_ports.get(&port).cloned().ok_or_else(|| {
-                    error_response(StatusCode::SERVICE_UNAVAILABLE, format!("no LoadBalancer Service has port {port}"))
-                })
-            }
-        }
-    };
-    let route = match route {
-        Ok(route) => route,
-        Err(response) => return response,
-    };
-
     let client = peer.ip().to_canonical();
-    dispatch::prepare_headers(&mut parts, Some((client, if kind == Kind::IngressTls { "https" } else { "http" })));
+    dispatch::prepare_headers(&mut parts, Some((client, if tls { "https" } else { "http" })));
     // A body of unknown length is counted as it streams; past the limit the pod sees an
     // error and the client a 413.
     let (body, overflow) = if length.is_some() || body.is_end_stream() {
@@ -147,10 +180,11 @@ async fn handle(shared: &Shared, kind: Kind, peer: SocketAddr, request: Request<
         });
         (limited.boxed_unsync(), Some(overflow))
     };
-    let response = dispatch::dispatch(shared, route, Some(client), parts, body).await;
+    let mut response = dispatch::dispatch(shared, &route, Some(client), parts, body).await;
     if overflow.is_some_and(|overflow| overflow.load(Ordering::Relaxed)) {
-        return error_response(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes"));
+        response = error_response(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is over {limit} bytes"));
     }
+    route.service.metrics.observe(response.status(), started.elapsed());
     response
 }
 

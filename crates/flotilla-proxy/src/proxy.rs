@@ -3,6 +3,7 @@
 
 use crate::ProxyConfig;
 use crate::error::{ProxyError, Result};
+use crate::metrics::{ProxyMetrics, RouteMetrics};
 use crate::{dispatch, listener, snapshot, tls, watcher};
 use arc_swap::ArcSwap;
 use flotilla_client::{Body, Cluster, Kubelets};
@@ -11,6 +12,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -52,6 +54,10 @@ pub(crate) struct Shared {
     pub(crate) cluster: Arc<dyn Cluster>,
     /// The Deployments being woken now (`namespace/name`), so one request scales each.
     pub(crate) waking: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+    /// The metric families, where the routing tables get each object's series.
+    pub(crate) metrics: ProxyMetrics,
+    /// The series of Ingress requests that match no rule.
+    pub(crate) unmatched: Arc<RouteMetrics>,
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
     ready: watch::Receiver<bool>,
@@ -85,11 +91,14 @@ async fn bind(addr: Option<SocketAddr>) -> Result<Option<(TcpListener, SocketAdd
 impl Proxy {
     /// Binds the Ingress listeners, starts watching the cluster and serving. NodePort and
     /// LoadBalancer listeners open as their Services appear (a port that cannot be bound
-    /// is logged, not fatal). Fails only when an Ingress listener cannot be bound.
+    /// is logged, not fatal). Fails when an Ingress listener cannot be bound, or when the
+    /// metrics cannot be registered in [`ProxyConfig::metrics`] (it already has them).
     pub async fn start(cluster: Arc<dyn Cluster>, kubelets: Kubelets, config: ProxyConfig) -> Result<Proxy> {
         let mut config = config;
         config.max_header_bytes = config.max_header_bytes.max(MIN_HEADER_BYTES);
         config.cluster_domain = config.cluster_domain.trim_matches('.').to_ascii_lowercase();
+        let metrics = ProxyMetrics::register(&config.metrics).map_err(ProxyError::Metrics)?;
+        let unmatched = Arc::new(metrics.route("", "", ""));
 
         let snapshot = Arc::new(ArcSwap::from_pointee(snapshot::Snapshot::default()));
         let tls = tls::server_config(snapshot.clone()).map_err(|source| ProxyError::Tls { source })?;
@@ -116,6 +125,8 @@ impl Proxy {
             rebuilt: watch::channel(0).0,
             cluster: cluster.clone(),
             waking: std::sync::Mutex::default(),
+            metrics,
+            unmatched,
             http_addr: http_listener.as_ref().map(|(_, addr)| *addr),
             https_addr: https_listener.as_ref().map(|(_, addr)| *addr),
             ready,
@@ -163,8 +174,9 @@ impl Proxy {
     /// 503 when the Service has no ready endpoint, 502 when the pod could not take the
     /// request, 504 when it did not answer in time, each with a short text body. The
     /// request has no client address, so `sessionAffinity` does not apply, and no
-    /// `X-Forwarded-*` headers are added.
+    /// `X-Forwarded-*` headers are added. Counted in the Service's metrics.
     pub async fn forward(&self, namespace: &str, request: http::Request<Body>) -> http::Response<Body> {
+        let started = Instant::now();
         let (mut parts, body) = request.into_parts();
         let route = {
             let snapshot = self.shared.snapshot.load();
@@ -182,7 +194,9 @@ impl Proxy {
             );
         };
         dispatch::prepare_headers(&mut parts, None);
-        dispatch::dispatch(&self.shared, route, None, parts, body).await
+        let response = dispatch::dispatch(&self.shared, &route, None, parts, body).await;
+        route.service.metrics.observe(response.status(), started.elapsed());
+        response
     }
 
     /// Waits until the informers have synced and the first routing tables are in use.

@@ -5,6 +5,7 @@
 use crate::ProxyConfig;
 use crate::balancer::{Affinity, POLICY_ANNOTATION, Policy};
 use crate::ingress::IngressTable;
+use crate::metrics::{ProxyMetrics, RouteMetrics, ServiceMetrics};
 use crate::tls::{CertCache, TlsTable};
 use flotilla_client::{Kubelet, Kubelets, ObjectKey};
 use serde_json::Value;
@@ -73,6 +74,8 @@ pub(crate) struct Service {
     /// endpoint: one whose pods the Service selects and that may sit at zero (an HPA
     /// with `minReplicas: 0` targets it, or it is annotated `flotilla.dev/scale-to-zero`).
     pub(crate) wake: Option<Arc<str>>,
+    /// Its series, shared by every snapshot (a headless Service's pods count in it too).
+    pub(crate) metrics: Arc<ServiceMetrics>,
 }
 
 /// A Service port a request goes to.
@@ -257,6 +260,7 @@ fn pods_of_headless(service: &Service, name: &str) -> Vec<(String, Arc<Service>)
                 affinity: None,
                 counter: Arc::default(),
                 wake: None,
+                metrics: service.metrics.clone(),
             };
             (format!("{}.{name}", endpoint.hostname), Arc::new(pod))
         })
@@ -280,7 +284,11 @@ pub(crate) struct Inputs {
 struct ServiceState {
     counter: Arc<AtomicUsize>,
     affinity: Option<Arc<Affinity>>,
+    metrics: Arc<ServiceMetrics>,
 }
+
+/// The labels of an Ingress route's series: namespace, Ingress, Service.
+type RouteKey = (String, String, String);
 
 /// Builds snapshots, keeping the state that outlives each.
 #[derive(Debug)]
@@ -293,6 +301,9 @@ pub(crate) struct Builder {
     in_flight: HashMap<Arc<str>, Arc<AtomicUsize>>,
     /// By `namespace/name`.
     states: HashMap<Arc<str>, ServiceState>,
+    metrics: ProxyMetrics,
+    /// The series of the Ingress routes.
+    routes: HashMap<RouteKey, Arc<RouteMetrics>>,
     certs: CertCache,
     /// The warnings of the last build, so each is logged once.
     warned: HashSet<String>,
@@ -316,7 +327,7 @@ pub(crate) fn by_age(objects: &[Arc<Value>]) -> Vec<&Value> {
 }
 
 impl Builder {
-    pub(crate) fn new(config: &ProxyConfig, kubelets: Kubelets) -> Builder {
+    pub(crate) fn new(config: &ProxyConfig, kubelets: Kubelets, metrics: ProxyMetrics) -> Builder {
         Builder {
             node_port_address: config.node_port_address,
             load_balancer_address: config.load_balancer_address,
@@ -324,12 +335,15 @@ impl Builder {
             kubelets,
             in_flight: HashMap::new(),
             states: HashMap::new(),
+            metrics,
+            routes: HashMap::new(),
             certs: CertCache::default(),
             warned: HashSet::new(),
         }
     }
 
-    /// The routing tables of these objects. Logs each new problem once.
+    /// The routing tables of these objects. Logs each new problem once; removes the series
+    /// of the Services and Ingress routes that are gone.
     pub(crate) fn build(&mut self, inputs: &Inputs) -> Snapshot {
         let mut warnings = Vec::new();
         let mut snapshot = Snapshot::default();
@@ -374,9 +388,14 @@ impl Builder {
             });
             let state = match self.states.get(&id) {
                 Some(state) if state.affinity.as_ref().map(|a| a.timeout) == affinity_timeout => state.clone(),
-                previous => ServiceState {
-                    counter: previous.map(|s| s.counter.clone()).unwrap_or_default(),
+                Some(previous) => ServiceState {
                     affinity: affinity_timeout.map(|timeout| Arc::new(Affinity::new(timeout))),
+                    ..previous.clone()
+                },
+                None => ServiceState {
+                    counter: Arc::default(),
+                    affinity: affinity_timeout.map(|timeout| Arc::new(Affinity::new(timeout))),
+                    metrics: Arc::new(self.metrics.service(namespace, name)),
                 },
             };
             states.insert(id.clone(), state.clone());
@@ -406,6 +425,7 @@ impl Builder {
                 affinity: state.affinity.clone(),
                 counter: state.counter.clone(),
                 wake: crate::wake::target(object, &inputs.deployments, &inputs.autoscalers),
+                metrics: state.metrics.clone(),
             });
 
             let ips = spec["clusterIPs"].as_array().into_iter().flatten().chain(std::iter::once(&spec["clusterIP"]));
@@ -446,15 +466,35 @@ impl Builder {
         }
         self.in_flight = in_flight;
         snapshot.kubelets = nodes;
+        for (id, gone) in &self.states {
+            if !states.contains_key(id) {
+                gone.metrics.remove();
+            }
+        }
         self.states = states;
 
+        let mut routes = HashMap::new();
         let (ingress, tls_refs) = crate::ingress::build(
             &inputs.ingresses,
             &inputs.classes,
             &self.ingress_class,
             |namespace, name| snapshot.service(namespace, name).cloned(),
+            |namespace, ingress, service| {
+                let key = (namespace.to_string(), ingress.to_string(), service.to_string());
+                let metrics = match self.routes.get(&key) {
+                    Some(metrics) => metrics.clone(),
+                    None => Arc::new(self.metrics.route(namespace, ingress, service)),
+                };
+                routes.entry(key).or_insert(metrics).clone()
+            },
             &mut warnings,
         );
+        for (key, gone) in &self.routes {
+            if !routes.contains_key(key) {
+                gone.remove();
+            }
+        }
+        self.routes = routes;
         snapshot.ingress = ingress;
         let secrets: HashMap<ObjectKey, &Value> =
             inputs.secrets.iter().map(|s| (ObjectKey::of(s), s.as_ref())).collect();
@@ -626,7 +666,11 @@ mod tests {
     }
 
     fn builder() -> Builder {
-        Builder::new(&ProxyConfig::default(), Kubelets::default())
+        Builder::new(&ProxyConfig::default(), Kubelets::default(), metrics())
+    }
+
+    fn metrics() -> ProxyMetrics {
+        ProxyMetrics::register(&prometheus::Registry::new()).expect("the metrics")
     }
 
     #[test]
@@ -711,7 +755,7 @@ mod tests {
             ..Inputs::default()
         };
         let kubelets = Kubelets::default();
-        let mut builder = Builder::new(&ProxyConfig::default(), kubelets.clone());
+        let mut builder = Builder::new(&ProxyConfig::default(), kubelets.clone(), metrics());
         let snapshot = builder.build(&inputs);
         assert!(!snapshot.kubelets_changed(&kubelets));
         kubelets.register("n", Arc::new(NoAgent));
@@ -841,7 +885,7 @@ mod tests {
             services: vec![Arc::new(new.clone()), Arc::new(old.clone()), Arc::new(plain)],
             ..Inputs::default()
         };
-        let snapshot = Builder::new(&config, Kubelets::default()).build(&inputs);
+        let snapshot = Builder::new(&config, Kubelets::default(), metrics()).build(&inputs);
         let listeners: Vec<String> =
             snapshot.listeners.iter().map(|l| format!("{} {:?} {}", l.addr, l.kind, l.owner)).collect();
         assert_eq!(
@@ -859,7 +903,7 @@ mod tests {
 
         old["status"]["loadBalancer"]["ingress"][0]["ip"] = json!("10.1.1.1");
         let inputs = Inputs { services: vec![Arc::new(old)], ..Inputs::default() };
-        let snapshot = Builder::new(&config, Kubelets::default()).build(&inputs);
+        let snapshot = Builder::new(&config, Kubelets::default(), metrics()).build(&inputs);
         assert!(!snapshot.load_balancers[0].current);
     }
 }

@@ -112,7 +112,7 @@ pub(crate) async fn run(cluster: Arc<dyn Cluster>, shared: Arc<Shared>, ready: w
         informer.synced().await;
     }
 
-    let mut builder = Builder::new(&shared.config, shared.kubelets.clone());
+    let mut builder = Builder::new(&shared.config, shared.kubelets.clone(), shared.metrics.clone());
     let mut listeners = PortListeners::default();
     let status = StatusWriter {
         cluster,

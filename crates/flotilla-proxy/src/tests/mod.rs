@@ -5,6 +5,7 @@
 mod forward;
 mod ingress;
 mod listeners;
+mod metrics;
 mod services;
 mod tls;
 
@@ -127,6 +128,8 @@ pub(crate) struct Env {
     pub(crate) kubelet: Arc<FakeKubelet>,
     pub(crate) proxy: Proxy,
     pub(crate) client: Client<HttpConnector, Full<Bytes>>,
+    /// The registry of the proxy's metrics.
+    pub(crate) metrics: prometheus::Registry,
     _server: Running,
     _dir: tempfile::TempDir,
 }
@@ -155,10 +158,11 @@ pub(crate) async fn start(config: ProxyConfig) -> Env {
     let kubelet = Arc::new(FakeKubelet::default());
     let kubelets = Kubelets::default();
     kubelets.register(NODE, kubelet.clone());
+    let metrics = config.metrics.clone();
     let proxy = Proxy::start(cluster.clone(), kubelets, config).await.expect("the proxy starts");
     tokio::time::timeout(Duration::from_secs(10), proxy.ready()).await.expect("the proxy syncs");
     let client = Client::builder(TokioExecutor::new()).build_http();
-    Env { cluster, kubelet, proxy, client, _server: server, _dir: dir }
+    Env { cluster, kubelet, proxy, client, metrics, _server: server, _dir: dir }
 }
 
 /// An answer, read whole.
@@ -270,6 +274,20 @@ impl Env {
             "spec": {"ingressClassName": "flotilla",
                      "defaultBackend": {"service": {"name": service, "port": {"number": 80}}}}}))
             .await;
+    }
+
+    /// The metrics in the text exposition format.
+    pub(crate) fn metrics_text(&self) -> String {
+        crate::metrics::tests::text(&self.metrics)
+    }
+
+    /// The value of one series (`name{labels}`, labels in name order as the text format
+    /// writes them), 0 when it is not there.
+    pub(crate) fn metric(&self, series: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Polls `GET host path` until `done` holds for the answer (10 s at most).

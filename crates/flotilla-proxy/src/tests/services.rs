@@ -243,6 +243,13 @@ async fn idempotent_requests_are_retried_once_when_the_pod_is_gone() {
         }
     }
     assert!(failed >= 2, "round robin sends some POSTs to the gone pods: {failed} of 6 failed");
+    let upstream = |reason: &str| {
+        env.metric(&format!(
+            r#"flotilla_service_upstream_errors_total{{namespace="default",reason="{reason}",service="web"}}"#
+        ))
+    };
+    assert!(upstream("retried") >= 10.0, "about half the retriable requests were retried: {}", upstream("retried"));
+    assert_eq!(upstream("unreachable"), f64::from(failed), "only the POSTs failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

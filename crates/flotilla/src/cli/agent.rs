@@ -98,7 +98,7 @@ impl AgentCommand {
         let kubelets = flotilla_client::Kubelets::default();
         kubelets.register(node.name(), Arc::new(node.clone()));
         tokio::spawn(kubelets.clone().follow_nodes(cluster.clone(), secret.to_string()));
-        let _proxy = super::proxy::start(&self.proxy, cluster, kubelets, &runtime, None, None).await?;
+        let _proxy = super::proxy::start(&self.proxy, cluster, kubelets, &runtime, None, None, &metrics).await?;
         tokio::spawn(flotilla_node::server::serve(node, listener, secret.to_string()));
         // Scripts and tests wait for this line.
         println!("flotilla agent: node {name} joined {} (kubelet API on {kubelet_addr})", self.server);

@@ -59,8 +59,8 @@ impl ServiceRouter for ServiceRoutes {
     }
 }
 
-/// Starts the proxy (Ingress on `http_addr`/`https_addr` when given) and routes the
-/// runtime's Service calls through it.
+/// Starts the proxy (Ingress on `http_addr`/`https_addr` when given, its metrics in
+/// `metrics`) and routes the runtime's Service calls through it.
 pub async fn start(
     args: &ProxyArgs,
     cluster: Arc<dyn Cluster>,
@@ -68,6 +68,7 @@ pub async fn start(
     runtime: &Runtime,
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
+    metrics: &prometheus::Registry,
 ) -> anyhow::Result<Proxy> {
     let config = ProxyConfig {
         http_addr,
@@ -75,6 +76,7 @@ pub async fn start(
         node_port_address: args.node_port_address,
         load_balancer_address: args.load_balancer_address,
         cluster_domain: args.cluster_domain.clone(),
+        metrics: metrics.clone(),
         ..ProxyConfig::default()
     };
     let proxy = Proxy::start(cluster, kubelets, config).await.context("starting the Service proxy")?;

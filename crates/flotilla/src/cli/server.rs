@@ -267,6 +267,7 @@ impl ServerCommand {
         let ingress = if ingress.is_empty() { "none".to_string() } else { ingress.join(" ") };
         println!(
             "flotilla API server listening on {} (kubeconfig: {}, node join token: {}, ingress: {ingress})",
+            &metrics,
             running.local_addr,
             running.kubeconfig.display(),
             running.join_token.display()
