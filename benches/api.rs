@@ -77,7 +77,15 @@ fn config_map(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"bench": "api"}}, "data": {"key": "value"}})
 }
 
-async fn creates(client: &Client, store: &Arc<RedbStore>, rows: &mut Vec<Row>) -> Result<()> {
+/// The control-plane issue's target: ≥ 5,000 durable creates/s at 64 clients, p99 < 20 ms.
+const CREATE_TARGET: (usize, f64, Duration) = (64, 5_000.0, Duration::from_millis(20));
+
+async fn creates(
+    client: &Client,
+    store: &Arc<RedbStore>,
+    rows: &mut Vec<Row>,
+    targets: &mut Vec<String>,
+) -> Result<()> {
     for (concurrency, total) in [(1usize, 400usize), (16, 3_000), (64, 6_000)] {
         let c = client.clone();
         let (version_rate, _) = run_load(total, concurrency, move |_| {
@@ -118,6 +126,17 @@ async fn creates(client: &Client, store: &Arc<RedbStore>, rows: &mut Vec<Row>) -
             baseline: format!("GET /version {version_rate:.0}/s"),
             ratio: rate / version_rate,
         });
+        let (clients, target_rate, target_p99) = CREATE_TARGET;
+        if concurrency == clients {
+            let p99 = percentile(&latencies, 0.99);
+            let met = rate >= target_rate && p99 < target_p99;
+            targets.push(format!(
+                "- ≥ {target_rate:.0} creates/s at {clients} clients with p99 < {} ({rate:.0}/s, p99 {}): **{}**",
+                ms(target_p99),
+                ms(p99),
+                if met { "met" } else { "not met" }
+            ));
+        }
         rows.push(Row {
             bench: format!("creates vs bare store, {concurrency} clients"),
             figure: format!("{rate:.0}/s"),
@@ -237,14 +256,18 @@ fn main() -> Result<()> {
         let client = Client::from_kubeconfig(&server.kubeconfig)?;
         let store_dir = tempfile::tempdir()?;
         let store = Arc::new(RedbStore::open(&store_dir.path().join("bare.redb"), RedbStoreOptions::default())?);
-        let mut rows = Vec::new();
-        creates(&client, &store, &mut rows).await?;
+        let (mut rows, mut targets) = (Vec::new(), Vec::new());
+        creates(&client, &store, &mut rows, &mut targets).await?;
         list(&client, &store, &mut rows).await?;
         watch(&client, &mut rows).await?;
         println!("| bench | figure | baseline (same run) | ratio |");
         println!("|---|---|---|---|");
         for row in &rows {
             println!("| {} | {} | {} | {:.2} |", row.bench, row.figure, row.baseline, row.ratio);
+        }
+        println!();
+        for target in &targets {
+            println!("{target}");
         }
         Ok(())
     })

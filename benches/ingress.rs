@@ -29,6 +29,12 @@
 //! 2 cores as the server on every side. Targets from the "Services and Ingress" issue:
 //! flotilla ≥ 0.9× wasmtime serve's throughput and p99 ≤ 1.2× its p99. Any socket error
 //! or non-2xx answer wrk reports is counted and shown in the table.
+//!
+//! Then, on the same server: a rolling update of the 2 replicas while wrk sends load
+//! through the Ingress (failed requests counted; target 0), and scale from zero: a second
+//! Deployment (`flotilla.dev/scale-to-zero`) at zero replicas with no pod left, one `GET`
+//! through the Ingress timed to its 200 (10 rounds, 3 in quick mode; target under 10 ms),
+//! against the same `GET` once it is warm.
 
 use anyhow::{Context as _, Result, bail, ensure};
 use flotilla::client::Client;
@@ -56,6 +62,8 @@ struct Scale {
     seconds: u32,
     warmup_seconds: u32,
     connections: Vec<u32>,
+    /// Scale-from-zero rounds.
+    cold_rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +232,7 @@ fn deployment() -> Value {
         "spec": {"replicas": REPLICAS, "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}},
                 // No resources: no CPU limit (the quota's clock is not what this measures).
-                "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "web", "image": "hello-http",
+                "spec": {"containers": [{"name": "web", "image": "hello-http",
                     "env": [{"name": "GREETING", "value": GREETING}]}]}}},
     })
 }
@@ -556,14 +564,167 @@ fn report_connections(report: &mut Report, c: u32, rounds: &[Rounds; 3]) {
     );
 }
 
+/// The Ingress host of the Deployment that sleeps at zero.
+const COLD_HOST: &str = "cold.local";
+const COLD_TARGET: Duration = Duration::from_millis(10);
+
+/// hello-http at zero replicas, marked to be woken by its first request, with its
+/// Service and an Ingress for [`COLD_HOST`].
+fn cold_objects() -> [(&'static str, Value); 3] {
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "cold", "namespace": "default", "annotations": {"flotilla.dev/scale-to-zero": "true"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "cold"}},
+            "template": {"metadata": {"labels": {"app": "cold"}},
+                "spec": {"containers": [{"name": "web", "image": "hello-http",
+                    "env": [{"name": "GREETING", "value": GREETING}]}]}}},
+    });
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cold", "namespace": "default"},
+        "spec": {"selector": {"app": "cold"}, "ports": [{"port": 80, "targetPort": 8080}]}});
+    let ingress = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "cold", "namespace": "default"},
+        "spec": {"rules": [{"host": COLD_HOST, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "cold", "port": {"number": 80}}}}]}}]}});
+    [
+        ("/apis/apps/v1/namespaces/default/deployments", deployment),
+        ("/api/v1/namespaces/default/services", service),
+        ("/apis/networking.k8s.io/v1/namespaces/default/ingresses", ingress),
+    ]
+}
+
+/// Polls `check` every 20 ms until it answers true, for at most [`READY_LIMIT`].
+async fn until(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    while !check().await? {
+        ensure!(start.elapsed() < READY_LIMIT, "{what}: not within {READY_LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Scale from zero: the Deployment sits at zero with no pod left; one `GET` through the
+/// Ingress on a fresh connection is timed until its 200 (the proxy scales the Deployment
+/// to one, a pod is scheduled, started, Ready, and answers). The baseline is the same
+/// `GET` to the same Deployment once it is up.
+fn scale_from_zero(report: &mut Report, client: &Client, addr: SocketAddr, rounds: usize) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut colds = Vec::new();
+    for (path, object) in cold_objects() {
+        runtime.block_on(client.post_json(path, &object))?.ok().with_context(|| format!("creating {path}"))?;
+    }
+    for round in 0..rounds {
+        runtime.block_on(async {
+            let scale = "/apis/apps/v1/namespaces/default/deployments/cold/scale";
+            let zero = json!({"spec": {"replicas": 0}});
+            client.patch(scale, "application/merge-patch+json", &zero).await?.ok()?;
+            until("the cold Deployment's pods gone", async || {
+                let pods = client.get("/api/v1/namespaces/default/pods?labelSelector=app%3Dcold").await?.ok()?;
+                Ok(pods["items"].as_array().is_some_and(Vec::is_empty))
+            })
+            .await?;
+            // No request may probe it (one would wake it): the API says when it is empty.
+            until("the cold Deployment at zero, without endpoints", async || {
+                let deployment = client.get("/apis/apps/v1/namespaces/default/deployments/cold").await?.ok()?;
+                let slices = client
+                    .get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dcold")
+                    .await?
+                    .ok()?;
+                let no_endpoints = slices["items"]
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(|s| s["endpoints"].as_array().is_none_or(Vec::is_empty)));
+                Ok(no_endpoints && deployment.pointer("/status/replicas").and_then(Value::as_u64).unwrap_or(0) == 0)
+            })
+            .await?;
+            // The proxy's watch of the EndpointSlice lands within this.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            anyhow::Ok(())
+        })?;
+        let started = Instant::now();
+        let (status, body) = get(addr, COLD_HOST)?;
+        let cold = started.elapsed();
+        ensure!(status == 200, "the first request to the cold Deployment: {status} {body}");
+        println!("  round {} cold request: {}", round + 1, ms(cold));
+        colds.push(cold.as_secs_f64());
+    }
+    let mut warms = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let (status, body) = get(addr, COLD_HOST)?;
+        ensure!(status == 200, "a warm request: {status} {body}");
+        warms.push(started.elapsed().as_secs_f64());
+    }
+    let (cold, warm) = (median(colds.clone()), median(warms));
+    let worst = colds.iter().copied().fold(0.0, f64::max);
+    report.row(
+        format!("scale from zero: first request through the Ingress (median of {rounds})"),
+        format!("{} (worst {})", ms(Duration::from_secs_f64(cold)), ms(Duration::from_secs_f64(worst))),
+        format!("the same request warm {}", ms(Duration::from_secs_f64(warm))),
+        cold / warm.max(1e-9),
+    );
+    report.target(
+        format!(
+            "scale from zero: cold request under {} ms ({})",
+            COLD_TARGET.as_millis(),
+            ms(Duration::from_secs_f64(cold))
+        ),
+        Duration::from_secs_f64(cold) < COLD_TARGET,
+    );
+    Ok(())
+}
+
+/// A rolling update of the `web` Deployment while wrk sends load through the Ingress:
+/// every failed request (socket error or non-2xx) is counted. The baseline is the
+/// steady-state throughput at the same connection count, measured before.
+fn rolling_update_under_load(
+    report: &mut Report,
+    client: &Client,
+    addr: SocketAddr,
+    connections: u32,
+    seconds: u32,
+    steady: f64,
+) -> Result<()> {
+    let load = std::thread::spawn(move || wrk(addr, connections, seconds));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rollout = runtime.block_on(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let started = Instant::now();
+        let path = "/apis/apps/v1/namespaces/default/deployments/web";
+        let restart = json!({"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": jiff::Timestamp::now().to_string()}}}}});
+        let patched = client.patch(path, "application/merge-patch+json", &restart).await?.ok()?;
+        let generation = patched["metadata"]["generation"].as_i64().unwrap_or_default();
+        until("the rollout to finish", async || {
+            let d = client.get(path).await?.ok()?;
+            let status = &d["status"];
+            let count = |field: &str| status[field].as_u64().unwrap_or_default();
+            Ok(status["observedGeneration"].as_i64().unwrap_or_default() >= generation
+                && count("updatedReplicas") == REPLICAS as u64
+                && count("availableReplicas") == REPLICAS as u64
+                && count("replicas") == REPLICAS as u64)
+        })
+        .await?;
+        anyhow::Ok(started.elapsed())
+    })?;
+    let during = load.join().map_err(|_| anyhow::anyhow!("the wrk thread panicked"))??;
+    let failed = during.socket_errors + during.non_2xx;
+    report.row(
+        format!("rolling update of {REPLICAS} replicas under load ({connections} conns, rollout {})", ms(rollout)),
+        format!("{failed} failed of {} requests, {:.0} req/s", during.requests, during.requests_per_sec),
+        format!("steady {steady:.0} req/s"),
+        during.requests_per_sec / steady.max(1e-9),
+    );
+    report.target(format!("rolling update under load: 0 failed requests ({failed})"), failed == 0);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick")
         || std::env::var("FLOTILLA_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let mut scale = if quick {
-        Scale { rounds: 1, seconds: 3, warmup_seconds: 1, connections: vec![32] }
+        Scale { rounds: 1, seconds: 3, warmup_seconds: 1, connections: vec![32], cold_rounds: 3 }
     } else {
-        Scale { rounds: 3, seconds: 10, warmup_seconds: 3, connections: vec![32, 128] }
+        Scale { rounds: 3, seconds: 10, warmup_seconds: 3, connections: vec![32, 128], cold_rounds: 10 }
     };
     if let Some(at) = args.iter().position(|a| a == "--connections") {
         let list = args.get(at + 1).map(String::as_str).unwrap_or_default();
@@ -589,7 +750,8 @@ fn main() -> Result<()> {
     let (flotilla_dir, nginx_dir) = (dir.path().join("flotilla"), dir.path().join("nginx"));
     std::fs::create_dir_all(&flotilla_dir)?;
     std::fs::create_dir_all(&nginx_dir)?;
-    let (_server, flotilla_addr, pods) = start_flotilla(&flotilla_dir)?;
+    let (server, flotilla_addr, pods) = start_flotilla(&flotilla_dir)?;
+    let client = Client::from_kubeconfig(&server.kubeconfig)?;
     println!("flotilla: Ingress http://{flotilla_addr}/ (Host: {HOST}) → Service web → pods {}", pods.join(", "));
     let pod_name = pods.first().context("no pod answered")?;
     let (_wasmtime, wasmtime_addr) = start_wasmtime(&wasmtime_bin, pod_name, &dir.path().join("wasmtime.log"))?;
@@ -605,6 +767,7 @@ fn main() -> Result<()> {
 
     let mut report = Report::default();
     let mut sizes = Vec::new();
+    let mut steady = Vec::new();
     for &c in &scale.connections {
         println!("{c} connections: warm-up {} s a side", scale.warmup_seconds);
         for side in Side::ALL {
@@ -624,6 +787,7 @@ fn main() -> Result<()> {
             }
         }
         report_connections(&mut report, c, &rounds);
+        steady.push(rounds[Side::Flotilla.index()].rate());
         sizes.push(
             Side::ALL
                 .iter()
@@ -633,6 +797,12 @@ fn main() -> Result<()> {
                 .join(", "),
         );
     }
+
+    let (c, steady) = (scale.connections[0], steady[0]);
+    println!("rolling update under load, {c} connections, {} s", scale.seconds.max(8));
+    rolling_update_under_load(&mut report, &client, flotilla_addr, c, scale.seconds.max(8), steady)?;
+    println!("scale from zero, {} rounds", scale.cold_rounds);
+    scale_from_zero(&mut report, &client, flotilla_addr, scale.cold_rounds)?;
 
     println!();
     println!(
