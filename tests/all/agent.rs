@@ -48,7 +48,7 @@ fn start_agent(server: &Server, name: &str, token: &str, extra: &[&str]) -> Resu
 
 #[tokio::test]
 async fn an_agent_joins_with_the_token_and_runs_pods_on_its_node() -> Result<()> {
-    let server = Server::start_with(&["--crash-backoff", "1s"])?;
+    let server = Server::start_with(&["--crash-backoff", "1s", "--metric-resolution", "1s"])?;
     let client = &server.client;
     let token = std::fs::read_to_string(server.data_dir().join("join-token"))?.trim().to_string();
 
@@ -108,6 +108,16 @@ async fn an_agent_joins_with_the_token_and_runs_pods_on_its_node() -> Result<()>
     })
     .await?;
     assert_eq!(answer.trim(), "hi from remote");
+
+    // Its kubelet API serves its pods' stats: the resource metrics measure the remote pod
+    // and node.
+    eventually("the remote pod measured", Duration::from_secs(15), || async {
+        let (ok, out, _) = server.cli(&["top", "pods"])?;
+        Ok((ok && out.lines().any(|l| l.starts_with("remote "))).then_some(()))
+    })
+    .await?;
+    let (ok, out, err) = server.cli(&["top", "nodes"])?;
+    assert!(ok && out.lines().any(|l| l.starts_with("second ") && !l.contains("<unknown>")), "{out} {err}");
 
     let mut batch = pod("remote-batch", "batch", "Never", json!({"nodeName": "second"}));
     batch["spec"]["containers"][0]["env"] = json!([{"name": "LIMIT", "value": "100"}]);

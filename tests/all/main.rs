@@ -14,5 +14,6 @@ mod pods;
 mod python_client;
 mod services;
 mod support;
+mod top;
 mod watch;
 mod workloads;

@@ -1,6 +1,8 @@
 //! Discovery documents: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}[/{version}]`,
-//! built from the resource table so a kind added there is discoverable at once.
+//! built from the resource table so a kind added there is discoverable at once, plus the
+//! resource metrics group (`metrics.k8s.io`), which is served from samples, not stored.
 
+use crate::resource_metrics;
 use flotilla_api::{ResourceType, Subresource, all_resources, groups};
 use serde_json::{Value, json};
 
@@ -35,8 +37,9 @@ fn group_entry(group: &str, version: &str) -> Value {
 }
 
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> =
+    let mut groups: Vec<Value> =
         groups().into_iter().filter(|(g, _)| !g.is_empty()).map(|(g, v)| group_entry(g, v)).collect();
+    groups.push(resource_metrics::group_entry());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -116,7 +119,7 @@ fn gvk(group: &str, version: &str, kind: &str) -> Value {
 /// `/api` (core, when `core` is true) or `/apis` (every other group) in the aggregated
 /// form: every group, version and resource in one document.
 pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = groups()
+    let mut items: Vec<Value> = groups()
         .into_iter()
         .filter(|(group, _)| group.is_empty() == core)
         .map(|(group, version)| {
@@ -158,6 +161,9 @@ pub fn aggregated(core: bool) -> Value {
             })
         })
         .collect();
+    if !core {
+        items.push(resource_metrics::aggregated_discovery());
+    }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
@@ -206,5 +212,8 @@ mod tests {
         let names: Vec<&str> =
             groups["groups"].as_array().into_iter().flatten().filter_map(|g| g["name"].as_str()).collect();
         assert!(names.contains(&"apps") && names.contains(&"networking.k8s.io") && !names.contains(&""));
+        assert!(names.contains(&"metrics.k8s.io"));
+        let apis = aggregated(false);
+        assert!(apis["items"].as_array().into_iter().flatten().any(|g| g["metadata"]["name"] == "metrics.k8s.io"));
     }
 }

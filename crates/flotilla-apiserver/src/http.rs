@@ -5,7 +5,7 @@ use crate::registry::{
     DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions, parse_resource_version,
 };
 use crate::watch::{self, WatchQuery};
-use crate::{discovery, metrics, openapi, protobuf, strategic, tables};
+use crate::{discovery, metrics, openapi, protobuf, resource_metrics, strategic, tables};
 use bytes::Bytes;
 use flotilla_api::{
     ApiError, FieldSelector, Format, LabelSelector, Reason, ResourceType, Subresource, decode_object, encode,
@@ -50,6 +50,8 @@ pub struct ApiState {
     pub metrics: crate::metrics::ApiMetrics,
     /// What `/metrics` serves.
     pub metrics_registry: prometheus::Registry,
+    /// The scraped usage `metrics.k8s.io` serves.
+    pub resource_metrics: crate::resource_metrics::ResourceMetrics,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -315,6 +317,15 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
     let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let aggregated = discovery::wants_aggregated(accept);
     let target = match segments.as_slice() {
+        ["apis", resource_metrics::GROUP, rest @ ..] => {
+            let table = tables::wants_table(accept);
+            let answer =
+                resource_metrics::serve(state, request.method(), &path, request.uri().query(), rest, table).await?;
+            return Ok(match answer {
+                resource_metrics::Answer::Object(value) => respond(200, &value, format),
+                resource_metrics::Answer::Table(value) => respond_as(&value, TABLE_CONTENT_TYPE),
+            });
+        }
         ["api"] if aggregated => {
             return Ok(respond_as(&discovery::aggregated(true), discovery::AGGREGATED_CONTENT_TYPE));
         }

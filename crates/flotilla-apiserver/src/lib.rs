@@ -4,7 +4,9 @@
 //! It owns routing, authentication, discovery, the verbs' semantics (system fields,
 //! optimistic concurrency, patches, finalizers, subresources), watches, the server's
 //! certificates and kubeconfig, the namespace lifecycle, and Services' cluster IPs and
-//! node ports (allocated from the ranges in [`Config`], with the `kubernetes` Service).
+//! node ports (allocated from the ranges in [`Config`], with the `kubernetes` Service),
+//! and the resource metrics API (`metrics.k8s.io`, from scraping the nodes' kubelets, as
+//! metrics-server does; [`ResourceMetrics`] is the same usage for the autoscaler).
 //! It must not run pods or reconcile workloads: controllers and node agents are clients
 //! of this API like any other, through the store's objects and watches.
 
@@ -21,6 +23,7 @@ mod openapi;
 mod pki;
 mod protobuf;
 mod registry;
+mod resource_metrics;
 mod services;
 mod strategic;
 mod tables;
@@ -31,6 +34,7 @@ pub use http::MAX_BODY_BYTES;
 pub use local::LocalCluster;
 pub use pki::{Identity, PkiPaths, write_kubeconfig};
 pub use registry::{DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions};
+pub use resource_metrics::{ContainerUsage, NodeUsage, PodUsage, ResourceMetrics};
 pub use services::{NodePortRange, ServiceCidr};
 
 use flotilla_store::Store;
@@ -55,8 +59,11 @@ pub struct Config {
     pub insecure_http: bool,
     /// Extra DNS names or IPs for the serving certificate.
     pub tls_names: Vec<String>,
-    /// The nodes' agents, for `pods/log` and `pods/proxy`.
+    /// The nodes' agents, for `pods/log`, `pods/proxy` and their stats.
     pub kubelets: flotilla_client::Kubelets,
+    /// How often the nodes' stats are scraped for the resource metrics (metrics-server's
+    /// `--metric-resolution`): usage is the rate between the last two scrapes.
+    pub metric_resolution: std::time::Duration,
     /// The range Service cluster IPs come from (`--service-cluster-ip-range`).
     pub service_cidr: ServiceCidr,
     /// The range Service node ports come from (`--service-node-port-range`).
@@ -77,6 +84,7 @@ impl Config {
             insecure_http: false,
             tls_names: Vec::new(),
             kubelets: flotilla_client::Kubelets::default(),
+            metric_resolution: std::time::Duration::from_secs(15),
             service_cidr: ServiceCidr::default(),
             service_node_port_range: NodePortRange::default(),
             metrics: prometheus::Registry::new(),
@@ -100,6 +108,15 @@ pub struct Running {
     pub cluster: LocalCluster,
     /// Ends when the server stops accepting connections.
     pub task: tokio::task::JoinHandle<()>,
+    resource_metrics: ResourceMetrics,
+}
+
+impl Running {
+    /// The pods' and nodes' usage the server scrapes (what `metrics.k8s.io` serves), for
+    /// the autoscaler.
+    pub fn resource_metrics(&self) -> ResourceMetrics {
+        self.resource_metrics.clone()
+    }
 }
 
 /// Loads or makes the server's identity, bootstraps the system namespaces, binds the
@@ -128,6 +145,17 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         namespaces::run_finalizer(registry.clone(), namespace_poke.clone())
             .instrument(tracing::info_span!("namespace-finalizer")),
     );
+    let resource_metrics = ResourceMetrics::default();
+    tokio::spawn(
+        resource_metrics::scrape(
+            resource_metrics.clone(),
+            registry.clone(),
+            config.kubelets.clone(),
+            identity.node_token.clone(),
+            config.metric_resolution,
+        )
+        .instrument(tracing::info_span!("resource-metrics")),
+    );
     let state = Arc::new(http::ApiState {
         registry,
         admin_token: identity.admin_token.clone(),
@@ -140,6 +168,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         request_ids: AtomicU64::new(1),
         metrics,
         metrics_registry: config.metrics.clone(),
+        resource_metrics: resource_metrics.clone(),
     });
     let cluster = LocalCluster::new(state.registry.clone(), namespace_poke);
     let tls = (!config.insecure_http).then(|| tokio_rustls::TlsAcceptor::from(identity.tls.clone()));
@@ -152,6 +181,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         node_token: identity.node_token.clone(),
         cluster,
         task,
+        resource_metrics,
     })
 }
 

@@ -1,6 +1,8 @@
 //! What the API server asks of a node, as kube-apiserver asks a kubelet: a pod's logs
-//! (`pods/log`) and HTTP to a pod (`pods/proxy`, which `flotilla port-forward` uses).
+//! (`pods/log`), HTTP to a pod (`pods/proxy`, which `flotilla port-forward` uses), and
+//! its pods' resource use (`/stats/summary`, which the resource metrics scraper reads).
 
+use crate::stats::Summary;
 use async_trait::async_trait;
 use bytes::Bytes;
 use flotilla_api::ApiError;
@@ -54,6 +56,12 @@ pub trait Kubelet: Send + Sync + std::fmt::Debug {
         pod: &str,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, ApiError>;
+
+    /// The node's pods and what they use now (kubelet's `GET /stats/summary`). A kubelet
+    /// that measures nothing answers `NotFound`.
+    async fn stats(&self) -> Result<Summary, ApiError> {
+        Err(ApiError::new(flotilla_api::Reason::NotFound, "this kubelet serves no stats"))
+    }
 }
 
 /// The kubelets this process can reach (the API server for logs and `pods/proxy`, the
@@ -75,6 +83,17 @@ impl Kubelets {
     /// Registers an agent running in this process (it wins over a remote entry).
     pub fn register(&self, node: &str, kubelet: Arc<dyn Kubelet>) {
         self.write().insert(node.to_string(), Registered::Local(kubelet));
+    }
+
+    /// Every registered node and its kubelet, by name.
+    pub fn all(&self) -> Vec<(String, Arc<dyn Kubelet>)> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        nodes
+            .iter()
+            .map(|(name, entry)| match entry {
+                Registered::Local(kubelet) | Registered::Remote(_, kubelet) => (name.clone(), kubelet.clone()),
+            })
+            .collect()
     }
 
     pub fn get(&self, node: &str) -> Option<Arc<dyn Kubelet>> {
@@ -141,7 +160,8 @@ pub fn kubelet_base(node: &serde_json::Value) -> Result<String, String> {
 }
 
 /// A node agent in another process, reached over its HTTP kubelet API
-/// (`GET /containerLogs/NS/POD[/CONTAINER]`, `/pods/NS/POD/proxy/…`) with the node token.
+/// (`GET /containerLogs/NS/POD[/CONTAINER]`, `/pods/NS/POD/proxy/…`, `GET /stats/summary`)
+/// with the node token.
 #[derive(Debug, Clone)]
 pub struct HttpKubelet {
     client: crate::Client,
@@ -212,5 +232,14 @@ impl Kubelet for HttpKubelet {
         let path = format!("/pods/{}/{}/proxy{rest}", segment(namespace), segment(pod));
         let response = self.client.forward(parts.method, &path, &parts.headers, body).await?;
         Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+    }
+
+    async fn stats(&self) -> Result<Summary, ApiError> {
+        let response = self.client.get("/stats/summary").await?;
+        if !response.status.is_success() {
+            return Err(response.api_error());
+        }
+        serde_json::from_slice(&response.body)
+            .map_err(|e| ApiError::internal(format!("the node's /stats/summary is not a summary: {e}")))
     }
 }

@@ -9,7 +9,8 @@
 //! validation and admission as kubectl's.
 //!
 //! It also defines [`Kubelet`], what the API server asks a node for (`pods/log`,
-//! `pods/proxy`), so that the API server and the node agent need not know each other.
+//! `pods/proxy`, the [`Summary`] of its pods' resource use), so that the API server and
+//! the node agent need not know each other.
 //!
 //! This crate owns no cluster logic and must not depend on the store, the runtime, or any
 //! component that uses it.
@@ -18,6 +19,7 @@ mod event;
 mod http;
 mod informer;
 mod kubelet;
+mod stats;
 
 pub use crate::event::event;
 pub use crate::http::{Client, LineReader, Response, error_chain, rest_path};
@@ -25,6 +27,7 @@ pub use crate::informer::{Change, Informer, ObjectKey};
 pub use crate::kubelet::{
     Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, empty_body, full_body, kubelet_base,
 };
+pub use crate::stats::{ContainerStats, CpuStats, MemoryStats, NodeStats, PodReference, PodStats, Summary};
 
 use async_trait::async_trait;
 use flotilla_api::{ApiError, Reason, ResourceType};

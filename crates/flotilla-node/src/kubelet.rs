@@ -1,12 +1,12 @@
-//! The agent's side of `pods/log` and `pods/proxy`, and the one place a request enters a
-//! pod ([`Node::dispatch`]), which the Service proxy will use too.
+//! The agent's side of `pods/log`, `pods/proxy` and `/stats/summary`, and the one place a
+//! request enters a pod ([`Node::dispatch`]), which the Service proxy uses too.
 
 use crate::Node;
 use crate::container::Crash;
 use async_trait::async_trait;
 use bytes::Bytes;
 use flotilla_api::{ApiError, Reason};
-use flotilla_client::{Body, BoxError, Kubelet, LogOptions, full_body};
+use flotilla_client::{Body, BoxError, Kubelet, LogOptions, Summary, full_body};
 use flotilla_runtime::{BodyError, LogLine, PodError};
 use http_body_util::{BodyExt as _, StreamBody};
 use hyper::body::Frame;
@@ -180,5 +180,9 @@ impl Kubelet for Node {
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, ApiError> {
         self.dispatch(namespace, pod, request).await
+    }
+
+    async fn stats(&self) -> Result<Summary, ApiError> {
+        Ok(self.stats_summary())
     }
 }

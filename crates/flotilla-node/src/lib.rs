@@ -5,7 +5,8 @@
 //! [`ImageStore`], env/volumes/limits resolved from the pod ([`spec`]), restart policy
 //! with kubelet's back-off, probes, and the pod's status written back as kubelet writes
 //! it. Deleting a pod stops it gracefully before the object goes. It serves
-//! [`Kubelet`](flotilla_client::Kubelet) (`pods/log`, `pods/proxy`) to the API server.
+//! [`Kubelet`](flotilla_client::Kubelet) (`pods/log`, `pods/proxy`, and its pods' usage
+//! as kubelet's `/stats/summary`) to the API server.
 //!
 //! It reaches the cluster only through [`flotilla_client::Cluster`], so it runs the same
 //! inside `flotilla server` and as `flotilla agent` in another process. It must not
@@ -182,6 +183,45 @@ impl Node {
         self.inner.lock().get(&ObjectKey::new(namespace, name)).map(|e| e.handles.clone())
     }
 
+    /// What the node's pods use now: kubelet's `/stats/summary`, as the resource metrics
+    /// scraper reads it (cumulative CPU time, memory held now, requests answered).
+    pub fn stats_summary(&self) -> flotilla_client::Summary {
+        let time = jiff::Timestamp::now().to_string();
+        let mut pods: Vec<flotilla_client::PodStats> = self
+            .inner
+            .pod_entries()
+            .into_iter()
+            .map(|(key, uid, handles)| flotilla_client::PodStats {
+                pod_ref: flotilla_client::PodReference { name: key.name, namespace: key.namespace, uid },
+                containers: handles
+                    .containers
+                    .iter()
+                    .map(|container| {
+                        let slot = container.lock();
+                        flotilla_client::ContainerStats {
+                            name: slot.name.clone(),
+                            cpu: flotilla_client::CpuStats {
+                                usage_core_nano_seconds: u64::try_from(slot.usage.cpu_time().as_nanos())
+                                    .unwrap_or(u64::MAX),
+                            },
+                            memory: flotilla_client::MemoryStats { working_set_bytes: slot.usage.memory_bytes() },
+                        }
+                    })
+                    .collect(),
+                http_requests: handles.requests.total(),
+            })
+            .collect();
+        pods.sort_by(|a, b| (&a.pod_ref.namespace, &a.pod_ref.name).cmp(&(&b.pod_ref.namespace, &b.pod_ref.name)));
+        flotilla_client::Summary {
+            node: flotilla_client::NodeStats {
+                node_name: self.name().to_string(),
+                start_time: Some(self.inner.shared.started_at.clone()),
+                time,
+            },
+            pods,
+        }
+    }
+
     /// Every metric family of the agent's registry (its own and whatever else the
     /// process registered there), in Prometheus' text format.
     pub fn metrics_text(&self) -> Result<Vec<u8>, prometheus::Error> {
@@ -197,6 +237,11 @@ impl Agent {
     /// The pods the agent runs now, with their handles.
     fn pod_handles(&self) -> Vec<(ObjectKey, Arc<pod::PodHandles>)> {
         self.lock().iter().map(|(key, entry)| (key.clone(), entry.handles.clone())).collect()
+    }
+
+    /// The pods the agent runs now, with their uids and handles.
+    fn pod_entries(&self) -> Vec<(ObjectKey, String, Arc<pod::PodHandles>)> {
+        self.lock().iter().map(|(key, entry)| (key.clone(), entry.uid.clone(), entry.handles.clone())).collect()
     }
 
     /// Starts, updates or replaces the worker of `pod`.

@@ -115,6 +115,11 @@ impl PodRequests {
         self.duration.observe(elapsed.as_secs_f64());
     }
 
+    /// Requests the pod has answered so far, of every code class.
+    pub(crate) fn total(&self) -> u64 {
+        self.codes.iter().filter_map(OnceLock::get).map(IntCounter::get).sum()
+    }
+
     /// Removes the pod's series: it is gone, and so are they.
     pub(crate) fn remove(&self) {
         for (class, counter) in CODE_CLASSES.iter().zip(&self.codes) {
@@ -355,6 +360,7 @@ mod tests {
                 r#"flotilla_pod_request_duration_seconds_bucket{namespace="shop",pod="web-1",le="0.00005"} 1"#
             )
         );
+        assert_eq!((web.total(), other.total()), (3, 1));
         web.remove();
         let scraped = text(&registry);
         assert!(!scraped.contains(r#"pod="web-1""#), "{scraped}");

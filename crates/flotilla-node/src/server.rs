@@ -1,7 +1,8 @@
 //! The agent's own HTTP API, for an API server in another process (the kubelet port):
 //! `GET /containerLogs/NS/POD[/CONTAINER]` with `pods/log`'s query, and
-//! `/pods/NS/POD/proxy/PATH` into the pod, and `/metrics` (the agent process's metrics,
-//! in Prometheus' text format). Every request needs the node token.
+//! `/pods/NS/POD/proxy/PATH` into the pod, `/metrics` (the agent process's metrics,
+//! in Prometheus' text format), and `GET /stats/summary` (its pods' resource use, JSON,
+//! for the API server's resource metrics). Every request needs the node token.
 
 use crate::Node;
 use flotilla_api::ApiError;
@@ -79,6 +80,15 @@ async fn route(node: &Node, request: Request<Incoming>) -> Result<Response<Body>
             response
                 .headers_mut()
                 .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+            Ok(response)
+        }
+        ["stats", "summary"] if request.method() == http::Method::GET => {
+            let body = serde_json::to_vec(&node.stats_summary())
+                .map_err(|e| ApiError::internal(format!("encoding the stats summary failed: {e}")))?;
+            let mut response = Response::new(full_body(body));
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
             Ok(response)
         }
         ["containerLogs", namespace, pod, rest @ ..] if rest.len() <= 1 => {

@@ -9,8 +9,10 @@ mod image;
 mod logs;
 mod port_forward;
 mod proxy;
+mod resource_metrics;
 mod rollout;
 mod server;
+mod top;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -47,6 +49,8 @@ enum Command {
     Scale(rollout::ScaleCommand),
     /// Follow, list, undo, restart, pause or resume a Deployment's rollouts.
     Rollout(rollout::RolloutCommand),
+    /// Show the CPU and memory pods or nodes use now.
+    Top(top::TopCommand),
 }
 
 impl Cli {
@@ -63,6 +67,7 @@ impl Cli {
             Command::Image(command) => command.execute().await,
             Command::Scale(command) => command.execute().await,
             Command::Rollout(command) => command.execute().await,
+            Command::Top(command) => command.execute().await,
         }
     }
 }

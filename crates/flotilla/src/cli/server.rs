@@ -60,6 +60,18 @@ pub struct ServerCommand {
     /// How long Events are kept after they last happened (kube-apiserver's flag).
     #[arg(long, env = "FLOTILLA_EVENT_TTL", default_value = "60m", value_parser = parse_duration)]
     event_ttl: std::time::Duration,
+    /// How often the nodes' stats are scraped for `kubectl top` and the autoscaler
+    /// (metrics-server's flag): usage is the rate between the last two scrapes.
+    #[arg(long, env = "FLOTILLA_METRIC_RESOLUTION", default_value = "15s", value_parser = parse_positive_duration)]
+    metric_resolution: std::time::Duration,
+    /// How often each HorizontalPodAutoscaler is evaluated (kube-controller-manager's flag).
+    #[arg(
+        long,
+        env = "FLOTILLA_HORIZONTAL_POD_AUTOSCALER_SYNC_PERIOD",
+        default_value = "15s",
+        value_parser = parse_positive_duration
+    )]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
     /// The range Service cluster IPs come from (kube-apiserver's flag); its first
     /// address is the `kubernetes` Service's.
     #[arg(long, env = "FLOTILLA_SERVICE_CLUSTER_IP_RANGE", default_value = "10.96.0.0/12")]
@@ -144,6 +156,11 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// A [`parse_duration`] that must not be zero (a period).
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration(text).and_then(|d| if d.is_zero() { Err(format!("{text:?}: must be more than 0")) } else { Ok(d) })
+}
+
 impl NodeArgs {
     /// The node's configuration, runtime and image store under `data_dir`.
     pub fn build(
@@ -200,6 +217,7 @@ impl ServerCommand {
         controllers_config.node_lifecycle.grace_period = self.node_monitor_grace_period;
         controllers_config.node_lifecycle.eviction_timeout = self.pod_eviction_timeout;
         controllers_config.event_ttl = self.event_ttl;
+        controllers_config.hpa.sync_period = self.horizontal_pod_autoscaler_sync_period;
         init_logging(&self.log_level, self.log_format)?;
         let data_dir = self.data_dir.unwrap_or_else(crate::default_data_dir);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -218,6 +236,7 @@ impl ServerCommand {
             insecure_http: self.insecure_http,
             tls_names: self.tls_sans,
             kubelets: kubelets.clone(),
+            metric_resolution: self.metric_resolution,
             service_cidr: self.service_cluster_ip_range,
             service_node_port_range: self.service_node_port_range,
             metrics: metrics.clone(),
@@ -232,6 +251,7 @@ impl ServerCommand {
         };
         tokio::spawn(flotilla_scheduler::run(scheduler, scheduling));
         let controllers = Arc::new(cluster.with_field_manager("kube-controller-manager"));
+        controllers_config.hpa.metrics = Some(super::resource_metrics::autoscaler_source(running.resource_metrics()));
         tokio::spawn(flotilla_controllers::run(controllers, controllers_config));
         let node_cluster = Arc::new(cluster.with_field_manager(&format!("kubelet/{}", node_config.name)));
         let node = flotilla_node::Node::start(node_cluster, runtime.clone(), images, node_config).await?;
@@ -247,6 +267,7 @@ impl ServerCommand {
             &runtime,
             self.http_addr.0,
             self.https_addr.0,
+            &metrics,
         )
         .await?;
         if !self.manifests.is_empty() {
@@ -267,7 +288,6 @@ impl ServerCommand {
         let ingress = if ingress.is_empty() { "none".to_string() } else { ingress.join(" ") };
         println!(
             "flotilla API server listening on {} (kubeconfig: {}, node join token: {}, ingress: {ingress})",
-            &metrics,
             running.local_addr,
             running.kubeconfig.display(),
             running.join_token.display()
