@@ -663,6 +663,9 @@ mod tests {
         assert_eq!(ports.len(), 3);
         assert_eq!(ports[0], ports[1]);
         assert_ne!(ports[0], ports[2]);
-        assert!(ports.iter().all(|p| (30000 + 128..=32767).contains(p)), "upper band: {ports:?}");
+        // kube's lower band of 30000-32767: min(max(16, 2768 / 32), 128) = 86 ports.
+        let upper_band = 30000 + i64::try_from(port_low_band(NodePortRange::default().size())).unwrap_or(0)..=32767;
+        assert_eq!(upper_band.start(), &30086);
+        assert!(ports.iter().all(|p| upper_band.contains(p)), "upper band: {ports:?}");
     }
 }
