@@ -459,6 +459,22 @@ impl SliceMeta {
         })
     }
 
+    /// Whether the slice's owner is this Service (not an older one of the same name).
+    fn owns(&self, slice: &Value) -> bool {
+        meta::owner_references(slice).iter().any(|owner| owner["uid"] == self.owner["uid"])
+    }
+
+    /// `new` (a slice to create) written over `existing` instead: its name, uid and
+    /// revision, the new slice's labels, owner, ports and endpoints.
+    fn reused_slice(existing: &Value, new: &Value) -> Value {
+        let mut slice = existing.clone();
+        slice["metadata"]["labels"] = new["metadata"]["labels"].clone();
+        slice["metadata"]["ownerReferences"] = new["metadata"]["ownerReferences"].clone();
+        slice["endpoints"] = new["endpoints"].clone();
+        slice["ports"] = new["ports"].clone();
+        slice
+    }
+
     fn updated_slice(&self, existing: &Value, ports: &[EndpointPort], endpoints: &[Endpoint]) -> Value {
         let mut slice = existing.clone();
         slice["metadata"]["labels"] = Value::Object(self.labels.clone());
@@ -570,6 +586,21 @@ pub(crate) fn plan(service: &Value, desired: BTreeMap<String, Group>, existing: 
                 }
             }
             None => plan.create.push(meta.new_slice(&[], &[])),
+        }
+    }
+    // As kube's `finalize`: a slice to make takes the place of one to delete (same
+    // address type, owned by this Service), so that a Service leaving its placeholder
+    // gets its first endpoints in one write, and the slice count does not churn.
+    let mut i = 0;
+    while i < plan.delete.len() && !plan.create.is_empty() {
+        let old = &plan.delete[i];
+        if old["addressType"] == "IPv4" && meta.owns(old) {
+            let old = plan.delete.remove(i);
+            if let Some(new) = plan.create.pop() {
+                plan.update.push(SliceMeta::reused_slice(&old, &new));
+            }
+        } else {
+            i += 1;
         }
     }
     plan
@@ -752,12 +783,35 @@ mod tests {
         let one = plan(&svc, desired_endpoints(&svc, &not_ready), &slices);
         assert_eq!((one.create.len(), one.update.len(), one.delete.len()), (0, 1, 0));
 
-        // Scaled to nothing: one placeholder slice stays, the other goes.
+        // Scaled to nothing: one slice is emptied into the placeholder, the other goes
+        // (kube's placeholder would be created, then take a deleted slice's place).
         let none = plan(&svc, desired_endpoints(&svc, &[]), &slices);
-        assert_eq!((none.create.len(), none.delete.len()), (1, 2), "{none:?}");
+        assert_eq!((none.create.len(), none.update.len(), none.delete.len()), (0, 1, 1), "{none:?}");
         let emptied = stored(none, &slices);
         assert_eq!(emptied.len(), 1);
         assert_eq!(emptied[0]["endpoints"], json!([]));
         assert!(plan(&svc, desired_endpoints(&svc, &[]), &emptied).is_empty(), "the placeholder is left alone");
+    }
+
+    #[test]
+    fn the_first_endpoints_fill_the_placeholder_in_one_write() {
+        let svc = service(json!([{"name": "", "port": 80, "protocol": "TCP", "targetPort": 8080}]));
+        let placeholder = stored(plan(&svc, desired_endpoints(&svc, &[]), &[]), &[]);
+        assert_eq!(placeholder.len(), 1);
+        let pods = vec![pod("a", Some("10.244.0.1"), true, json!([]))];
+        let first = plan(&svc, desired_endpoints(&svc, &pods), &placeholder);
+        assert_eq!((first.create.len(), first.update.len(), first.delete.len()), (0, 1, 0), "{first:?}");
+        let updated = &first.update[0];
+        assert_eq!(meta::name(updated), meta::name(&placeholder[0]), "the placeholder itself");
+        assert_eq!(updated["metadata"]["uid"], placeholder[0]["metadata"]["uid"]);
+        assert_eq!(endpoints(updated), ["a"]);
+        assert_eq!(updated["ports"], json!([{"name": "", "port": 8080, "protocol": "TCP"}]));
+        assert_eq!(updated["metadata"]["labels"], placeholder[0]["metadata"]["labels"]);
+
+        // A slice another Service of the same name owned is not reused: it goes.
+        let mut foreign = (*placeholder[0]).clone();
+        foreign["metadata"]["ownerReferences"][0]["uid"] = json!("old-svc-uid");
+        let replaced = plan(&svc, desired_endpoints(&svc, &pods), &[Arc::new(foreign)]);
+        assert_eq!((replaced.create.len(), replaced.update.len(), replaced.delete.len()), (1, 0, 1));
     }
 }

@@ -17,7 +17,8 @@
 //! maintain EndpointSlices (the EndpointSlice controller does), nor allocate cluster IPs
 //! or node ports (the API server does). The only objects it writes are the `status` of
 //! LoadBalancer Services, and the scale of a Deployment it wakes from zero for a
-//! request (`wake`).
+//! request (`wake`); while it holds that request it watches the Service's pods, and
+//! sends it to the first ready one without waiting for its EndpointSlice.
 //!
 //! Requests reach a pod in origin form (`/path?query`) with a `Host` header (from the
 //! HTTP/2 `:authority` when the client sent none), without hop-by-hop headers, with an

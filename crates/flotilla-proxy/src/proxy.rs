@@ -52,8 +52,9 @@ pub(crate) struct Shared {
     pub(crate) rebuilt: watch::Sender<u64>,
     /// Writes the scale of Deployments woken from zero.
     pub(crate) cluster: Arc<dyn Cluster>,
-    /// The Deployments being woken now (`namespace/name`), so one request scales each.
-    pub(crate) waking: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+    /// The Deployments being woken now (`namespace/name`), so one request scales each
+    /// and watches for its first ready pod; the others wait on what it finds.
+    pub(crate) waking: std::sync::Mutex<std::collections::HashMap<Arc<str>, crate::wake::Waking>>,
     /// The metric families, where the routing tables get each object's series.
     pub(crate) metrics: ProxyMetrics,
     /// The series of Ingress requests that match no rule.

@@ -145,7 +145,11 @@ pub(crate) async fn run(cluster: Arc<dyn Cluster>, shared: Arc<Shared>, ready: w
                 }
             }
         }
-        tokio::time::sleep(DEBOUNCE).await;
+        // A request held for a Deployment woken from zero waits on this rebuild: no
+        // coalescing then, the burst of a scale-up is a few objects.
+        if shared.waking.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).is_empty() {
+            tokio::time::sleep(DEBOUNCE).await;
+        }
     }
 }
 

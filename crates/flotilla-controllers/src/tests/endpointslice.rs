@@ -197,6 +197,8 @@ async fn scaling_adds_and_removes_endpoints() {
     }
     let slices = slices_of(&cluster, "web").await;
     assert_eq!(slices.len(), 1, "updated in place: {slices:?}");
+    assert_eq!(meta::name(&slices[0]), meta::name(&placeholder), "the placeholder took the first endpoints");
+    assert_eq!(slices[0]["metadata"]["uid"], placeholder["metadata"]["uid"]);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod listeners;
 mod metrics;
 mod services;
 mod tls;
+mod wake;
 
 use crate::{Proxy, ProxyConfig};
 use async_trait::async_trait;
