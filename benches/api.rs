@@ -10,21 +10,18 @@
 //! - list: the bare store listing the same 10,000 keys in process;
 //! - watch: one watcher instead of 100.
 
+#[path = "support/report.rs"]
+mod report;
+
 use anyhow::{Context as _, Result};
 use flotilla::client::{Client, LineReader};
 use flotilla::testkit::ServerProcess;
 use flotilla_store::{ListOptions, RedbStore, RedbStoreOptions, Store};
+use report::{Report, Row};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Row {
-    bench: String,
-    figure: String,
-    baseline: String,
-    ratio: f64,
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -80,12 +77,7 @@ fn config_map(name: &str) -> Value {
 /// The control-plane issue's target: ≥ 5,000 durable creates/s at 64 clients, p99 < 20 ms.
 const CREATE_TARGET: (usize, f64, Duration) = (64, 5_000.0, Duration::from_millis(20));
 
-async fn creates(
-    client: &Client,
-    store: &Arc<RedbStore>,
-    rows: &mut Vec<Row>,
-    targets: &mut Vec<String>,
-) -> Result<()> {
+async fn creates(client: &Client, store: &Arc<RedbStore>, rows: &mut Report) -> Result<()> {
     for (concurrency, total) in [(1usize, 400usize), (16, 3_000), (64, 6_000)] {
         let c = client.clone();
         let (version_rate, _) = run_load(total, concurrency, move |_| {
@@ -130,12 +122,14 @@ async fn creates(
         if concurrency == clients {
             let p99 = percentile(&latencies, 0.99);
             let met = rate >= target_rate && p99 < target_p99;
-            targets.push(format!(
-                "- ≥ {target_rate:.0} creates/s at {clients} clients with p99 < {} ({rate:.0}/s, p99 {}): **{}**",
-                ms(target_p99),
-                ms(p99),
-                if met { "met" } else { "not met" }
-            ));
+            rows.target(
+                format!(
+                    "≥ {target_rate:.0} creates/s at {clients} clients with p99 < {} ({rate:.0}/s, p99 {})",
+                    ms(target_p99),
+                    ms(p99)
+                ),
+                met,
+            );
         }
         rows.push(Row {
             bench: format!("creates vs bare store, {concurrency} clients"),
@@ -147,7 +141,7 @@ async fn creates(
     Ok(())
 }
 
-async fn list(client: &Client, store: &Arc<RedbStore>, rows: &mut Vec<Row>) -> Result<()> {
+async fn list(client: &Client, store: &Arc<RedbStore>, rows: &mut Report) -> Result<()> {
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "listing"}});
     client.post_json("/api/v1/namespaces", &ns).await?.ok()?;
     let c = client.clone();
@@ -235,7 +229,7 @@ async fn fan_out(client: &Client, watchers: usize, writes: usize) -> Result<Vec<
     Ok(latencies)
 }
 
-async fn watch(client: &Client, rows: &mut Vec<Row>) -> Result<()> {
+async fn watch(client: &Client, rows: &mut Report) -> Result<()> {
     let one = fan_out(client, 1, 200).await?;
     let hundred = fan_out(client, 100, 200).await?;
     rows.push(Row {
@@ -256,19 +250,11 @@ fn main() -> Result<()> {
         let client = Client::from_kubeconfig(&server.kubeconfig)?;
         let store_dir = tempfile::tempdir()?;
         let store = Arc::new(RedbStore::open(&store_dir.path().join("bare.redb"), RedbStoreOptions::default())?);
-        let (mut rows, mut targets) = (Vec::new(), Vec::new());
-        creates(&client, &store, &mut rows, &mut targets).await?;
+        let mut rows = Report::default();
+        creates(&client, &store, &mut rows).await?;
         list(&client, &store, &mut rows).await?;
         watch(&client, &mut rows).await?;
-        println!("| bench | figure | baseline (same run) | ratio |");
-        println!("|---|---|---|---|");
-        for row in &rows {
-            println!("| {} | {} | {} | {:.2} |", row.bench, row.figure, row.baseline, row.ratio);
-        }
-        println!();
-        for target in &targets {
-            println!("{target}");
-        }
+        rows.print();
         Ok(())
     })
 }

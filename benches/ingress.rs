@@ -36,9 +36,13 @@
 //! through the Ingress timed to its 200 (10 rounds, 3 in quick mode; target under 10 ms),
 //! against the same `GET` once it is warm.
 
+#[path = "support/report.rs"]
+mod report;
+
 use anyhow::{Context as _, Result, bail, ensure};
 use flotilla::client::Client;
 use flotilla::testkit::ServerProcess;
+use report::Report;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -141,39 +145,6 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-struct Row {
-    bench: String,
-    figure: String,
-    baseline: String,
-    ratio: f64,
-}
-
-/// A target, met or not, printed after the table.
-struct Target {
-    what: String,
-    met: bool,
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<Row>,
-    targets: Vec<Target>,
-}
-
-impl Report {
-    fn row(&mut self, bench: impl Into<String>, figure: impl Into<String>, baseline: impl Into<String>, ratio: f64) {
-        let row = Row { bench: bench.into(), figure: figure.into(), baseline: baseline.into(), ratio };
-        println!("  {} | {} | {} | {:.2}", row.bench, row.figure, row.baseline, row.ratio);
-        self.rows.push(row);
-    }
-
-    fn target(&mut self, what: impl Into<String>, met: bool) {
-        let target = Target { what: what.into(), met };
-        println!("  target {}: {}", target.what, if target.met { "met" } else { "NOT met" });
-        self.targets.push(target);
-    }
 }
 
 /// A child process killed (and reaped) when dropped.
@@ -813,15 +784,6 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64(),
         sizes.first().map(String::as_str).unwrap_or_default()
     );
-    println!();
-    println!("| bench | figure | baseline (same run) | ratio |");
-    println!("|---|---|---|---|");
-    for row in &report.rows {
-        println!("| {} | {} | {} | {:.2} |", row.bench, row.figure, row.baseline, row.ratio);
-    }
-    println!();
-    for target in &report.targets {
-        println!("- {}: **{}**", target.what, if target.met { "met" } else { "not met" });
-    }
+    report.print();
     Ok(())
 }

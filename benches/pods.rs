@@ -110,39 +110,6 @@ const FULL: Scale = Scale {
     quota_rounds: 4,
 };
 
-struct Row {
-    bench: String,
-    figure: String,
-    baseline: String,
-    ratio: f64,
-}
-
-/// A target, met or not, printed after the table.
-struct Target {
-    what: String,
-    met: bool,
-}
-
-#[derive(Default)]
-struct Report {
-    rows: Vec<Row>,
-    targets: Vec<Target>,
-}
-
-impl Report {
-    fn row(&mut self, bench: impl Into<String>, figure: impl Into<String>, baseline: impl Into<String>, ratio: f64) {
-        let row = Row { bench: bench.into(), figure: figure.into(), baseline: baseline.into(), ratio };
-        println!("  {} | {} | {} | {:.2}", row.bench, row.figure, row.baseline, row.ratio);
-        self.rows.push(row);
-    }
-
-    fn target(&mut self, what: impl Into<String>, met: bool) {
-        let target = Target { what: what.into(), met };
-        println!("  target {}: {}", target.what, if target.met { "met" } else { "NOT met" });
-        self.targets.push(target);
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -188,6 +155,7 @@ fn resident_memory() -> Result<(u64, u64)> {
 // The cluster in process.
 
 use support::cluster::TestCluster;
+use support::report::Report;
 
 async fn start_cluster() -> Result<TestCluster> {
     support::cluster::start_cluster(MAX_PODS, false).await
@@ -1025,15 +993,6 @@ fn main() -> Result<()> {
     })?;
     println!();
     println!("{} run, {:.0} s", if quick { "quick" } else { "full" }, started.elapsed().as_secs_f64());
-    println!();
-    println!("| bench | figure | baseline (same run) | ratio |");
-    println!("|---|---|---|---|");
-    for row in &report.rows {
-        println!("| {} | {} | {} | {:.2} |", row.bench, row.figure, row.baseline, row.ratio);
-    }
-    println!();
-    for target in &report.targets {
-        println!("- {}: **{}**", target.what, if target.met { "met" } else { "not met" });
-    }
+    report.print();
     Ok(())
 }

@@ -19,11 +19,15 @@
 //! scheduler, which is the API's ceiling (each binding is a store write); and the rate
 //! at which the pods were created. The ratio column is the figure over its baseline.
 
+#[path = "support/report.rs"]
+mod report;
+
 use anyhow::{Context as _, Result, bail};
 use flotilla_apiserver::{Config, Running};
 use flotilla_client::{Cluster, EventType, ListParams, resource};
 use flotilla_scheduler::SchedulerConfig;
 use flotilla_store::{RedbStore, RedbStoreOptions};
+use report::{Report, Row};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -37,13 +41,6 @@ const RAW_BINDERS: usize = 256;
 /// Kubernetes' scheduler throughput gate, pods/s.
 const KUBERNETES_GATE: f64 = 400.0;
 const NAMESPACE: &str = "default";
-
-struct Row {
-    bench: String,
-    figure: String,
-    baseline: String,
-    ratio: f64,
-}
 
 struct Server {
     cluster: Arc<dyn Cluster>,
@@ -205,7 +202,7 @@ async fn bind_directly(cluster: &Arc<dyn Cluster>, prefix: &str, count: usize) -
 const THROUGHPUT_TARGET: f64 = 10_000.0;
 
 /// Every pod exists before the scheduler starts. Answers the pods bound per second.
-async fn backlog(count: usize, rows: &mut Vec<Row>) -> Result<f64> {
+async fn backlog(count: usize, rows: &mut Report) -> Result<f64> {
     // The baseline: the same pods bound by plain API calls.
     let server = start_server().await?;
     create_pods(&server.cluster, "raw", count).await?;
@@ -249,7 +246,7 @@ async fn backlog(count: usize, rows: &mut Vec<Row>) -> Result<f64> {
 }
 
 /// The scheduler runs while the pods are created.
-async fn stream(count: usize, rows: &mut Vec<Row>) -> Result<()> {
+async fn stream(count: usize, rows: &mut Report) -> Result<()> {
     let server = start_server().await?;
     let scheduler = start_scheduler(&server.cluster);
     // Let it list the (empty) pods and the nodes first.
@@ -276,21 +273,18 @@ fn main() -> Result<()> {
     let sizes: &[usize] = if quick { &[1_000] } else { &[1_000, 10_000] };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let (mut rows, mut backlog_rates) = (Vec::new(), Vec::new());
+        let (mut rows, mut backlog_rates) = (Report::default(), Vec::new());
         for &count in sizes {
             backlog_rates.push((count, backlog(count, &mut rows).await?));
             stream(count, &mut rows).await?;
         }
-        println!("| bench | figure | baseline (same run) | ratio |");
-        println!("|---|---|---|---|");
-        for row in &rows {
-            println!("| {} | {} | {} | {:.2} |", row.bench, row.figure, row.baseline, row.ratio);
+        for (count, rate) in backlog_rates {
+            rows.target(
+                format!("backlog of {count} pods bound at ≥ {THROUGHPUT_TARGET:.0} pods/s ({rate:.0}/s)"),
+                rate >= THROUGHPUT_TARGET,
+            );
         }
-        println!();
-        for (count, rate) in &backlog_rates {
-            let met = if *rate >= THROUGHPUT_TARGET { "met" } else { "not met" };
-            println!("- backlog of {count} pods bound at ≥ {THROUGHPUT_TARGET:.0} pods/s ({rate:.0}/s): **{met}**");
-        }
+        rows.print();
         Ok(())
     })
 }

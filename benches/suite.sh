@@ -20,9 +20,7 @@ args=()
 cargo bench -p flotilla --no-run --benches
 for bench in "${benches[@]}"; do
   echo "== $bench"
-  # Scheduler and api have no quick mode of their own beyond FLOTILLA_BENCH_QUICK.
-  FLOTILLA_BENCH_QUICK=$([ ${#args[@]} -gt 0 ] && echo 1 || echo 0) \
-    cargo bench -p flotilla --bench "$bench" -- "${args[@]}" | tee "$out/$bench.txt"
+  cargo bench -p flotilla --bench "$bench" -- "${args[@]}" | tee "$out/$bench.txt"
 done
 
 {

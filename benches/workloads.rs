@@ -8,6 +8,7 @@
 
 #[path = "support/mod.rs"]
 mod support;
+use support::report::Report;
 
 use anyhow::{Result, bail};
 use flotilla_client::{Cluster, ListParams, Patch, resource};
@@ -99,7 +100,8 @@ async fn bare_pods(cluster: &Arc<dyn Cluster>, ns: &str, n: usize) -> Result<Dur
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("FLOTILLA_BENCH_QUICK").is_some();
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var("FLOTILLA_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let replicas: u64 = if quick { 200 } else { 1000 };
     let n = usize::try_from(replicas)?;
     let tc = support::cluster::start_cluster(20_000, true).await?;
@@ -130,24 +132,27 @@ async fn main() -> Result<()> {
     .await?;
 
     let ratio = |figure: Duration| figure.as_secs_f64() / baseline.as_secs_f64().max(1e-9);
-    println!("| bench | figure | baseline (same run) | ratio |");
-    println!("|---|---|---|---|");
-    println!(
-        "| Deployment scale 0 → {replicas} available | {:.2} s | {n} bare pods created → Ready {:.2} s | {:.2} |",
-        scaled.as_secs_f64(),
-        baseline.as_secs_f64(),
-        ratio(scaled)
+    let mut report = Report::default();
+    let bare = format!("{n} bare pods created → Ready {:.2} s", baseline.as_secs_f64());
+    report.row(
+        format!("Deployment scale 0 → {replicas} available"),
+        format!("{:.2} s", scaled.as_secs_f64()),
+        bare.clone(),
+        ratio(scaled),
     );
-    println!(
-        "| rolling update of {replicas} replicas (25%/25%) | {:.2} s | {n} bare pods created → Ready {:.2} s | {:.2} |",
-        rolled.as_secs_f64(),
-        baseline.as_secs_f64(),
-        ratio(rolled)
+    report.row(
+        format!("rolling update of {replicas} replicas (25%/25%)"),
+        format!("{:.2} s", rolled.as_secs_f64()),
+        bare,
+        ratio(rolled),
     );
     if !quick {
-        let met = if scaled <= SCALE_TARGET { "met" } else { "not met" };
-        println!("- Deployment scale 0 → 1,000 available under 2 s: **{met}** ({:.2} s)", scaled.as_secs_f64());
+        report.target(
+            format!("Deployment scale 0 → 1,000 available under 2 s ({:.2} s)", scaled.as_secs_f64()),
+            scaled <= SCALE_TARGET,
+        );
     }
+    report.print();
     drop(tc);
     Ok(())
 }

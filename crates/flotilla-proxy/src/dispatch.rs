@@ -57,6 +57,16 @@ pub(crate) fn request_authority(parts: &Parts) -> Option<http::uri::Authority> {
     http::uri::Authority::try_from(host.as_bytes()).ok()
 }
 
+/// `name` in ASCII lower case, copied only when it has upper case (host names match
+/// case-insensitively; almost every client sends them lower case already).
+pub(crate) fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
 /// The request's host without port, from the URI or the `Host` header.
 pub(crate) fn request_host(parts: &Parts) -> &str {
     let host = match parts.uri.authority() {

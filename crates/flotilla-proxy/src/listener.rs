@@ -109,15 +109,8 @@ fn route(shared: &Shared, kind: Kind, parts: &Parts) -> (Result<Route, Response<
     let snapshot = shared.snapshot.load();
     match kind {
         Kind::Ingress | Kind::IngressTls => {
-            let host = dispatch::request_host(parts);
-            let lower;
-            let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                lower = host.to_ascii_lowercase();
-                lower.as_str()
-            } else {
-                host
-            };
-            match snapshot.ingress.route(host, parts.uri.path()) {
+            let host = dispatch::lowercase(dispatch::request_host(parts));
+            match snapshot.ingress.route(&host, parts.uri.path()) {
                 Some(backend) => {
                     let route = match &backend.target {
                         Target::Service(route) => Ok(route.clone()),

@@ -183,15 +183,8 @@ impl Snapshot {
         let (service, headless) = match literal.parse::<IpAddr>() {
             Ok(ip) => (self.by_cluster_ip.get(&ip)?, false),
             Err(_) => {
-                let host = host.strip_suffix('.').unwrap_or(host);
-                let lower;
-                let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                    lower = host.to_ascii_lowercase();
-                    lower.as_str()
-                } else {
-                    host
-                };
-                self.resolve_name(namespace, host, cluster_domain)?
+                let host = crate::dispatch::lowercase(host.strip_suffix('.').unwrap_or(host));
+                self.resolve_name(namespace, &host, cluster_domain)?
             }
         };
         let index = match service.ports.iter().position(|p| p.port == port) {

@@ -28,13 +28,8 @@ pub(crate) struct TlsTable {
 impl TlsTable {
     pub(crate) fn resolve(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = server_name {
-            let lower;
-            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                lower = name.to_ascii_lowercase();
-                lower.as_str()
-            } else {
-                name
-            };
+            let name = crate::dispatch::lowercase(name);
+            let name = name.as_ref();
             if let Some(cert) = self.exact.get(name) {
                 return Some(cert.clone());
             }
