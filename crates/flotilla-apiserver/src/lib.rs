@@ -141,21 +141,17 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     write_kubeconfig(&paths.kubeconfig, &format!("{scheme}://{client_addr}"), &identity.ca_pem, &identity.admin_token)?;
 
     let namespace_poke = Arc::new(Notify::new());
-    tokio::spawn(
-        namespaces::run_finalizer(registry.clone(), namespace_poke.clone())
-            .instrument(tracing::info_span!("namespace-finalizer")),
-    );
+    let finalizer = namespaces::run_finalizer(registry.clone(), namespace_poke.clone())
+        .instrument(tracing::info_span!("namespace-finalizer"));
     let resource_metrics = ResourceMetrics::default();
-    tokio::spawn(
-        resource_metrics::scrape(
-            resource_metrics.clone(),
-            registry.clone(),
-            config.kubelets.clone(),
-            identity.node_token.clone(),
-            config.metric_resolution,
-        )
-        .instrument(tracing::info_span!("resource-metrics")),
-    );
+    let scraper = resource_metrics::scrape(
+        resource_metrics.clone(),
+        registry.clone(),
+        config.kubelets.clone(),
+        identity.node_token.clone(),
+        config.metric_resolution,
+    )
+    .instrument(tracing::info_span!("resource-metrics"));
     let state = Arc::new(http::ApiState {
         registry,
         admin_token: identity.admin_token.clone(),
@@ -173,7 +169,18 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let cluster = LocalCluster::new(state.registry.clone(), namespace_poke);
     let tls = (!config.insecure_http).then(|| tokio_rustls::TlsAcceptor::from(identity.tls.clone()));
     tracing::info!(addr = %local_addr, scheme, "API server listening");
-    let task = tokio::spawn(accept_loop(listener, tls, state));
+    // The server's background loops live and end with its accept loop (aborting `task`
+    // stops them all, and lets go of the store).
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            () = accept_loop(listener, tls, state) => {}
+            // Should both loops ever return, the API keeps serving.
+            () = async {
+                tokio::join!(finalizer, scraper);
+                std::future::pending::<()>().await
+            } => {}
+        }
+    });
     Ok(Running {
         local_addr,
         kubeconfig: paths.kubeconfig,

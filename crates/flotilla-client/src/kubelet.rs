@@ -85,17 +85,6 @@ impl Kubelets {
         self.write().insert(node.to_string(), Registered::Local(kubelet));
     }
 
-    /// Every registered node and its kubelet, by name.
-    pub fn all(&self) -> Vec<(String, Arc<dyn Kubelet>)> {
-        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
-        nodes
-            .iter()
-            .map(|(name, entry)| match entry {
-                Registered::Local(kubelet) | Registered::Remote(_, kubelet) => (name.clone(), kubelet.clone()),
-            })
-            .collect()
-    }
-
     pub fn get(&self, node: &str) -> Option<Arc<dyn Kubelet>> {
         self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(node).map(|entry| match entry {
             Registered::Local(kubelet) | Registered::Remote(_, kubelet) => kubelet.clone(),

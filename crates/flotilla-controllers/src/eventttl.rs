@@ -1,6 +1,7 @@
-//! Events expire: each core/v1 Event is deleted once its last occurrence is older than
-//! the TTL, as kube-apiserver's `--event-ttl` (1 h by default) lets etcd drop them. The
-//! loop is level-triggered: it reads the Events' own times, so a restart loses nothing.
+//! Events expire: each core/v1 Event is deleted once its last write is older than the
+//! TTL, as kube-apiserver's `--event-ttl` (1 h by default) puts each write of an Event
+//! under an etcd lease of that length. The loop is level-triggered: it reads the times
+//! the server stamped on the Events, so a restart loses nothing.
 
 use crate::meta;
 use flotilla_client::{Cluster, DeleteParams, Informer, resource};
@@ -9,23 +10,21 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The last time an Event happened: `lastTimestamp`, `series.lastObservedTime`,
-/// `eventTime`, or when it was created.
-fn last_seen(event: &Value) -> Option<Timestamp> {
-    [
-        event["lastTimestamp"].as_str(),
-        event["series"]["lastObservedTime"].as_str(),
-        event["eventTime"].as_str(),
-        event["metadata"]["creationTimestamp"].as_str(),
-    ]
-    .into_iter()
-    .flatten()
-    .find_map(meta::parse_time)
+/// When an Event was last written, by the server's clock: its creation or the latest
+/// of its `managedFields` times (each write stamps its manager's). The times a client
+/// wrote (`lastTimestamp`, `eventTime`…) don't count: a recorder with a skewed clock
+/// must not make its Events vanish at once.
+fn last_written(event: &Value) -> Option<Timestamp> {
+    let created = event["metadata"]["creationTimestamp"].as_str();
+    let writes = event["metadata"]["managedFields"].as_array().into_iter().flatten().map(|f| f["time"].as_str());
+    std::iter::once(created).chain(writes).flatten().filter_map(meta::parse_time).max()
 }
 
-/// When an Event expires.
+/// When an Event expires: a TTL after its last write. The stamps are whole seconds, cut
+/// down: the write was within the second after, so that second is added (an Event may
+/// outlive its TTL by up to a second, never fall short of it).
 fn expiry(event: &Value, ttl: SignedDuration) -> Option<Timestamp> {
-    last_seen(event)?.checked_add(ttl).ok()
+    last_written(event)?.checked_add(ttl.checked_add(SignedDuration::from_secs(1))?).ok()
 }
 
 /// Deletes expired Events until dropped.
@@ -88,13 +87,18 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn an_event_lives_from_its_last_occurrence() {
+    fn an_event_lives_from_its_last_write() {
         let ttl = SignedDuration::from_hours(1);
-        let event = json!({"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"},
-            "lastTimestamp": "2026-01-01T00:30:00Z"});
-        assert_eq!(expiry(&event, ttl), "2026-01-01T01:30:00Z".parse().ok());
+        let event = json!({"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [
+                {"manager": "a", "time": "2026-01-01T00:30:00Z"}, {"manager": "b", "time": "2026-01-01T00:10:00Z"}]},
+            "lastTimestamp": "2025-01-01T00:00:00Z", "eventTime": "2027-01-01T00:00:00.000000Z"});
+        assert_eq!(
+            expiry(&event, ttl),
+            "2026-01-01T01:30:01Z".parse().ok(),
+            "the latest write, not the client's times"
+        );
         let created_only = json!({"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}});
-        assert_eq!(expiry(&created_only, ttl), "2026-01-01T01:00:00Z".parse().ok());
+        assert_eq!(expiry(&created_only, ttl), "2026-01-01T01:00:01Z".parse().ok());
         assert_eq!(expiry(&json!({}), ttl), None);
     }
 }

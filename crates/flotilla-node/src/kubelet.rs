@@ -2,7 +2,9 @@
 //! request enters a pod ([`Node::dispatch`]), which the Service proxy uses too.
 
 use crate::Node;
-use crate::container::Crash;
+use crate::container::{Crash, Handle};
+use crate::metrics::PodRequests;
+use crate::pod::PodHandles;
 use async_trait::async_trait;
 use bytes::Bytes;
 use flotilla_api::{ApiError, Reason};
@@ -63,13 +65,11 @@ impl Node {
                 },
             )?;
         let request = request.map(|body| body.map_err(|e| BodyError::InternalError(Some(e.to_string()))));
-        let started = Instant::now();
-        handle.in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut in_flight = InFlight::start(&handle, &handles);
         let result = http.handle(request).await;
-        handle.in_flight.fetch_sub(1, Ordering::AcqRel);
         match result {
             Ok(response) => {
-                handles.requests.observe(response.status(), started.elapsed());
+                in_flight.answered(response.status());
                 Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
             }
             Err(error) => {
@@ -83,10 +83,39 @@ impl Node {
                     _ => {}
                 }
                 let response = pod_error_response(&format!("{namespace}/{pod}"), &error);
-                handles.requests.observe(response.status(), started.elapsed());
+                in_flight.answered(response.status());
                 Ok(response)
             }
         }
+    }
+}
+
+/// A request in a pod, from dispatch to its response head: counted in flight until
+/// dropped, and then counted as answered, also when the caller gave up waiting (a proxy
+/// timeout, a client gone), as 499 ("client closed request", nginx's code).
+struct InFlight<'a> {
+    handle: &'a Handle,
+    requests: &'a PodRequests,
+    started: Instant,
+    status: http::StatusCode,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(handle: &'a Handle, pod: &'a PodHandles) -> Self {
+        handle.in_flight.fetch_add(1, Ordering::AcqRel);
+        let cancelled = http::StatusCode::from_u16(499).unwrap_or(http::StatusCode::REQUEST_TIMEOUT);
+        InFlight { handle, requests: &pod.requests, started: Instant::now(), status: cancelled }
+    }
+
+    fn answered(&mut self, status: http::StatusCode) {
+        self.status = status;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.handle.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.requests.observe(self.status, self.started.elapsed());
     }
 }
 

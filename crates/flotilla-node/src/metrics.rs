@@ -87,6 +87,7 @@ impl NodeMetrics {
             durations: self.durations.clone(),
             duration: self.durations.with_label_values(&[namespace, pod]),
             codes: Default::default(),
+            removed: Mutex::new(false),
             namespace: namespace.to_string(),
             pod: pod.to_string(),
         }
@@ -100,6 +101,9 @@ pub(crate) struct PodRequests {
     durations: HistogramVec,
     duration: Histogram,
     codes: [OnceLock<IntCounter>; 5],
+    /// Set by [`PodRequests::remove`]: a request still in flight then must not bring a
+    /// series back. Held while a first-seen class registers its series.
+    removed: Mutex<bool>,
     namespace: String,
     pod: String,
 }
@@ -108,11 +112,22 @@ impl PodRequests {
     /// Counts a request answered with `status` after `elapsed`.
     pub(crate) fn observe(&self, status: http::StatusCode, elapsed: Duration) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        let counter = self.codes[class].get_or_init(|| {
-            self.requests.with_label_values(&[self.namespace.as_str(), self.pod.as_str(), CODE_CLASSES[class]])
-        });
-        counter.inc();
+        // After removal the duration handle is detached from the family: observing it
+        // brings nothing back.
         self.duration.observe(elapsed.as_secs_f64());
+        let counter = match self.codes[class].get() {
+            Some(counter) => counter,
+            None => {
+                let removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+                if *removed {
+                    return;
+                }
+                self.codes[class].get_or_init(|| {
+                    self.requests.with_label_values(&[self.namespace.as_str(), self.pod.as_str(), CODE_CLASSES[class]])
+                })
+            }
+        };
+        counter.inc();
     }
 
     /// Requests the pod has answered so far, of every code class.
@@ -122,6 +137,8 @@ impl PodRequests {
 
     /// Removes the pod's series: it is gone, and so are they.
     pub(crate) fn remove(&self) {
+        let mut removed = self.removed.lock().unwrap_or_else(PoisonError::into_inner);
+        *removed = true;
         for (class, counter) in CODE_CLASSES.iter().zip(&self.codes) {
             if counter.get().is_some() {
                 let _ = self.requests.remove_label_values(&[self.namespace.as_str(), self.pod.as_str(), class]);
@@ -362,6 +379,9 @@ mod tests {
         );
         assert_eq!((web.total(), other.total()), (3, 1));
         web.remove();
+        // A request still in flight when the pod went answers after: nothing comes back.
+        web.observe(http::StatusCode::NOT_FOUND, Duration::from_micros(40));
+        web.observe(http::StatusCode::OK, Duration::from_micros(40));
         let scraped = text(&registry);
         assert!(!scraped.contains(r#"pod="web-1""#), "{scraped}");
         assert!(scraped.contains(r#"flotilla_pod_requests_total{code="4xx",namespace="shop",pod="web-2"} 1"#));

@@ -1,7 +1,7 @@
 //! The pipeline on its own: a reconciler that records what it is asked to do, fed by a
 //! ConfigMap informer.
 
-use super::{AbortOnDrop, create, patch, start_cluster};
+use super::{AbortOnDrop, create, patch, start_cluster, wait_for};
 use crate::error::{Error, Result};
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
 use flotilla_client::{Informer, ListParams, ObjectKey, resource};
@@ -137,9 +137,15 @@ async fn reconciles_and_the_queue_are_counted_per_controller() -> std::result::R
     )));
     create(&cluster, config_map("bad", 0)).await;
     create(&cluster, config_map("tick", 0)).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-
     let (queue, reconciles) = metrics.controller("test");
+    // Done: both keys ended in success (bad after 3 failures, tick after 3 requeues).
+    wait_for("both keys settled", || async {
+        (reconciles.error.get() == 3 && reconciles.requeue_after.get() == 3 && reconciles.success.get() >= 2)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
     assert_eq!(reconciles.error.get(), 3);
     assert_eq!(reconciles.requeue_after.get(), 3);
     let calls = recording.calls.lock().expect("lock").len();
