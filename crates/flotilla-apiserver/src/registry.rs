@@ -28,6 +28,8 @@ pub struct Registry {
     services: Arc<ServiceAllocator>,
     /// Where requests and watchers are counted, once the server has registered them.
     metrics: Option<ApiMetrics>,
+    /// The objects of recent watch events, decoded once for every watcher.
+    decoded: Arc<crate::watch::DecodeCache>,
 }
 
 /// A patch, told apart by the request's Content-Type.
@@ -288,7 +290,12 @@ impl Registry {
     /// The registry over `store`, allocating Service cluster IPs from `cidr` and node
     /// ports from `node_ports`.
     pub fn with_service_ranges(store: Arc<dyn Store>, cidr: ServiceCidr, node_ports: NodePortRange) -> Self {
-        Self { store, services: Arc::new(ServiceAllocator::new(cidr, node_ports)), metrics: None }
+        Self {
+            store,
+            services: Arc::new(ServiceAllocator::new(cidr, node_ports)),
+            metrics: None,
+            decoded: Arc::default(),
+        }
     }
 
     /// The same registry, counting requests and watchers in `metrics`.
@@ -327,6 +334,12 @@ impl Registry {
         }
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
         Ok(object)
+    }
+
+    /// [`Registry::decode`] for a watch event's object: every watcher of a kind sees the
+    /// same events, so the bytes are parsed once and each watcher gets a copy.
+    pub(crate) fn decode_event(&self, kv: &KeyValue) -> Result<Value, ApiError> {
+        self.decoded.get_or_decode(kv, || self.decode(kv))
     }
 
     /// The object as written: `resourceVersion` set to the write's revision, without

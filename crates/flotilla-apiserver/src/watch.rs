@@ -7,6 +7,8 @@ use crate::registry::{Registry, labels_of};
 use flotilla_api::{ApiError, FieldSelector, LabelSelector, ResourceType};
 use flotilla_store::{EventType, WatchEvent};
 use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -47,6 +49,8 @@ pub async fn start<T: Send + 'static>(
         let fields = query.fields.clone();
         move |object: &Value| labels.matches(labels_of(object)) && fields.matches(object)
     };
+    // Without selectors every object matches, and the previous one need not be read.
+    let selects_all = query.labels.is_empty() && query.fields.is_empty();
 
     // Where the stream starts, and the synthetic ADDED events of the current state.
     let (start_revision, initial) = match query.resource_version {
@@ -110,7 +114,7 @@ pub async fn start<T: Send + 'static>(
                 next = watcher.next() => match next {
                     Some(Ok(event)) => {
                         last_revision = event.revision();
-                        if let Some((event_type, object)) = classify(&registry, &event, &matches)
+                        if let Some((event_type, object)) = classify(&registry, &event, selects_all, &matches)
                             && tx.send(emit(event_type, object)).await.is_err()
                         {
                             return;
@@ -144,15 +148,19 @@ pub async fn start<T: Send + 'static>(
 fn classify(
     registry: &Registry,
     event: &WatchEvent,
+    selects_all: bool,
     matches: &impl Fn(&Value) -> bool,
 ) -> Option<(&'static str, Value)> {
-    let object = registry.decode(&event.kv).ok()?;
+    let object = registry.decode_event(&event.kv).ok()?;
     let event_type = match event.event_type {
         EventType::Delete => matches(&object).then_some("DELETED")?,
         EventType::Put => {
             let now = matches(&object);
-            let before =
-                event.prev.as_ref().and_then(|prev| registry.decode(prev).ok()).is_some_and(|prev| matches(&prev));
+            let before = match &event.prev {
+                Some(_) if selects_all => true,
+                Some(prev) => registry.decode_event(prev).is_ok_and(|prev| matches(&prev)),
+                None => false,
+            };
             match (before, now) {
                 (false, true) => "ADDED",
                 (true, true) => "MODIFIED",
@@ -162,4 +170,44 @@ fn classify(
         }
     };
     Some((event_type, object))
+}
+
+/// How many decoded objects [`DecodeCache`] keeps: enough for the events in flight to
+/// every watcher at once.
+const DECODED_KEPT: usize = 64;
+
+/// The objects of the latest watch events, decoded once: a kind with ten watchers (the
+/// informers of the scheduler, the controllers, the node agent, the proxies) would
+/// otherwise parse every event's bytes ten times, on the path of every write's reaction.
+/// A key's revision names one version of it, so an entry never goes stale.
+#[derive(Debug, Default)]
+pub(crate) struct DecodeCache {
+    recent: Mutex<VecDeque<(u64, String, Arc<Value>)>>,
+}
+
+impl DecodeCache {
+    /// A copy of the object `kv` holds, decoded by `decode` unless it was already.
+    pub(crate) fn get_or_decode(
+        &self,
+        kv: &flotilla_store::KeyValue,
+        decode: impl FnOnce() -> Result<Value, ApiError>,
+    ) -> Result<Value, ApiError> {
+        let hit = {
+            let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            recent
+                .iter()
+                .find(|(revision, key, _)| *revision == kv.mod_revision && *key == kv.key)
+                .map(|(_, _, object)| object.clone())
+        };
+        if let Some(object) = hit {
+            return Ok((*object).clone());
+        }
+        let object = decode()?;
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() >= DECODED_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((kv.mod_revision, kv.key.clone(), Arc::new(object.clone())));
+        Ok(object)
+    }
 }
