@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::events::Recorder;
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
+use crate::written::Written;
 use flotilla_client::{Cluster, Informer, ObjectKey, resource};
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub(crate) struct DeploymentController {
     replica_sets: Informer,
     pods: Informer,
     recorder: Recorder,
+    /// The deployment writes the cache has not shown yet.
+    written: Written,
 }
 
 impl DeploymentController {
@@ -45,6 +48,7 @@ impl DeploymentController {
             deployments: deployments.clone(),
             replica_sets: replica_sets.clone(),
             pods: pods.clone(),
+            written: Written::default(),
         });
         let all: AllKeys<ObjectKey> = {
             let deployments = deployments.clone();
@@ -86,8 +90,15 @@ impl DeploymentController {
 impl Reconciler<ObjectKey> for DeploymentController {
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action> {
         let Some(deployment) = self.deployments.get(&key.namespace, &key.name) else {
+            self.written.forget(key);
             return Ok(Action::AwaitChange);
         };
+        if self.written.is_stale(key, meta::resource_version(&deployment)) {
+            // Our last write of the deployment is on its way to the cache, and will
+            // trigger this key again: working from the copy it replaced could only
+            // conflict.
+            return Ok(Action::AwaitChange);
+        }
         let selector = match meta::selector(&deployment) {
             Ok(Some(selector)) => selector,
             Ok(None) => {

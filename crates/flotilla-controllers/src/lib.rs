@@ -41,6 +41,7 @@ mod nodelifecycle;
 mod pipeline;
 mod queue;
 mod replicaset;
+mod written;
 
 pub use crate::clock::{AcceleratedClock, Clock, SystemClock};
 pub use crate::error::{Error, Result};

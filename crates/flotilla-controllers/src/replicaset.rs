@@ -9,6 +9,7 @@ use crate::events::{EventType, Recorder};
 use crate::expectations::{Expectations, Observed, Tracked};
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
+use crate::written::Written;
 use flotilla_api::Reason;
 use flotilla_client::{Cluster, DeleteParams, Informer, ObjectKey, Patch, resource};
 use serde_json::{Map, Value, json};
@@ -27,6 +28,8 @@ pub(crate) struct ReplicaSetController {
     replica_sets: Informer,
     pods: Informer,
     expectations: Expectations,
+    /// The status writes the cache has not shown yet.
+    written: Written,
     recorder: Recorder,
     /// Pods created or deleted per reconcile at most (kube's `burstReplicas`).
     burst: usize,
@@ -61,6 +64,7 @@ impl ReplicaSetController {
             replica_sets: replica_sets.clone(),
             pods: pods.clone(),
             expectations: Expectations::new(expectations_ttl),
+            written: Written::default(),
             burst: burst.max(1),
         });
         let all: AllKeys<ObjectKey> = {
@@ -210,8 +214,14 @@ impl Reconciler<ObjectKey> for ReplicaSetController {
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action> {
         let Some(rs) = self.replica_sets.get(&key.namespace, &key.name) else {
             self.expectations.forget(key);
+            self.written.forget(key);
             return Ok(Action::AwaitChange);
         };
+        if self.written.is_stale(key, meta::resource_version(&rs)) {
+            // Our last status write is on its way to the cache, and will trigger this
+            // key again: working from the copy it replaced could only conflict.
+            return Ok(Action::AwaitChange);
+        }
         let selector = match meta::selector(&rs) {
             Ok(Some(selector)) => selector,
             Ok(None) => return Ok(Action::AwaitChange),
@@ -238,7 +248,8 @@ impl Reconciler<ObjectKey> for ReplicaSetController {
         let (status, next_available) = status_of(&rs, &active, jiff::Timestamp::now());
         if status_changed(&rs["status"], &status) {
             let patch = json!({"metadata": {"resourceVersion": meta::resource_version(&rs)}, "status": status});
-            self.cluster
+            let written = self
+                .cluster
                 .patch(
                     resource("apps/v1", "ReplicaSet"),
                     Some(&key.namespace),
@@ -248,6 +259,7 @@ impl Reconciler<ObjectKey> for ReplicaSetController {
                 )
                 .await
                 .map_err(|source| Error::api("updating the status", source))?;
+            self.written.wrote(key, meta::resource_version(&rs), meta::resource_version(&written));
         }
         outcome?;
         let wait = [satisfied.err(), next_available].into_iter().flatten().min();

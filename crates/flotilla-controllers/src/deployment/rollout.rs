@@ -9,7 +9,7 @@ use crate::events::EventType;
 use crate::meta;
 use crate::pipeline::Action;
 use flotilla_api::Reason;
-use flotilla_client::{DeleteParams, Patch, resource};
+use flotilla_client::{DeleteParams, ObjectKey, Patch, resource};
 use serde_json::{Value, json};
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -722,14 +722,19 @@ impl<'a> Rollout<'a> {
                 .await
                 .map_err(|source| Error::api("updating the deployment revision", source))?;
             resource_version = meta::resource_version(&written).to_string();
+            let base = meta::resource_version(&self.original);
+            self.ctl.written.wrote(&ObjectKey::of(&self.original), base, &resource_version);
         }
         if self.d["status"] != self.original["status"] {
             let patch = json!({"metadata": {"resourceVersion": resource_version}, "status": self.d["status"]});
-            self.ctl
+            let written = self
+                .ctl
                 .cluster
                 .patch(deployments, Some(namespace), name, &Patch::Merge(patch), Some("status"))
                 .await
                 .map_err(|source| Error::api("updating the deployment status", source))?;
+            let base = meta::resource_version(&self.original);
+            self.ctl.written.wrote(&ObjectKey::of(&self.original), base, meta::resource_version(&written));
         }
         Ok(())
     }
