@@ -268,10 +268,12 @@ async fn node_ports_and_load_balancers_answer_and_empty_services_say_why() -> Re
 }
 
 #[tokio::test]
-async fn a_deployment_at_zero_is_woken_by_the_first_request() -> Result<()> {
-    let server = Server::start_with(&[])?;
+async fn a_deployment_at_zero_is_woken_by_the_first_request_and_sleeps_again_when_idle() -> Result<()> {
+    let server =
+        Server::start_with(&["--metric-resolution", "500ms", "--horizontal-pod-autoscaler-sync-period", "500ms"])?;
     let mut sleepy = web_deployment(0, "awake");
-    sleepy["metadata"]["annotations"] = json!({"flotilla.dev/scale-to-zero": "true"});
+    sleepy["metadata"]["annotations"] =
+        json!({"flotilla.dev/scale-to-zero": "true", "flotilla.dev/scale-to-zero-idle": "2s"});
     create(&server.client, &sleepy).await?;
     for object in web_service_and_ingress() {
         create(&server.client, &object).await?;
@@ -297,5 +299,20 @@ async fn a_deployment_at_zero_is_woken_by_the_first_request() -> Result<()> {
     let (status, _) = http.get(server.ingress_http()?, "web.test", "/").await?;
     assert_eq!(status, 200);
     eprintln!("scale from zero: first request answered in {cold:?}");
+
+    // Idle for its 2 s (once the scrapes show no requests): back to zero, and a request
+    // wakes it again.
+    let slept = std::time::Instant::now();
+    eventually("the idle deployment back at zero pods", Duration::from_secs(30), || async {
+        Ok((pods().await? == 0).then_some(()))
+    })
+    .await?;
+    assert!(slept.elapsed() >= Duration::from_secs(2), "asleep after {:?}", slept.elapsed());
+    let deployment = server.client.get("/apis/apps/v1/namespaces/default/deployments/web").await?.ok()?;
+    assert_eq!(deployment["spec"]["replicas"], 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = http.get(server.ingress_http()?, "web.test", "/").await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(pods().await?, 1, "woken again");
     Ok(())
 }

@@ -41,6 +41,7 @@ mod nodelifecycle;
 mod pipeline;
 mod queue;
 mod replicaset;
+mod scaletozero;
 mod written;
 
 pub use crate::clock::{AcceleratedClock, Clock, SystemClock};
@@ -90,6 +91,12 @@ pub struct ControllersConfig {
     /// Run the HorizontalPodAutoscaler controller (only with a metrics source).
     pub hpa_controller: bool,
     pub hpa: HpaConfig,
+    /// Scale Deployments annotated `flotilla.dev/scale-to-zero: "true"` to zero once their
+    /// pods have served nothing for `scale_to_zero_idle` (or their
+    /// `flotilla.dev/scale-to-zero-idle`); only with the HPA's metrics source, at its
+    /// sync period.
+    pub scale_to_zero_controller: bool,
+    pub scale_to_zero_idle: Duration,
     /// The time CronJobs are scheduled by (the system clock; tests accelerate it).
     pub clock: Arc<dyn Clock>,
     /// Run the node lifecycle controller, judging nodes as this says.
@@ -103,7 +110,7 @@ pub struct ControllersConfig {
 impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
     /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, `daemonset`,
-    /// `cronjob`, `endpointslice`, `endpoint`, `horizontalpodautoscaling`, `eventttl`, each disabled with a leading `-`; an empty
+    /// `cronjob`, `endpointslice`, `endpoint`, `horizontalpodautoscaling`, `eventttl`, `scaletozero`, each disabled with a leading `-`; an empty
     /// list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
@@ -119,6 +126,7 @@ impl ControllersConfig {
             ("endpoint", &mut self.endpoints_controller),
             ("horizontalpodautoscaling", &mut self.hpa_controller),
             ("eventttl", &mut self.event_ttl_controller),
+            ("scaletozero", &mut self.scale_to_zero_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
@@ -137,6 +145,7 @@ impl ControllersConfig {
             "endpoint",
             "horizontalpodautoscaling",
             "eventttl",
+            "scaletozero",
         ];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
@@ -165,6 +174,8 @@ impl Default for ControllersConfig {
             endpoints_controller: true,
             hpa_controller: true,
             hpa: HpaConfig::default(),
+            scale_to_zero_controller: true,
+            scale_to_zero_idle: Duration::from_secs(300),
             event_ttl_controller: true,
             event_ttl: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
@@ -290,6 +301,25 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             hpa::HpaController::run(cluster.clone(), hpas, pods.clone(), config.hpa.clone(), config.replica_sets).await;
         }
     };
+    let scale_to_zero = async {
+        if config.scale_to_zero_controller
+            && let Some(metrics) = config.hpa.metrics.clone()
+        {
+            let hpas = informer("autoscaling/v2", "HorizontalPodAutoscaler");
+            let sleep =
+                scaletozero::ScaleToZeroConfig { period: config.hpa.sync_period, idle: config.scale_to_zero_idle };
+            scaletozero::ScaleToZeroController::run(
+                cluster.clone(),
+                deployments.clone(),
+                hpas,
+                pods.clone(),
+                metrics,
+                sleep,
+                config.replica_sets,
+            )
+            .await;
+        }
+    };
     let event_ttl = async {
         if config.event_ttl_controller {
             eventttl::run(cluster.clone(), informer("v1", "Event"), config.event_ttl).await;
@@ -310,6 +340,7 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             endpoint_slices,
             endpoints,
             autoscalers,
+            scale_to_zero,
             event_ttl
         );
     };

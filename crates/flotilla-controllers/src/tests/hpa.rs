@@ -10,13 +10,13 @@ use std::sync::Mutex;
 
 /// Every pod of the namespace reports the same value of each metric.
 #[derive(Debug, Default)]
-struct FakeMetrics {
+pub(super) struct FakeMetrics {
     per_pod: Mutex<HashMap<String, f64>>,
     cluster: Mutex<Option<Arc<dyn Cluster>>>,
 }
 
 impl FakeMetrics {
-    fn set(&self, metric: &str, value: f64) {
+    pub(super) fn set(&self, metric: &str, value: f64) {
         self.per_pod.lock().expect("lock").insert(metric.to_string(), value);
     }
 }
@@ -46,7 +46,7 @@ impl PodMetricsSource for FakeMetrics {
     }
 }
 
-fn spawn_with_metrics(cluster: &TestCluster, metrics: Arc<FakeMetrics>) -> AbortOnDrop {
+pub(super) fn spawn_with_metrics(cluster: &TestCluster, metrics: Arc<FakeMetrics>) -> AbortOnDrop {
     *metrics.cluster.lock().expect("lock") = Some(cluster.cluster.clone());
     let mut config = test_config();
     config.hpa = HpaConfig { sync_period: Duration::from_millis(100), metrics: Some(metrics), ..HpaConfig::default() };
@@ -60,7 +60,7 @@ fn web(replicas: i64) -> Value {
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}}, "template": template}})
 }
 
-async fn replicas(cluster: &TestCluster) -> i64 {
+pub(super) async fn replicas(cluster: &TestCluster) -> i64 {
     get(cluster, "apps/v1", "Deployment", "web").await.and_then(|d| d["spec"]["replicas"].as_i64()).unwrap_or(-1)
 }
 

@@ -10,6 +10,7 @@ mod gc;
 mod hpa;
 mod pipeline;
 mod replicaset;
+mod scaletozero;
 
 use crate::{ControllersConfig, RunnerConfig, run};
 use flotilla_apiserver::{Config, LocalCluster, Running};

@@ -72,6 +72,11 @@ pub struct ServerCommand {
         value_parser = parse_positive_duration
     )]
     horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How long a Deployment annotated `flotilla.dev/scale-to-zero: "true"` (and no HPA)
+    /// may serve nothing before it is scaled to zero, unless its
+    /// `flotilla.dev/scale-to-zero-idle` says otherwise.
+    #[arg(long, env = "FLOTILLA_SCALE_TO_ZERO_IDLE", default_value = "5m", value_parser = parse_positive_duration)]
+    scale_to_zero_idle: std::time::Duration,
     /// The range Service cluster IPs come from (kube-apiserver's flag); its first
     /// address is the `kubernetes` Service's.
     #[arg(long, env = "FLOTILLA_SERVICE_CLUSTER_IP_RANGE", default_value = "10.96.0.0/12")]
@@ -218,6 +223,7 @@ impl ServerCommand {
         controllers_config.node_lifecycle.eviction_timeout = self.pod_eviction_timeout;
         controllers_config.event_ttl = self.event_ttl;
         controllers_config.hpa.sync_period = self.horizontal_pod_autoscaler_sync_period;
+        controllers_config.scale_to_zero_idle = self.scale_to_zero_idle;
         init_logging(&self.log_level, self.log_format)?;
         let data_dir = self.data_dir.unwrap_or_else(crate::default_data_dir);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
