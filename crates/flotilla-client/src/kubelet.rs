@@ -10,6 +10,13 @@ use http_body_util::BodyExt as _;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// A header of a `proxy` request from the Service proxy waking a pod from zero: the pod is
+/// bound to the node but may not have started yet, and the node may hold the request this
+/// many milliseconds for it to start instead of answering that it has no such pod. The
+/// node removes it before the pod sees the request; the proxy removes it from what
+/// clients send.
+pub const START_WAIT_HEADER: &str = "x-flotilla-start-wait-ms";
+
 /// An error inside a streamed body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

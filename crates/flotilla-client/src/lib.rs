@@ -25,7 +25,7 @@ pub use crate::event::event;
 pub use crate::http::{Client, LineReader, Response, error_chain, rest_path};
 pub use crate::informer::{Change, Informer, ObjectKey};
 pub use crate::kubelet::{
-    Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, empty_body, full_body, kubelet_base,
+    Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, START_WAIT_HEADER, empty_body, full_body, kubelet_base,
 };
 pub use crate::stats::{ContainerStats, CpuStats, MemoryStats, NodeStats, PodReference, PodStats, Summary};
 

@@ -47,23 +47,38 @@ impl Node {
         &self,
         namespace: &str,
         pod: &str,
-        request: http::Request<Body>,
+        mut request: http::Request<Body>,
     ) -> Result<http::Response<Body>, ApiError> {
-        let handles = self.handles(namespace, pod).ok_or_else(|| {
-            ApiError::new(
-                Reason::ServiceUnavailable,
-                format!("pod {namespace}/{pod} is not running on node {}", self.name()),
-            )
-        })?;
-        let (handle, http) =
-            handles.containers.iter().find_map(|h| h.lock().http.clone().map(|http| (h.clone(), http))).ok_or_else(
-                || {
-                    ApiError::new(
+        // A pod woken from zero may be bound here and not started yet: the proxy then
+        // lets the request wait for it (a while, then the usual answer).
+        let start_wait = request
+            .headers_mut()
+            .remove(flotilla_client::START_WAIT_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(|ms| Duration::from_millis(ms).min(MAX_START_WAIT));
+        let deadline = Instant::now() + start_wait.unwrap_or_default();
+        let (handles, handle, http) = loop {
+            let running = self.handles(namespace, pod).map(|handles| {
+                let http = handles.containers.iter().find_map(|h| h.lock().http.clone().map(|http| (h.clone(), http)));
+                (handles, http)
+            });
+            match running {
+                Some((handles, Some((handle, http)))) => break (handles, handle, http),
+                _ if Instant::now() < deadline => tokio::time::sleep(START_POLL).await,
+                Some((_, None)) => {
+                    return Err(ApiError::new(
                         Reason::ServiceUnavailable,
                         format!("pod {namespace}/{pod} has no running HTTP container"),
-                    )
-                },
-            )?;
+                    ));
+                }
+                None => {
+                    return Err(ApiError::new(
+                        Reason::ServiceUnavailable,
+                        format!("pod {namespace}/{pod} is not running on node {}", self.name()),
+                    ));
+                }
+            }
+        };
         let request = request.map(|body| body.map_err(|e| BodyError::InternalError(Some(e.to_string()))));
         let mut in_flight = InFlight::start(&handle, &handles);
         let result = http.handle(request).await;
@@ -89,6 +104,11 @@ impl Node {
         }
     }
 }
+
+/// The longest a request may wait for its pod to start (`START_WAIT_HEADER`).
+const MAX_START_WAIT: Duration = Duration::from_secs(10);
+/// How often a waiting request looks again: a wasm pod starts in about a millisecond.
+const START_POLL: Duration = Duration::from_micros(500);
 
 /// A request in a pod, from dispatch to its response head: counted in flight until
 /// dropped, and then counted as answered, also when the caller gave up waiting (a proxy

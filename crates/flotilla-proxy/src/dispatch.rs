@@ -146,7 +146,14 @@ enum Outcome {
     TimedOut,
 }
 
-async fn attempt(shared: &Shared, endpoint: &Endpoint, request: Request<Body>, deadline: Instant) -> Outcome {
+async fn attempt(shared: &Shared, endpoint: &Endpoint, mut request: Request<Body>, deadline: Instant) -> Outcome {
+    // Only the proxy says when a node may hold a request for a starting pod.
+    let headers = request.headers_mut();
+    headers.remove(flotilla_client::START_WAIT_HEADER);
+    if endpoint.starting {
+        let wait = deadline.saturating_duration_since(Instant::now()).as_millis();
+        headers.insert(flotilla_client::START_WAIT_HEADER, HeaderValue::from(u64::try_from(wait).unwrap_or(u64::MAX)));
+    }
     let kubelet = match &endpoint.kubelet {
         Some(kubelet) => kubelet.clone(),
         None => match shared.kubelets.get(&endpoint.node) {

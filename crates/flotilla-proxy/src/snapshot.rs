@@ -33,6 +33,9 @@ pub(crate) struct Endpoint {
     pub(crate) kubelet: Option<Arc<dyn Kubelet>>,
     /// Requests in flight to the pod, shared by every snapshot.
     pub(crate) in_flight: Arc<AtomicUsize>,
+    /// A pod woken from zero that is bound but maybe not started: its node may hold a
+    /// request until it starts (`START_WAIT_HEADER`).
+    pub(crate) starting: bool,
 }
 
 #[cfg(test)]
@@ -45,6 +48,7 @@ impl Endpoint {
             node: Arc::from("node"),
             kubelet: None,
             in_flight: Arc::default(),
+            starting: false,
         }
     }
 }
@@ -592,6 +596,7 @@ impl Builder {
                     node,
                     kubelet,
                     in_flight: counter,
+                    starting: false,
                 };
                 if is_ready { ready.push(built) } else { fallback.push(built) }
             }

@@ -223,17 +223,23 @@ async fn first_ready_pod(shared: &Shared, namespace: &str, service_name: &str, p
     Err("the pod watch ended".into())
 }
 
-/// Whether the pod would be a ready endpoint of the Service port, as the EndpointSlice
-/// controller would list it: running on a node with an address, ready, not being
-/// deleted, and its `targetPort` resolving (a name must name one of its container ports
-/// of the port's protocol).
+/// Whether the pod can take the Service port's requests: as the EndpointSlice controller
+/// would list it (on a node with an address, ready, not being deleted, its `targetPort`
+/// resolving — a name must name one of its container ports of the port's protocol), or,
+/// bound to a node but not started yet, when nothing but starting makes it ready (no
+/// readiness or startup probe): its node holds the request until it runs, which saves
+/// waiting for its status to say so.
 fn serves(pod: &Value, service_port: &Value) -> bool {
     let status = &pod["status"];
-    let ready =
-        status["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let ready = is_ready(pod);
     let running = !matches!(status["phase"].as_str(), Some("Succeeded" | "Failed"));
     let addressed = status["podIP"].as_str().is_some_and(|ip| !ip.is_empty());
     let placed = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let probed = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| !c["readinessProbe"].is_null() || !c["startupProbe"].is_null());
     let leaving = !pod["metadata"]["deletionTimestamp"].is_null();
     let port_resolves = match &service_port["targetPort"] {
         Value::String(name) => {
@@ -251,7 +257,12 @@ fn serves(pod: &Value, service_port: &Value) -> bool {
         }
         _ => true,
     };
-    ready && running && addressed && placed && !leaving && port_resolves
+    let startable = !probed && status["containerStatuses"].as_array().is_none_or(|statuses| statuses.is_empty());
+    ((ready && addressed) || startable) && running && placed && !leaving && port_resolves
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 /// The pod as an endpoint (`serves` said it has a node).
@@ -265,6 +276,7 @@ fn endpoint(shared: &Shared, pod: &Value) -> Endpoint {
         node: Arc::from(node),
         kubelet: shared.kubelets.get(node),
         in_flight: Arc::default(),
+        starting: !is_ready(pod),
     }
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct FakeKubelet {
     behaviours: Mutex<HashMap<String, Behaviour>>,
     /// Requests each pod got.
     hits: Mutex<HashMap<String, usize>>,
+    /// The pods whose requests said they may wait for the pod to start.
+    start_waits: Mutex<Vec<String>>,
 }
 
 impl FakeKubelet {
@@ -61,6 +63,10 @@ impl FakeKubelet {
 
     pub(crate) fn hits(&self, pod: &str) -> usize {
         self.hits.lock().expect("hits").get(pod).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn start_waits(&self) -> Vec<String> {
+        self.start_waits.lock().expect("start waits").clone()
     }
 }
 
@@ -84,6 +90,9 @@ impl Kubelet for FakeKubelet {
             ));
         }
         *self.hits.lock().expect("hits").entry(pod.to_string()).or_default() += 1;
+        if request.headers().contains_key(flotilla_client::START_WAIT_HEADER) {
+            self.start_waits.lock().expect("start waits").push(pod.to_string());
+        }
         match behaviour {
             Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
             Behaviour::Fail => {
