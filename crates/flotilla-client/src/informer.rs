@@ -10,6 +10,7 @@ use crate::{Cluster, EventType, ListParams};
 use flotilla_api::{ApiError, Reason, ResourceType};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -65,6 +66,8 @@ struct Inner {
     objects: RwLock<HashMap<ObjectKey, Arc<Value>>>,
     changes: broadcast::Sender<Change>,
     synced: watch::Sender<bool>,
+    /// The revision the cache reflects (stored after the cache is written).
+    revision: AtomicU64,
 }
 
 /// How long to wait before listing again after a failure.
@@ -81,7 +84,8 @@ impl Informer {
     ) -> Informer {
         let (changes, _) = broadcast::channel(4096);
         let (synced, _) = watch::channel(false);
-        let inner = Arc::new(Inner { rt, objects: RwLock::new(HashMap::new()), changes, synced });
+        let inner =
+            Arc::new(Inner { rt, objects: RwLock::new(HashMap::new()), changes, synced, revision: AtomicU64::new(0) });
         let (alive, mut dropped) = watch::channel(());
         let task_inner = inner.clone();
         tokio::spawn(async move {
@@ -128,6 +132,12 @@ impl Informer {
 
     /// Changes from now on. A receiver that falls behind gets `Lagged` and must treat it
     /// as [`Change::Resynced`].
+    /// The revision (`resourceVersion`) the cache reflects: every change up to it is in
+    /// the cache. Read it before reading the cache: the cache is at least that new.
+    pub fn revision(&self) -> u64 {
+        self.inner.revision.load(Ordering::Acquire)
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.changes.subscribe()
     }
@@ -169,6 +179,7 @@ impl Inner {
             })
             .collect();
         *self.write() = fresh;
+        self.advance(&resource_version);
         self.synced.send_replace(true);
         let _ = self.changes.send(Change::Resynced);
 
@@ -196,10 +207,23 @@ impl Inner {
         }
     }
 
+    /// Records that the cache reflects `resource_version` (after writing the cache).
+    fn advance(&self, resource_version: &str) {
+        if let Ok(revision) = resource_version.parse::<u64>() {
+            self.revision.fetch_max(revision, Ordering::AcqRel);
+        }
+    }
+
     fn apply(&self, event: crate::WatchEvent) {
         let object = Arc::new(event.object);
+        let revision = object["metadata"]["resourceVersion"].as_str().map(str::to_owned);
         let change = match event.event_type {
-            EventType::Bookmark => return,
+            EventType::Bookmark => {
+                if let Some(revision) = &revision {
+                    self.advance(revision);
+                }
+                return;
+            }
             EventType::Added | EventType::Modified => {
                 self.write().insert(ObjectKey::of(&object), object.clone());
                 Change::Applied(object)
@@ -209,6 +233,9 @@ impl Inner {
                 Change::Deleted(object)
             }
         };
+        if let Some(revision) = &revision {
+            self.advance(revision);
+        }
         let _ = self.changes.send(change);
     }
 }

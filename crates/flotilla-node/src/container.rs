@@ -404,6 +404,7 @@ impl Runner {
                             slot.http = Some(pod.clone());
                             slot.usage.begin(Run::Http(pod.clone()));
                         }
+                        self.shared.http_started.notify_waiters();
                         status.state = State::Running { started_at: started_at.clone() };
                         status.has_run = true;
                         let ended = self.serve(&pod, &mut status, &mut stop, started_at).await;

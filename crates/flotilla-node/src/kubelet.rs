@@ -56,15 +56,27 @@ impl Node {
             .remove(flotilla_client::START_WAIT_HEADER)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             .map(|ms| Duration::from_millis(ms).min(MAX_START_WAIT));
-        let deadline = Instant::now() + start_wait.unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + start_wait.unwrap_or_default();
+        let mut hinted = false;
         let (handles, handle, http) = loop {
+            // Registered before looking, so that a start between the look and the wait
+            // is not missed.
+            let started = self.inner.shared.http_started.notified();
             let running = self.handles(namespace, pod).map(|handles| {
                 let http = handles.containers.iter().find_map(|h| h.lock().http.clone().map(|http| (h.clone(), http)));
                 (handles, http)
             });
             match running {
                 Some((handles, Some((handle, http)))) => break (handles, handle, http),
-                _ if Instant::now() < deadline => tokio::time::sleep(START_POLL).await,
+                _ if tokio::time::Instant::now() < deadline => {
+                    if running.is_none() && !hinted {
+                        hinted = true;
+                        self.inner.hint(namespace, pod);
+                    }
+                    // Woken by any container starting; the time-out re-checks, too.
+                    let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + START_RECHECK), started)
+                        .await;
+                }
                 Some((_, None)) => {
                     return Err(ApiError::new(
                         Reason::ServiceUnavailable,
@@ -107,8 +119,9 @@ impl Node {
 
 /// The longest a request may wait for its pod to start (`START_WAIT_HEADER`).
 const MAX_START_WAIT: Duration = Duration::from_secs(10);
-/// How often a waiting request looks again: a wasm pod starts in about a millisecond.
-const START_POLL: Duration = Duration::from_micros(500);
+/// How often a waiting request looks again without being woken (a pod that is not
+/// coming, say): starts wake it at once.
+const START_RECHECK: Duration = Duration::from_millis(50);
 
 /// A request in a pod, from dispatch to its response head: counted in flight until
 /// dropped, and then counted as answered, also when the caller gave up waiting (a proxy

@@ -115,6 +115,9 @@ pub(crate) struct Shared {
     /// When this agent started: since then its Node has been Ready.
     pub started_at: String,
     pub metrics: metrics::NodeMetrics,
+    /// Woken whenever one of the node's containers starts taking HTTP requests: requests
+    /// held for a starting pod wait on it.
+    pub http_started: tokio::sync::Notify,
 }
 
 /// A pod the agent runs.
@@ -138,6 +141,9 @@ struct Agent {
     shared: Arc<Shared>,
     pods: Mutex<HashMap<ObjectKey, Entry>>,
     ips_in_use: Mutex<HashSet<u32>>,
+    /// Pods read from the API for a request waiting on them, for the sync loop to start
+    /// if its watch has not brought them yet ([`Agent::hint`]).
+    hints: tokio::sync::mpsc::UnboundedSender<Arc<Value>>,
 }
 
 impl Node {
@@ -150,12 +156,22 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let started_at = flotilla_api::timestamp_now();
         let metrics = metrics::NodeMetrics::register(&config.metrics).map_err(NodeError::Metrics)?;
-        let shared = Arc::new(Shared { cluster, runtime, images, config, started_at, metrics });
+        let shared = Arc::new(Shared {
+            cluster,
+            runtime,
+            images,
+            config,
+            started_at,
+            metrics,
+            http_started: tokio::sync::Notify::new(),
+        });
         register(&shared).await.map_err(|source| NodeError::Register { node: shared.config.name.clone(), source })?;
+        let (hints, hinted) = tokio::sync::mpsc::unbounded_channel();
         let agent = Arc::new(Agent {
             shared: shared.clone(),
             pods: Mutex::new(HashMap::new()),
             ips_in_use: Mutex::new(HashSet::new()),
+            hints,
         });
         metrics::NodeMetrics::register_collector(&shared.config.metrics, Arc::downgrade(&agent))
             .map_err(NodeError::Metrics)?;
@@ -166,7 +182,7 @@ impl Node {
             None,
             ListParams::fields(format!("spec.nodeName={}", shared.config.name)),
         );
-        tokio::spawn(sync_loop(Arc::downgrade(&agent), informer));
+        tokio::spawn(sync_loop(Arc::downgrade(&agent), informer, hinted));
         Ok(Node { inner: agent })
     }
 
@@ -244,6 +260,41 @@ impl Agent {
         self.lock().iter().map(|(key, entry)| (key.clone(), entry.uid.clone(), entry.handles.clone())).collect()
     }
 
+    /// A request waits for `namespace/name` to start here: reads the pod from the API
+    /// and hands it to the sync loop, which starts it unless the watch has brought it (or
+    /// its deletion) already. A woken pod then starts as soon as it is bound, not when
+    /// this node's watch, one of many behind the binding, gets to it.
+    fn hint(&self, namespace: &str, name: &str) {
+        let shared = self.shared.clone();
+        let hints = self.hints.clone();
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        tokio::spawn(async move {
+            let pod = shared.cluster.get(resource("v1", "Pod"), Some(&namespace), &name).await;
+            match pod {
+                Ok(pod) if pod["spec"]["nodeName"] == shared.config.name.as_str() => {
+                    let _ = hints.send(Arc::new(pod));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(pod = %format!("{namespace}/{name}"), %error, "reading a pod a request waits for")
+                }
+            }
+        });
+    }
+
+    /// Starts a hinted pod the informer has not delivered yet (see [`to_start`]).
+    fn start_hinted(&self, informer: &Informer, pod: Arc<Value>) {
+        let key = ObjectKey::of(&pod);
+        if self.lock().contains_key(&key) {
+            return;
+        }
+        // The revision first: the cache read after it is at least that new.
+        let revision = informer.revision();
+        if let Some(pod) = to_start(pod, revision, || informer.get(&key.namespace, &key.name)) {
+            self.sync(pod);
+        }
+    }
+
     /// Starts, updates or replaces the worker of `pod`.
     fn sync(&self, pod: Arc<Value>) {
         let key = ObjectKey::of(&pod);
@@ -309,7 +360,25 @@ impl Agent {
     }
 }
 
-async fn sync_loop(agent: std::sync::Weak<Agent>, informer: Informer) {
+/// Which state of a hinted pod the node starts, if any. When the informer is at or past
+/// the revision the pod was read at, its cache decides: the pod is there (its state), or
+/// it is gone, deleted since. When the informer is behind, the pod read from the API is
+/// started now; the informer's own change for it, still to come, finds it running (or
+/// stops it, if that change is its deletion).
+fn to_start(
+    hinted: Arc<Value>,
+    informer_revision: u64,
+    cached: impl FnOnce() -> Option<Arc<Value>>,
+) -> Option<Arc<Value>> {
+    let revision = hinted["metadata"]["resourceVersion"].as_str().and_then(|rv| rv.parse::<u64>().ok());
+    if revision.is_some_and(|revision| revision > informer_revision) { Some(hinted) } else { cached() }
+}
+
+async fn sync_loop(
+    agent: std::sync::Weak<Agent>,
+    informer: Informer,
+    mut hints: tokio::sync::mpsc::UnboundedReceiver<Arc<Value>>,
+) {
     let mut changes = informer.subscribe();
     informer.synced().await;
     let resync = |agent: &Agent| {
@@ -327,7 +396,15 @@ async fn sync_loop(agent: std::sync::Weak<Agent>, informer: Informer) {
         resync(&agent);
     }
     loop {
-        let change = changes.recv().await;
+        let change = tokio::select! {
+            biased;
+            change = changes.recv() => change,
+            Some(pod) = hints.recv() => {
+                let Some(agent) = agent.upgrade() else { return };
+                agent.start_hinted(&informer, pod);
+                continue;
+            }
+        };
         let Some(agent) = agent.upgrade() else { return };
         match change {
             Ok(Change::Applied(pod)) => agent.sync(pod),
@@ -436,5 +513,32 @@ async fn heartbeat(agent: std::sync::Weak<Agent>) {
             }
             Err(error) => tracing::warn!(%error, "node heartbeat"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(revision: &str, phase: &str) -> Arc<Value> {
+        Arc::new(json!({"metadata": {"name": "p", "namespace": "default", "resourceVersion": revision},
+            "status": {"phase": phase}}))
+    }
+
+    #[test]
+    fn a_hinted_pod_starts_only_where_the_informer_cannot_know_better() {
+        let hinted = pod("56", "Pending");
+        // The informer has not reached the binding yet: start from what the API said.
+        let started = to_start(hinted.clone(), 54, || panic!("the cache is not read when behind"));
+        assert_eq!(started.as_deref(), Some(&*hinted));
+        // The informer is past it and holds a newer state: that one.
+        let newer = pod("58", "Running");
+        assert_eq!(to_start(hinted.clone(), 58, || Some(newer.clone())).as_deref(), Some(&*newer));
+        // The informer is past it and the pod is not there: deleted since, not started.
+        assert_eq!(to_start(hinted.clone(), 60, || None), None);
+        assert_eq!(to_start(hinted, 56, || None), None, "at its own revision the cache decides");
+        // No revision to compare: only the cache decides.
+        let unversioned = Arc::new(json!({"metadata": {"name": "p", "namespace": "default"}}));
+        assert_eq!(to_start(unversioned, 0, || None), None);
     }
 }

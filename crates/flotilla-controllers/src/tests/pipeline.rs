@@ -156,3 +156,31 @@ async fn reconciles_and_the_queue_are_counted_per_controller() -> std::result::R
     assert_eq!(queue.depth.get(), 0);
     Ok(())
 }
+
+/// An informer's revision says how new its cache is: at least every change it reports,
+/// including a deletion, so a reader can tell "not there yet" from "gone".
+#[tokio::test]
+async fn an_informers_revision_covers_what_its_cache_holds() {
+    let cluster = start_cluster().await;
+    let informer = Informer::start(cluster.cluster.clone(), resource("v1", "ConfigMap"), None, ListParams::default());
+    let revision_of = |object: &serde_json::Value| {
+        object["metadata"]["resourceVersion"].as_str().and_then(|rv| rv.parse::<u64>().ok()).expect("a revision")
+    };
+    let created = create(&cluster, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}})).await;
+    wait_for("the informer to hold the ConfigMap", async || informer.get("default", "a")).await;
+    assert!(informer.revision() >= revision_of(&created), "{} < {}", informer.revision(), revision_of(&created));
+    let updated = patch(&cluster, "v1", "ConfigMap", "a", json!({"data": {"k": "v"}})).await;
+    wait_for("the informer to hold the update", async || {
+        informer.get("default", "a").filter(|a| a["data"]["k"] == "v")
+    })
+    .await;
+    assert!(informer.revision() >= revision_of(&updated));
+    let before_delete = informer.revision();
+    cluster
+        .cluster
+        .delete(resource("v1", "ConfigMap"), Some("default"), "a", &Default::default())
+        .await
+        .expect("deleted");
+    wait_for("the informer to drop the ConfigMap", async || informer.get("default", "a").is_none().then_some(())).await;
+    assert!(informer.revision() > before_delete, "a deletion moves the revision on");
+}
