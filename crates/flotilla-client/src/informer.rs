@@ -130,14 +130,14 @@ impl Informer {
         self.read().values().filter(|o| keep(o)).cloned().collect()
     }
 
-    /// Changes from now on. A receiver that falls behind gets `Lagged` and must treat it
-    /// as [`Change::Resynced`].
     /// The revision (`resourceVersion`) the cache reflects: every change up to it is in
     /// the cache. Read it before reading the cache: the cache is at least that new.
     pub fn revision(&self) -> u64 {
         self.inner.revision.load(Ordering::Acquire)
     }
 
+    /// Changes from now on. A receiver that falls behind gets `Lagged` and must treat it
+    /// as [`Change::Resynced`].
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.inner.changes.subscribe()
     }

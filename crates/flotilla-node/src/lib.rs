@@ -144,6 +144,8 @@ struct Agent {
     /// Pods read from the API for a request waiting on them, for the sync loop to start
     /// if its watch has not brought them yet ([`Agent::hint`]).
     hints: tokio::sync::mpsc::UnboundedSender<Arc<Value>>,
+    /// Pods being read for a hint: many requests held for one pod read it once.
+    hinting: Mutex<HashSet<ObjectKey>>,
 }
 
 impl Node {
@@ -172,6 +174,7 @@ impl Node {
             pods: Mutex::new(HashMap::new()),
             ips_in_use: Mutex::new(HashSet::new()),
             hints,
+            hinting: Mutex::new(HashSet::new()),
         });
         metrics::NodeMetrics::register_collector(&shared.config.metrics, Arc::downgrade(&agent))
             .map_err(NodeError::Metrics)?;
@@ -264,15 +267,20 @@ impl Agent {
     /// and hands it to the sync loop, which starts it unless the watch has brought it (or
     /// its deletion) already. A woken pod then starts as soon as it is bound, not when
     /// this node's watch, one of many behind the binding, gets to it.
-    fn hint(&self, namespace: &str, name: &str) {
-        let shared = self.shared.clone();
-        let hints = self.hints.clone();
-        let (namespace, name) = (namespace.to_string(), name.to_string());
+    fn hint(self: &Arc<Self>, namespace: &str, name: &str) {
+        let key = ObjectKey::new(namespace, name);
+        if !self.hinting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone()) {
+            return;
+        }
+        let agent = self.clone();
         tokio::spawn(async move {
-            let pod = shared.cluster.get(resource("v1", "Pod"), Some(&namespace), &name).await;
+            let (namespace, name) = (&key.namespace, &key.name);
+            let shared = &agent.shared;
+            let pod = shared.cluster.get(resource("v1", "Pod"), Some(namespace), name).await;
+            agent.hinting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
             match pod {
                 Ok(pod) if pod["spec"]["nodeName"] == shared.config.name.as_str() => {
-                    let _ = hints.send(Arc::new(pod));
+                    let _ = agent.hints.send(Arc::new(pod));
                 }
                 Ok(_) => {}
                 Err(error) => {

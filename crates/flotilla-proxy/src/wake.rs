@@ -12,6 +12,13 @@
 //! terminating, on a node and serving the Service port's `targetPort` takes the held
 //! requests (as the slice would list it a write later). The routing tables answer too,
 //! whichever comes first, so a failed pod watch only costs time.
+//!
+//! A pod that nothing but starting makes ready (no readiness or startup probe) takes
+//! the held request as soon as it is bound: the request goes to its node marked
+//! [`flotilla_client::START_WAIT_HEADER`], and the node holds it until the pod runs,
+//! reading the pod from the API at once if its own watch has not brought it yet. The
+//! cold path is then four writes in series (Deployment scale, ReplicaSet scale, pod,
+//! binding) and a wasm instantiation: `cargo bench -p flotilla --bench ingress` times it.
 
 use crate::proxy::Shared;
 use crate::snapshot::{Endpoint, Route, Service, ServicePort};
