@@ -160,6 +160,8 @@ impl Runtime {
         let cache = match &config.cache_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+                // wasmtime's cache takes absolute paths only; `--data-dir ./data` is relative.
+                let dir = std::path::absolute(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
                 let mut cache_config = CacheConfig::new();
                 cache_config.with_directory(dir);
                 let cache = Cache::new(cache_config).map_err(|e| Error::Config(chain(&e)))?;

@@ -603,3 +603,15 @@ fn the_disk_cache_serves_a_second_load() {
     let (hits, _) = second.cache_stats().expect("cache configured");
     assert_eq!(hits, 1);
 }
+
+/// `flotilla server --data-dir ./data` gives the runtime a relative cache directory,
+/// which wasmtime's cache refuses: the runtime makes it absolute.
+#[test]
+fn a_relative_cache_directory_is_accepted() {
+    let dir = tempfile::tempdir_in(".").expect("a directory under the current one");
+    let relative = std::path::PathBuf::from(".").join(dir.path().file_name().expect("a name")).join("compiled");
+    let runtime =
+        Runtime::new(RuntimeConfig { cache_dir: Some(relative), max_instances: 4, max_memory_per_instance: 1 << 20 });
+    assert!(runtime.is_ok(), "{:?}", runtime.err());
+    assert!(dir.path().join("compiled").is_dir());
+}
