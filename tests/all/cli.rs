@@ -2,8 +2,9 @@
 //! (created, then unchanged, then configured), get in every output, describe, delete,
 //! and a bad manifest whose error names each field to fix.
 
-use crate::support::{Server, repo_root};
+use crate::support::{HttpClient, Server, eventually, repo_root};
 use anyhow::Result;
+use std::time::Duration;
 
 #[tokio::test]
 async fn apply_get_describe_delete_the_example_manifests() -> Result<()> {
@@ -105,10 +106,29 @@ async fn a_bad_manifest_is_refused_with_every_field_named() -> Result<()> {
 
 #[tokio::test]
 async fn the_server_applies_its_manifests_on_start() -> Result<()> {
-    let manifests = repo_root().join("manifests/hello");
-    let mut server = Server::start_with(&["--manifests", &manifests.to_string_lossy()])?;
+    // As the README runs it: relative `--data-dir ./data` and `--manifests` paths.
+    let copy_manifests = |dir: &std::path::Path| -> Result<()> {
+        let to = dir.join("manifests/hello");
+        std::fs::create_dir_all(&to)?;
+        for entry in std::fs::read_dir(repo_root().join("manifests/hello"))? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+        Ok(())
+    };
+    let mut server = Server::start_in_fresh_directory(copy_manifests, &["--manifests", "manifests/hello"])?;
+    assert!(server.data_dir().join("kubeconfig").is_file());
     let deployment = server.client.get("/apis/apps/v1/namespaces/hello/deployments/hello").await?.ok()?;
     assert_eq!(deployment["spec"]["replicas"], 3);
+    // Its pods serve through its Ingress (the wasm runtime, its compile cache in ./data, works).
+    let http = HttpClient::new();
+    let ingress = server.ingress_http()?;
+    let body = eventually("hello served through the Ingress", Duration::from_secs(60), || async {
+        let (status, body) = http.get(ingress, "hello.flotilla.local", "/").await?;
+        Ok((status == 200).then_some(body))
+    })
+    .await?;
+    assert!(body.contains(" from hello-"), "{body}");
     // A restart applies them again without changing what they say (the controllers
     // write the Deployment's status meanwhile, so its resourceVersion moves on).
     server.restart()?;

@@ -23,8 +23,12 @@ pub fn repo_root() -> PathBuf {
 /// A `flotilla server` process on an ephemeral loopback port, with its data directory.
 pub struct Server {
     process: ServerProcess,
-    /// Kept so the directory lives as long as the server (and across restarts).
-    data_dir: tempfile::TempDir,
+    /// Kept so the directory lives as long as the server (and across restarts): the data
+    /// directory itself, or the server's working directory when it was given a relative one.
+    dir: tempfile::TempDir,
+    /// `--data-dir` as the server was given it: absolute, or relative to `dir`.
+    data_dir_arg: PathBuf,
+    working_dir: Option<PathBuf>,
     extra_args: Vec<String>,
     pub client: Client,
     pub kubeconfig: PathBuf,
@@ -40,16 +44,38 @@ impl Server {
 
     /// Starts a whole cluster (controllers too) with extra `server` flags.
     pub fn start_with(extra_args: &[&str]) -> Result<Self> {
-        let data_dir = tempfile::tempdir()?;
-        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
-        let process = ServerProcess::spawn(Path::new(flotilla_bin()), data_dir.path(), &extra_args)?;
-        let client = Client::from_kubeconfig(&process.kubeconfig)?;
-        let kubeconfig = process.kubeconfig.clone();
-        Ok(Self { process, data_dir, extra_args, client, kubeconfig })
+        let dir = tempfile::tempdir()?;
+        let data_dir_arg = dir.path().to_path_buf();
+        Self::launch(dir, None, data_dir_arg, extra_args)
     }
 
-    pub fn data_dir(&self) -> &Path {
-        self.data_dir.path()
+    /// Starts a whole cluster as the README does: from a fresh working directory, which
+    /// `prepare` fills first (it gets the directory), with `--data-dir ./data` and `extra_args`
+    /// (whose relative paths are relative to that directory).
+    pub fn start_in_fresh_directory(prepare: impl FnOnce(&Path) -> Result<()>, extra_args: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        prepare(dir.path())?;
+        let working_dir = Some(dir.path().to_path_buf());
+        Self::launch(dir, working_dir, PathBuf::from("./data"), extra_args)
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        working_dir: Option<PathBuf>,
+        data_dir_arg: PathBuf,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let extra_args: Vec<String> = extra_args.iter().map(|a| a.to_string()).collect();
+        let process =
+            ServerProcess::spawn_in(Path::new(flotilla_bin()), working_dir.as_deref(), &data_dir_arg, &extra_args)?;
+        let client = Client::from_kubeconfig(&process.kubeconfig)?;
+        let kubeconfig = process.kubeconfig.clone();
+        Ok(Self { process, dir, data_dir_arg, working_dir, extra_args, client, kubeconfig })
+    }
+
+    /// The server's data directory (absolute).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join(&self.data_dir_arg)
     }
 
     /// The Ingress's plain-HTTP listener.
@@ -75,7 +101,12 @@ impl Server {
     /// Kills the server and starts it again on the same data directory (a new port).
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
-        self.process = ServerProcess::spawn(Path::new(flotilla_bin()), self.data_dir.path(), &self.extra_args)?;
+        self.process = ServerProcess::spawn_in(
+            Path::new(flotilla_bin()),
+            self.working_dir.as_deref(),
+            &self.data_dir_arg,
+            &self.extra_args,
+        )?;
         self.client = Client::from_kubeconfig(&self.process.kubeconfig)?;
         self.kubeconfig = self.process.kubeconfig.clone();
         Ok(())

@@ -45,6 +45,12 @@ impl ServerProcess {
     /// Starts `binary server` on a loopback ephemeral port with `data_dir`, and waits
     /// (up to a minute) for the line that says it serves.
     pub fn spawn(binary: &Path, data_dir: &Path, extra_args: &[String]) -> Result<Self> {
+        Self::spawn_in(binary, None, data_dir, extra_args)
+    }
+
+    /// As [`ServerProcess::spawn`], run in `working_dir` (this process's own when `None`):
+    /// a relative `data_dir` or path in `extra_args` is relative to it, as in a user's shell.
+    pub fn spawn_in(binary: &Path, working_dir: Option<&Path>, data_dir: &Path, extra_args: &[String]) -> Result<Self> {
         let given = |flag: &str| extra_args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
         let service_address = own_loopback();
         let mut defaults: Vec<String> = Vec::new();
@@ -58,7 +64,11 @@ impl ServerProcess {
                 defaults.extend([flag.to_string(), value]);
             }
         }
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(dir) = working_dir {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .args(["server", "--api-addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(&defaults)
@@ -88,7 +98,7 @@ impl ServerProcess {
                 let (ingress_http, ingress_https) = ingress_addresses(&line);
                 Ok(Self {
                     child,
-                    kubeconfig: data_dir.join("kubeconfig"),
+                    kubeconfig: working_dir.unwrap_or(Path::new("")).join(data_dir).join("kubeconfig"),
                     ingress_http,
                     ingress_https,
                     service_address,
