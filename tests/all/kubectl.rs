@@ -2,8 +2,9 @@
 //! defaults: no `--validate=false`, no feature gates. Each test has its own server, HOME
 //! and discovery cache.
 
-use crate::support::{Server, repo_root};
+use crate::support::{Server, eventually, is_ready, repo_root};
 use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader};
 use std::time::{Duration, Instant};
 
@@ -212,6 +213,103 @@ async fn patch_label_annotate_create_and_delete() -> Result<()> {
     let (success, _, _) = server.kubectl(&["get", "namespace", "hello"])?;
     assert!(!success, "the namespace is gone once delete --wait returns");
     assert_eq!(ok(&server, &["auth", "can-i", "delete", "deployments"])?.trim(), "yes");
+    Ok(())
+}
+
+/// kubectl's typed commands send protobuf (client-go never falls back to JSON for
+/// built-in kinds): each creates what it says.
+#[tokio::test]
+async fn imperative_commands_create_what_they_say() -> Result<()> {
+    let server = Server::start()?;
+    let created = [
+        vec!["create", "namespace", "shop"],
+        vec!["create", "deployment", "web", "--image=hello-http", "--replicas=2", "--port=8080"],
+        vec!["expose", "deployment", "web", "--port=80", "--target-port=8080"],
+        vec!["run", "one", "--image=hello-http", "--env=GREETING=hi", "--labels=tier=web"],
+        vec!["create", "service", "nodeport", "np", "--tcp=80:8080"],
+        vec!["create", "job", "once", "--image=batch"],
+        vec!["create", "cronjob", "nightly", "--image=batch", "--schedule=0 3 * * *"],
+        vec!["create", "job", "now", "--from=cronjob/nightly"],
+        vec!["create", "ingress", "web", "--rule=web.local/=web:80"],
+        vec!["autoscale", "deployment", "web", "--min=1", "--max=4", "--cpu=50%"],
+    ];
+    for (i, args) in created.iter().enumerate() {
+        let mut args = args.clone();
+        if i > 0 {
+            args.extend(["-n", "shop"]);
+        }
+        ok(&server, &args)?;
+    }
+    let get = |what: &str, path: &str| ok(&server, &["get", what, "-n", "shop", "-o", &format!("jsonpath={{{path}}}")]);
+    assert_eq!(get("deploy/web", ".spec.replicas")?, "2");
+    assert_eq!(get("deploy/web", ".spec.template.spec.containers[0].image")?, "hello-http");
+    assert_eq!(get("svc/web", ".spec.selector.app")?, "web");
+    assert_eq!(get("svc/web", ".spec.ports[0].targetPort")?, "8080");
+    assert_eq!(get("pod/one", ".spec.containers[0].env[0].value")?, "hi");
+    assert_eq!(get("pod/one", ".metadata.labels.tier")?, "web");
+    assert_eq!(get("svc/np", ".spec.type")?, "NodePort");
+    assert_eq!(get("job/once", ".spec.template.spec.containers[0].image")?, "batch");
+    assert_eq!(get("cronjob/nightly", ".spec.schedule")?, "0 3 * * *");
+    assert_eq!(get("job/now", ".metadata.ownerReferences[0].name")?, "nightly");
+    assert_eq!(get("ingress/web", ".spec.rules[0].host")?, "web.local");
+    assert_eq!(get("hpa/web", ".spec.scaleTargetRef.name")?, "web");
+    assert_eq!(get("hpa/web", ".spec.minReplicas")?, "1");
+    assert_eq!(get("hpa/web", ".spec.maxReplicas")?, "4");
+    assert_eq!(get("hpa/web", ".spec.metrics[0].resource.target.averageUtilization")?, "50");
+    let table = ok(&server, &["get", "hpa", "-n", "shop"])?;
+    assert_eq!(header(&table)[..3], ["NAME", "REFERENCE", "TARGETS"], "{table}");
+    assert!(table.contains("Deployment/web"), "{table}");
+    Ok(())
+}
+
+/// Node maintenance as in Kubernetes: drain evicts the node's pods (through
+/// `pods/eviction`), their Deployment's replacements wait while the node is cordoned, and
+/// run again once it is uncordoned.
+#[tokio::test]
+async fn drain_evicts_and_uncordon_lets_pods_back() -> Result<()> {
+    let server = Server::start_with(&[])?;
+    ok(&server, &["apply", "-f", &repo_root().join("manifests/hello").to_string_lossy()])?;
+    let ready = |want: usize| {
+        let server = &server;
+        async move {
+            eventually(&format!("{want} hello pods ready"), Duration::from_secs(60), || async {
+                let pods = server.client.get("/api/v1/namespaces/hello/pods").await?.ok()?;
+                let items = pods["items"].as_array().cloned().unwrap_or_default();
+                let ready = items.iter().filter(|p| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null());
+                Ok((ready.count() == want).then_some(items))
+            })
+            .await
+        }
+    };
+    let before = ready(3).await?;
+    let node = ok(&server, &["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])?;
+
+    // An Eviction names its pod; the API refuses one that names another, and a missing pod.
+    let first = before[0]["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let eviction = |name: &str| json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}});
+    let path = |pod: &str| format!("/api/v1/namespaces/hello/pods/{pod}/eviction");
+    let mismatched = server.client.post_json(&path(&first), &eviction("other")).await?;
+    assert_eq!(mismatched.status.as_u16(), 400, "{}", String::from_utf8_lossy(&mismatched.body));
+    let missing = server.client.post_json(&path("nope"), &eviction("nope")).await?;
+    assert_eq!(missing.status.as_u16(), 404);
+
+    let out = ok(&server, &["drain", &node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"])?;
+    assert!(out.contains(&format!("evicting pod hello/{first}")), "{out}");
+    assert!(out.contains(&format!("node/{node} drained")), "{out}");
+    assert_eq!(ok(&server, &["get", "node", &node, "-o", "jsonpath={.spec.unschedulable}"])?, "true");
+    // The Deployment replaces its pods; with its only node cordoned they wait, unbound.
+    let pending = eventually("3 replacement pods pending", Duration::from_secs(30), || async {
+        let pods = server.client.get("/api/v1/namespaces/hello/pods").await?.ok()?;
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        let waiting = items.iter().filter(|p| p["spec"]["nodeName"].is_null() && p["status"]["phase"] == "Pending");
+        Ok((items.len() == 3 && waiting.count() == 3).then_some(items))
+    })
+    .await?;
+    let old: Vec<&Value> = before.iter().map(|p| &p["metadata"]["name"]).collect();
+    assert!(pending.iter().all(|p| !old.contains(&&p["metadata"]["name"])), "{pending:?}");
+
+    ok(&server, &["uncordon", &node])?;
+    ready(3).await?;
     Ok(())
 }
 

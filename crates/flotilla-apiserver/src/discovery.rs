@@ -85,6 +85,23 @@ fn subresource_entry(rt: &ResourceType, sub: Subresource) -> Value {
     entry
 }
 
+/// A subresource's name, response kind (group, version, kind) and verbs.
+type Action = (&'static str, (&'static str, &'static str, &'static str), &'static [&'static str]);
+
+/// The pod subresources that are actions rather than views of the pod (served by the
+/// request path apart from the object's verbs): name, response kind, verbs. kubectl drain
+/// evicts through `pods/eviction` only where discovery lists it.
+const POD_ACTIONS: &[Action] = &[
+    ("binding", ("", "v1", "Binding"), &["create"]),
+    ("eviction", ("policy", "v1", "Eviction"), &["create"]),
+    ("log", ("", "v1", "Pod"), &["get"]),
+    ("proxy", ("", "v1", "NodeProxyOptions"), &["create", "delete", "get", "patch", "update"]),
+];
+
+fn pod_actions(rt: &ResourceType) -> &'static [Action] {
+    if rt.group.is_empty() && rt.kind == "Pod" { POD_ACTIONS } else { &[] }
+}
+
 /// `/api/v1` or `/apis/{group}/{version}`, if served.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
@@ -92,6 +109,17 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         resources.push(resource_entry(rt));
         for sub in rt.subresources {
             resources.push(subresource_entry(rt, *sub));
+        }
+        for (name, (group, version, kind), verbs) in pod_actions(rt) {
+            resources.push(json!({
+                "name": format!("{}/{name}", rt.plural),
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "group": group,
+                "version": version,
+                "kind": kind,
+                "verbs": verbs,
+            }));
         }
     }
     if resources.is_empty() {
@@ -127,17 +155,17 @@ pub fn aggregated(core: bool) -> Value {
                 .iter()
                 .filter(|r| r.group == group && r.version == version)
                 .map(|rt| {
-                    let subresources: Vec<Value> = rt
-                        .subresources
-                        .iter()
-                        .map(|sub| {
-                            let kind = match sub {
-                                Subresource::Scale => gvk("autoscaling", "v1", "Scale"),
-                                Subresource::Status => gvk(rt.group, rt.version, rt.kind),
-                            };
-                            json!({"subresource": sub.name(), "responseKind": kind, "verbs": ["get", "patch", "update"]})
-                        })
-                        .collect();
+                    let views = rt.subresources.iter().map(|sub| {
+                        let kind = match sub {
+                            Subresource::Scale => gvk("autoscaling", "v1", "Scale"),
+                            Subresource::Status => gvk(rt.group, rt.version, rt.kind),
+                        };
+                        json!({"subresource": sub.name(), "responseKind": kind, "verbs": ["get", "patch", "update"]})
+                    });
+                    let actions = pod_actions(rt).iter().map(|(name, (group, version, kind), verbs)| {
+                        json!({"subresource": name, "responseKind": gvk(group, version, kind), "verbs": verbs})
+                    });
+                    let subresources: Vec<Value> = views.chain(actions).collect();
                     let mut entry = json!({
                         "resource": rt.plural,
                         "responseKind": gvk(rt.group, rt.version, rt.kind),
@@ -197,6 +225,14 @@ mod tests {
             core["resources"].as_array().into_iter().flatten().find(|r| r["name"] == "pods").cloned().expect("pods");
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["categories"], json!(["all"]));
+        // Where kubectl drain looks for evictions.
+        let eviction = core["resources"].as_array().into_iter().flatten().find(|r| r["name"] == "pods/eviction");
+        let eviction = eviction.cloned().expect("pods/eviction");
+        assert_eq!(
+            (&eviction["group"], &eviction["version"], &eviction["kind"]),
+            (&json!("policy"), &json!("v1"), &json!("Eviction"))
+        );
+        assert_eq!(eviction["verbs"], json!(["create"]));
         let apps = api_resource_list("apps", "v1").expect("apps v1");
         let scale = apps["resources"]
             .as_array()

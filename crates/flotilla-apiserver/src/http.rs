@@ -492,26 +492,30 @@ fn delete_options(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Del
         options.propagation_policy = Some("Orphan".into());
     }
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let value = object_body(headers, body)?;
-        if let Some(policy) = value.get("propagationPolicy").and_then(Value::as_str) {
-            options.propagation_policy = Some(policy.to_string());
-        }
-        if value.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-            options.propagation_policy = Some("Orphan".into());
-        }
-        if let Some(pre) = value.get("preconditions") {
-            options.precondition_uid = pre.get("uid").and_then(Value::as_str).map(str::to_string);
-            options.precondition_resource_version =
-                pre.get("resourceVersion").and_then(Value::as_str).map(str::to_string);
-        }
-        if let Some(grace) = value.get("gracePeriodSeconds").and_then(Value::as_i64) {
-            options.grace_period_seconds = Some(grace);
-        }
-        if value.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")) {
-            options.dry_run = true;
-        }
+        body_delete_options(&mut options, &object_body(headers, body)?);
     }
     Ok(options)
+}
+
+/// Takes what a DeleteOptions object (a DELETE's body, an Eviction's `deleteOptions`)
+/// sets into `options`.
+fn body_delete_options(options: &mut DeleteOptions, value: &Value) {
+    if let Some(policy) = value.get("propagationPolicy").and_then(Value::as_str) {
+        options.propagation_policy = Some(policy.to_string());
+    }
+    if value.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+        options.propagation_policy = Some("Orphan".into());
+    }
+    if let Some(pre) = value.get("preconditions") {
+        options.precondition_uid = pre.get("uid").and_then(Value::as_str).map(str::to_string);
+        options.precondition_resource_version = pre.get("resourceVersion").and_then(Value::as_str).map(str::to_string);
+    }
+    if let Some(grace) = value.get("gracePeriodSeconds").and_then(Value::as_i64) {
+        options.grace_period_seconds = Some(grace);
+    }
+    if value.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")) {
+        options.dry_run = true;
+    }
 }
 
 fn list_query(query: &Query, rt: &ResourceType) -> Result<ListQuery, ApiError> {
@@ -527,7 +531,7 @@ fn subresource(target: &Target) -> Result<Option<Subresource>, ApiError> {
         Some("status") if target.rt.has_subresource(Subresource::Status) => Ok(Some(Subresource::Status)),
         Some("scale") if target.rt.has_subresource(Subresource::Scale) => Ok(Some(Subresource::Scale)),
         // Actions on a pod, served apart from the object's own verbs.
-        Some("binding" | "log") if target.rt.kind == "Pod" => Ok(None),
+        Some("binding" | "eviction" | "log") if target.rt.kind == "Pod" => Ok(None),
         Some(other) => Err(ApiError::new(
             Reason::NotFound,
             format!(
@@ -638,7 +642,24 @@ async fn serve_resource(
         ("Pod", Some("log"), &Method::GET) => {
             return crate::kubelet::logs(state, ns.unwrap_or("default"), &name, &query).await;
         }
-        ("Pod", Some("binding" | "log"), _) => return Err(method_not_allowed(&method)),
+        ("Pod", Some("eviction"), &Method::POST) => {
+            let (headers, body) = read_body(request).await?;
+            let eviction = object_body(&headers, &body)?;
+            if eviction["metadata"]["name"].as_str().is_some_and(|given| given != name) {
+                return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+            }
+            let mut options = delete_options(&query, &headers, b"")?;
+            if let Some(delete) = eviction.get("deleteOptions").filter(|d| d.is_object()) {
+                body_delete_options(&mut options, delete);
+            }
+            // No PodDisruptionBudgets are served, so no budget can refuse an eviction.
+            registry.delete(rt, ns, &name, &options).await?;
+            return reply(
+                201,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            );
+        }
+        ("Pod", Some("binding" | "eviction" | "log"), _) => return Err(method_not_allowed(&method)),
         _ => {}
     }
     match (method, sub) {

@@ -3,9 +3,9 @@
 //!
 //! Why: client-go sends built-in kinds as protobuf and never falls back to JSON, so
 //! kubectl's typed commands (`kubectl create configmap|secret|namespace|service|
-//! deployment|job|cronjob|ingress`, `kubectl run`) POST protobuf, while Flotilla stores
-//! and validates JSON. This module
-//! owns that one translation; the request path decides when to call it.
+//! deployment|job|cronjob|ingress`, `kubectl run`, `kubectl autoscale`, `kubectl drain`) send protobuf,
+//! while Flotilla stores and validates JSON. This module owns that one translation; the
+//! request path decides when to call it.
 //!
 //! The wire format (k8s.io/apimachinery/pkg/runtime/serializer/protobuf): the magic
 //! `k8s\0`, then a `runtime.Unknown` whose `typeMeta` names the kind and whose `raw`
@@ -23,9 +23,11 @@
 use base64::Engine as _;
 use flotilla_api::{ApiError, Reason};
 use k8s_pb::api::apps::v1 as apps;
+use k8s_pb::api::autoscaling::v2 as autoscaling;
 use k8s_pb::api::batch::v1 as batch;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::api::networking::v1 as networking;
+use k8s_pb::api::policy::v1 as policy;
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
@@ -58,7 +60,14 @@ const KINDS: &[(&str, &str, Decode)] = &[
     ("batch/v1", "Job", decode_as::<batch::Job>),
     ("batch/v1", "CronJob", decode_as::<batch::CronJob>),
     ("networking.k8s.io/v1", "Ingress", decode_as::<networking::Ingress>),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", decode_as::<autoscaling::HorizontalPodAutoscaler>),
+    // `kubectl drain`: an Eviction, or a DELETE's options where evictions are not served.
+    ("policy/v1", "Eviction", decode_as::<policy::Eviction>),
+    (ANY_VERSION, "DeleteOptions", decode_as::<meta::DeleteOptions>),
 ];
+
+/// For kinds registered in every group version (DeleteOptions is sent under the client's).
+const ANY_VERSION: &str = "*";
 
 /// Decodes a protobuf request body into the JSON object a JSON client would send
 /// (apiVersion, kind, metadata, ...).
@@ -86,7 +95,8 @@ pub(crate) fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
     if api_version.is_empty() || kind.is_empty() {
         return Err(ApiError::bad_request(format!("{CONTENT_TYPE} envelope does not name its apiVersion and kind")));
     }
-    let (_, _, decode) = KINDS.iter().find(|(v, k, _)| *v == api_version && *k == kind).ok_or_else(|| {
+    let known = KINDS.iter().find(|(v, k, _)| (*v == api_version || *v == ANY_VERSION) && *k == kind);
+    let (_, _, decode) = known.ok_or_else(|| {
         ApiError::new(
             Reason::UnsupportedMediaType,
             format!(
@@ -224,6 +234,10 @@ impl Obj {
     /// `[]byte` values, which JSON carries as base64.
     fn byte_map(self, key: &str, value: BTreeMap<String, Vec<u8>>) -> Self {
         self.map(key, value, |b| base64::engine::general_purpose::STANDARD.encode(b).into())
+    }
+
+    fn quantity(self, key: &str, value: Option<Quantity>) -> Self {
+        self.put(key, value.map(|q| q.string.unwrap_or_default().into()))
     }
 
     fn quantities(self, key: &str, value: BTreeMap<String, Quantity>) -> Self {
@@ -670,6 +684,165 @@ impl ToJson for networking::ServiceBackendPort {
     const NAME: &'static str = "ServiceBackendPort";
     fn take_json(&mut self) -> Result<Obj, ApiError> {
         Ok(Obj::default().text("name", self.name.take()).nonzero("number", self.number.take()))
+    }
+}
+
+// DeleteOptions and policy/v1 Eviction (`kubectl drain`)
+
+impl ToJson for meta::DeleteOptions {
+    const NAME: &'static str = "DeleteOptions";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .int("gracePeriodSeconds", self.grace_period_seconds.take())
+            .message("preconditions", self.preconditions.take())?
+            .boolean("orphanDependents", self.orphan_dependents.take())
+            .text("propagationPolicy", self.propagation_policy.take())
+            .strings("dryRun", take(&mut self.dry_run)))
+    }
+}
+
+impl ToJson for meta::Preconditions {
+    const NAME: &'static str = "Preconditions";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default().text("uid", self.uid.take()).text("resourceVersion", self.resource_version.take()))
+    }
+}
+
+impl ToJson for policy::Eviction {
+    const NAME: &'static str = "Eviction";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("deleteOptions", self.delete_options.take())
+    }
+}
+
+// autoscaling/v2 (`kubectl autoscale`)
+
+impl ToJson for autoscaling::HorizontalPodAutoscaler {
+    const NAME: &'static str = "HorizontalPodAutoscaler";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metadata", self.metadata.take())?.message("spec", self.spec.take())
+    }
+}
+
+impl ToJson for autoscaling::HorizontalPodAutoscalerSpec {
+    const NAME: &'static str = "HorizontalPodAutoscalerSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .message("scaleTargetRef", self.scale_target_ref.take())?
+            .int("minReplicas", self.min_replicas.take())
+            .int("maxReplicas", self.max_replicas.take())
+            .messages("metrics", take(&mut self.metrics))?
+            .message("behavior", self.behavior.take())
+    }
+}
+
+impl ToJson for autoscaling::CrossVersionObjectReference {
+    const NAME: &'static str = "CrossVersionObjectReference";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .text("kind", self.kind.take())
+            .text("name", self.name.take())
+            .text("apiVersion", self.api_version.take()))
+    }
+}
+
+impl ToJson for autoscaling::MetricSpec {
+    const NAME: &'static str = "MetricSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .text("type", self.r#type.take())
+            .message("object", self.object.take())?
+            .message("pods", self.pods.take())?
+            .message("resource", self.resource.take())?
+            .message("containerResource", self.container_resource.take())?
+            .message("external", self.external.take())
+    }
+}
+
+impl ToJson for autoscaling::ObjectMetricSource {
+    const NAME: &'static str = "ObjectMetricSource";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .message("describedObject", self.described_object.take())?
+            .message("target", self.target.take())?
+            .message("metric", self.metric.take())
+    }
+}
+
+impl ToJson for autoscaling::PodsMetricSource {
+    const NAME: &'static str = "PodsMetricSource";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metric", self.metric.take())?.message("target", self.target.take())
+    }
+}
+
+impl ToJson for autoscaling::ExternalMetricSource {
+    const NAME: &'static str = "ExternalMetricSource";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("metric", self.metric.take())?.message("target", self.target.take())
+    }
+}
+
+impl ToJson for autoscaling::ResourceMetricSource {
+    const NAME: &'static str = "ResourceMetricSource";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().text("name", self.name.take()).message("target", self.target.take())
+    }
+}
+
+impl ToJson for autoscaling::ContainerResourceMetricSource {
+    const NAME: &'static str = "ContainerResourceMetricSource";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .text("name", self.name.take())
+            .text("container", self.container.take())
+            .message("target", self.target.take())
+    }
+}
+
+impl ToJson for autoscaling::MetricIdentifier {
+    const NAME: &'static str = "MetricIdentifier";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().text("name", self.name.take()).message("selector", self.selector.take())
+    }
+}
+
+impl ToJson for autoscaling::MetricTarget {
+    const NAME: &'static str = "MetricTarget";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .text("type", self.r#type.take())
+            .quantity("value", self.value.take())
+            .quantity("averageValue", self.average_value.take())
+            .int("averageUtilization", self.average_utilization.take()))
+    }
+}
+
+impl ToJson for autoscaling::HorizontalPodAutoscalerBehavior {
+    const NAME: &'static str = "HorizontalPodAutoscalerBehavior";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default().message("scaleUp", self.scale_up.take())?.message("scaleDown", self.scale_down.take())
+    }
+}
+
+impl ToJson for autoscaling::HpaScalingRules {
+    const NAME: &'static str = "HPAScalingRules";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .int("stabilizationWindowSeconds", self.stabilization_window_seconds.take())
+            .text("selectPolicy", self.select_policy.take())
+            .messages("policies", take(&mut self.policies))?
+            .quantity("tolerance", self.tolerance.take()))
+    }
+}
+
+impl ToJson for autoscaling::HpaScalingPolicy {
+    const NAME: &'static str = "HPAScalingPolicy";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .text("type", self.r#type.take())
+            .int("value", self.value.take())
+            .int("periodSeconds", self.period_seconds.take()))
     }
 }
 
@@ -1390,6 +1563,169 @@ mod tests {
                 "kind": "StorageBucket",
                 "name": "static",
             }}})
+        );
+    }
+
+    #[test]
+    fn eviction_and_delete_options_as_kubectl_drain_sends_them() {
+        let options = meta::DeleteOptions {
+            grace_period_seconds: Some(10),
+            preconditions: Some(meta::Preconditions { uid: s("u-1"), resource_version: None }),
+            orphan_dependents: None,
+            propagation_policy: s("Foreground"),
+            dry_run: vec!["All".into()],
+            ..Default::default()
+        };
+        let expected = json!({
+            "gracePeriodSeconds": 10,
+            "preconditions": {"uid": "u-1"},
+            "propagationPolicy": "Foreground",
+            "dryRun": ["All"],
+        });
+        // DeleteOptions comes under the client's group version: core v1 for pods.
+        let mut decoded = decode_object(&body("v1", "DeleteOptions", &options)).expect("decodes");
+        let type_meta = decoded.as_object_mut().map(|map| (map.remove("apiVersion"), map.remove("kind")));
+        assert_eq!(type_meta, Some((Some(json!("v1")), Some(json!("DeleteOptions")))));
+        assert_eq!(decoded, expected);
+        assert!(decode_object(&body("apps/v1", "DeleteOptions", &options)).is_ok());
+
+        let eviction = policy::Eviction {
+            metadata: Some(meta::ObjectMeta { namespace: s("shop"), ..meta("web-1") }),
+            delete_options: Some(options),
+        };
+        assert_eq!(
+            decode_object(&body("policy/v1", "Eviction", &eviction)).expect("decodes"),
+            json!({
+                "apiVersion": "policy/v1",
+                "kind": "Eviction",
+                "metadata": {"name": "web-1", "namespace": "shop"},
+                "deleteOptions": expected,
+            })
+        );
+    }
+
+    #[test]
+    fn hpa_as_kubectl_autoscale_sends_it() {
+        // kubectl autoscale deployment web --min=1 --max=4 --cpu=50%
+        let cpu = autoscaling::MetricSpec {
+            r#type: s("Resource"),
+            resource: Some(autoscaling::ResourceMetricSource {
+                name: s("cpu"),
+                target: Some(autoscaling::MetricTarget {
+                    r#type: s("Utilization"),
+                    average_utilization: Some(50),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let spec = autoscaling::HorizontalPodAutoscalerSpec {
+            scale_target_ref: Some(autoscaling::CrossVersionObjectReference {
+                kind: s("Deployment"),
+                name: s("web"),
+                api_version: s("apps/v1"),
+            }),
+            min_replicas: Some(1),
+            max_replicas: Some(4),
+            metrics: vec![cpu],
+            behavior: None,
+        };
+        // Go writes the non-pointer status fields even when zero.
+        let status = autoscaling::HorizontalPodAutoscalerStatus {
+            current_replicas: Some(0),
+            desired_replicas: Some(0),
+            ..Default::default()
+        };
+        let hpa = autoscaling::HorizontalPodAutoscaler {
+            metadata: Some(meta("web")),
+            spec: Some(spec.clone()),
+            status: Some(status.clone()),
+        };
+        assert_eq!(
+            decode_valid(&body("autoscaling/v2", "HorizontalPodAutoscaler", &hpa)),
+            json!({
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"},
+                    "minReplicas": 1,
+                    "maxReplicas": 4,
+                    "metrics": [{"type": "Resource", "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 50},
+                    }}],
+                },
+            })
+        );
+
+        // A pods metric with a selector, and behavior (from a manifest) convert too.
+        let rps = autoscaling::MetricSpec {
+            r#type: s("Pods"),
+            pods: Some(autoscaling::PodsMetricSource {
+                metric: Some(autoscaling::MetricIdentifier {
+                    name: s("requests_per_second"),
+                    selector: Some(meta::LabelSelector {
+                        match_labels: strings([("app", "web")]),
+                        ..Default::default()
+                    }),
+                }),
+                target: Some(autoscaling::MetricTarget {
+                    r#type: s("AverageValue"),
+                    average_value: Some(Quantity { string: s("100") }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let down = autoscaling::HpaScalingRules {
+            stabilization_window_seconds: Some(60),
+            select_policy: s("Min"),
+            policies: vec![autoscaling::HpaScalingPolicy {
+                r#type: s("Percent"),
+                value: Some(50),
+                period_seconds: Some(15),
+            }],
+            tolerance: None,
+        };
+        let with_behavior = autoscaling::HorizontalPodAutoscaler {
+            metadata: Some(meta("web")),
+            spec: Some(autoscaling::HorizontalPodAutoscalerSpec {
+                metrics: vec![rps],
+                behavior: Some(autoscaling::HorizontalPodAutoscalerBehavior { scale_up: None, scale_down: Some(down) }),
+                ..spec
+            }),
+            status: Some(status),
+        };
+        let spec = &decode_valid(&body("autoscaling/v2", "HorizontalPodAutoscaler", &with_behavior))["spec"];
+        assert_eq!(
+            spec["metrics"],
+            json!([{"type": "Pods", "pods": {
+                "metric": {"name": "requests_per_second", "selector": {"matchLabels": {"app": "web"}}},
+                "target": {"type": "AverageValue", "averageValue": "100"},
+            }}])
+        );
+        assert_eq!(
+            spec["behavior"],
+            json!({"scaleDown": {
+                "stabilizationWindowSeconds": 60,
+                "selectPolicy": "Min",
+                "policies": [{"type": "Percent", "value": 50, "periodSeconds": 15}],
+            }})
+        );
+
+        // A status with figures in it is the controller's to write: refused, not dropped.
+        let reported = autoscaling::HorizontalPodAutoscaler {
+            metadata: Some(meta("web")),
+            spec: None,
+            status: Some(autoscaling::HorizontalPodAutoscalerStatus {
+                current_replicas: Some(2),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            error(&body("autoscaling/v2", "HorizontalPodAutoscaler", &reported)).reason,
+            Reason::UnsupportedMediaType
         );
     }
 
