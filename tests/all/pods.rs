@@ -2,7 +2,9 @@
 //! bound by the scheduler, writes their status as kubelet does, and serves their logs
 //! and HTTP (`pods/proxy`, `flotilla port-forward`).
 
-use crate::support::{Server, container_status, create, is_ready, main_container, pod, pod_request, wait_for_pod};
+use crate::support::{
+    Server, container_status, create, is_ready, main_container, pod, pod_request, wait_for_event, wait_for_pod,
+};
 use anyhow::{Context as _, Result};
 use http::Method;
 use serde_json::{Value, json};
@@ -199,6 +201,13 @@ async fn exit_1_with_never_fails_and_a_crasher_backs_off() -> Result<()> {
     let (ok, stdout, stderr) = server.cli(&["logs", "crasher", "--previous"])?;
     assert!(ok, "{stderr}");
     assert!(stdout.contains("crasher: exiting with 1 in 100 ms"), "{stdout}");
+    // The kubelet's Event, as `kubectl describe pod` shows it.
+    let backoff = wait_for_event(client, "crasher", "BackOff").await?;
+    assert_eq!((&backoff["type"], &backoff["source"]["component"]), (&json!("Warning"), &json!("kubelet")));
+    let message = backoff["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Back-off restarting failed container main in pod crasher_default("), "{message}");
+    let (ok, described, stderr) = server.kubectl(&["describe", "pod", "crasher"])?;
+    assert!(ok && described.contains("Back-off restarting failed container main"), "{described}{stderr}");
     Ok(())
 }
 
@@ -239,6 +248,11 @@ async fn missing_images_and_unsatisfiable_requests_are_explained() -> Result<()>
     let message = container_status(&waiting)["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
     assert!(message.contains("no-such-image:9"), "{message}");
     assert_eq!(waiting["status"]["phase"], "Pending");
+    let failed = wait_for_event(client, "ghost", "Failed").await?;
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Failed to pull image \"no-such-image:9\""), "{message}");
+    let backoff = wait_for_event(client, "ghost", "BackOff").await?;
+    assert_eq!(backoff["message"], "Back-off pulling image \"no-such-image:9\"");
     let (ok, _, stderr) = server.cli(&["logs", "ghost"])?;
     assert!(
         !ok && stderr.contains("container \"main\" in pod \"ghost\" is waiting to start: ImagePullBackOff"),
@@ -396,6 +410,25 @@ async fn probes_gate_readiness_and_unsupported_ones_say_why() -> Result<()> {
     .await?;
     assert_eq!(unready["status"]["phase"], "Running");
     assert_eq!(container_status(&unready)["ready"], false);
+    let unhealthy = wait_for_event(client, "tcp-probed", "Unhealthy").await?;
+    let message = unhealthy["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("Readiness probe failed: ") && message.contains("tcpSocket"), "{message}");
+
+    // A failing liveness probe restarts the container, and says so.
+    let mut dying = pod("dying", "echo", "Always", json!({}));
+    main_container(&mut dying)["livenessProbe"] =
+        json!({"httpGet": {"path": "/fs/missing", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1});
+    create(client, &dying).await?;
+    let restarted = wait_for_pod(client, "dying", START, "restarted", |p| {
+        container_status(p)["restartCount"].as_u64().unwrap_or(0) >= 1
+    })
+    .await?;
+    let last = &container_status(&restarted)["lastState"]["terminated"];
+    assert_eq!(last["message"], "Liveness probe failed: HTTP probe failed with statuscode: 404", "{last:#}");
+    let unhealthy = wait_for_event(client, "dying", "Unhealthy").await?;
+    assert_eq!(unhealthy["message"], "Liveness probe failed: HTTP probe failed with statuscode: 404");
+    let killing = wait_for_event(client, "dying", "Killing").await?;
+    assert_eq!(killing["message"], "Container main failed liveness probe, will be restarted");
     Ok(())
 }
 

@@ -369,6 +369,18 @@ impl HttpClient {
     }
 }
 
+/// Waits (up to 30 s) for an Event with `reason` about the object `name` in the
+/// `default` namespace; Events are written in the background, after what they report.
+pub async fn wait_for_event(client: &Client, name: &str, reason: &str) -> Result<Value> {
+    let path =
+        format!("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name},reason%3D{reason}");
+    eventually(&format!("a {reason} Event about {name}"), Duration::from_secs(30), || async {
+        let events = client.get(&path).await?.ok()?;
+        Ok(events["items"].as_array().and_then(|items| items.first()).cloned())
+    })
+    .await
+}
+
 /// Polls `check` every 50 ms until it answers `Some`, for at most `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
 where

@@ -1,7 +1,62 @@
 //! core/v1 Events, as every component records them (`kubectl describe` shows them).
 
+use crate::{Cluster, resource};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Semaphore;
+
+/// Event writes in flight at once per recorder; more are dropped (and logged).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// An Event's `type`: `Normal` or `Warning`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSeverity {
+    Normal,
+    Warning,
+}
+
+impl EventSeverity {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventSeverity::Normal => "Normal",
+            EventSeverity::Warning => "Warning",
+        }
+    }
+}
+
+/// Records one component's Events in the background: a lost Event is logged, never
+/// retried, and never fails or slows the caller.
+#[derive(Debug, Clone)]
+pub struct EventRecorder {
+    cluster: Arc<dyn Cluster>,
+    component: &'static str,
+    in_flight: Arc<Semaphore>,
+}
+
+impl EventRecorder {
+    pub fn new(cluster: Arc<dyn Cluster>, component: &'static str) -> Self {
+        EventRecorder { cluster, component, in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) }
+    }
+
+    /// Records an Event about `object` (an API object with its `apiVersion` and `kind`).
+    pub fn event(&self, object: &Value, severity: EventSeverity, reason: &str, message: String) {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            tracing::debug!(%reason, %message, "too many Events in flight; dropping one");
+            return;
+        };
+        let now = flotilla_api::timestamp_now();
+        let event = event(object, severity.as_str(), reason, &message, self.component, &now);
+        let namespace = event["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(error) = cluster.create(resource("v1", "Event"), Some(&namespace), &event).await {
+                tracing::debug!(%error, "could not record an Event");
+            }
+        });
+    }
+}
 
 /// The longest name prefix an Event keeps, leaving room for `.` and a 16-digit suffix.
 const MAX_NAME_PREFIX: usize = 253 - 17;

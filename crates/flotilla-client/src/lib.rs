@@ -21,7 +21,7 @@ mod informer;
 mod kubelet;
 mod stats;
 
-pub use crate::event::event;
+pub use crate::event::{EventRecorder, EventSeverity, event};
 pub use crate::http::{Client, LineReader, Response, error_chain, rest_path};
 pub use crate::informer::{Change, Informer, ObjectKey};
 pub use crate::kubelet::{

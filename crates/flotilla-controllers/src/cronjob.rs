@@ -11,7 +11,7 @@
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::events::{EventType, Recorder};
+use crate::events::{EventSeverity, Recorder};
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig, controller_mapper};
 use flotilla_api::Reason;
@@ -165,7 +165,7 @@ impl CronJobController {
         };
         match self.cluster.delete(resource("batch/v1", "Job"), Some(namespace), name, &params).await {
             Ok(_) => {
-                self.recorder.event(cron_job, EventType::Normal, "SuccessfulDelete", format!("Deleted job {name}"));
+                self.recorder.event(cron_job, EventSeverity::Normal, "SuccessfulDelete", format!("Deleted job {name}"));
                 Ok(())
             }
             Err(e) if matches!(e.reason, Reason::NotFound | Reason::Conflict) => Ok(()),
@@ -248,7 +248,7 @@ impl CronJobController {
                     let outcome = finished_as(job).unwrap_or_default();
                     self.recorder.event(
                         cron_job,
-                        EventType::Normal,
+                        EventSeverity::Normal,
                         "SawCompletedJob",
                         format!("Saw completed job: {name}, condition: {outcome}"),
                     );
@@ -264,7 +264,7 @@ impl CronJobController {
                         Ok(_) => {}
                         Err(e) if e.reason == Reason::NotFound => self.recorder.event(
                             cron_job,
-                            EventType::Normal,
+                            EventSeverity::Normal,
                             "MissingJob",
                             format!("Active job went missing: {name}"),
                         ),
@@ -315,7 +315,7 @@ impl Reconciler<ObjectKey> for CronJobController {
         let zone = match time_zone(spec["timeZone"].as_str()) {
             Ok(zone) => zone,
             Err(why) => {
-                self.recorder.event(&cron_job, EventType::Warning, "UnknownTimeZone", why);
+                self.recorder.event(&cron_job, EventSeverity::Warning, "UnknownTimeZone", why);
                 self.write_status(&cron_job, &status).await?;
                 return Ok(Action::AwaitChange);
             }
@@ -325,7 +325,7 @@ impl Reconciler<ObjectKey> for CronJobController {
             Err(why) => {
                 self.recorder.event(
                     &cron_job,
-                    EventType::Warning,
+                    EventSeverity::Warning,
                     "UnparseableSchedule",
                     format!("unparseable schedule: {:?} : {why}", spec["schedule"].as_str().unwrap_or_default()),
                 );
@@ -363,7 +363,7 @@ impl Reconciler<ObjectKey> for CronJobController {
         if missed > MAX_MISSED {
             self.recorder.event(
                 &cron_job,
-                EventType::Warning,
+                EventSeverity::Warning,
                 "TooManyMissedTimes",
                 format!("too many missed start times: {missed}. Set or decrease .spec.startingDeadlineSeconds or check clock skew"),
             );
@@ -373,7 +373,7 @@ impl Reconciler<ObjectKey> for CronJobController {
         {
             self.recorder.event(
                 &cron_job,
-                EventType::Warning,
+                EventSeverity::Warning,
                 "MissSchedule",
                 format!("Missed scheduled time to start a job: {}", rfc3339(scheduled)),
             );
@@ -393,7 +393,7 @@ impl Reconciler<ObjectKey> for CronJobController {
             "Forbid" if !active.is_empty() => {
                 self.recorder.event(
                     &cron_job,
-                    EventType::Normal,
+                    EventSeverity::Normal,
                     "JobAlreadyActive",
                     "Not starting job because prior execution is running and concurrency policy is Forbid".into(),
                 );
@@ -416,27 +416,29 @@ impl Reconciler<ObjectKey> for CronJobController {
         }
 
         let job = job_for(&cron_job, scheduled, &zone);
-        let created = match self
-            .cluster
-            .create(resource("batch/v1", "Job"), Some(meta::namespace(&cron_job)), &job)
-            .await
-        {
-            Ok(created) => {
-                self.recorder.event(&cron_job, EventType::Normal, "SuccessfulCreate", format!("Created job {name}"));
-                Some(created)
-            }
-            // Created before (our cache had not seen it yet): the next reconcile counts it.
-            Err(e) if e.reason == Reason::AlreadyExists => None,
-            Err(e) => {
-                self.recorder.event(
-                    &cron_job,
-                    EventType::Warning,
-                    "FailedCreate",
-                    format!("Error creating job: {}", e.message),
-                );
-                return Err(Error::api("creating a job", e));
-            }
-        };
+        let created =
+            match self.cluster.create(resource("batch/v1", "Job"), Some(meta::namespace(&cron_job)), &job).await {
+                Ok(created) => {
+                    self.recorder.event(
+                        &cron_job,
+                        EventSeverity::Normal,
+                        "SuccessfulCreate",
+                        format!("Created job {name}"),
+                    );
+                    Some(created)
+                }
+                // Created before (our cache had not seen it yet): the next reconcile counts it.
+                Err(e) if e.reason == Reason::AlreadyExists => None,
+                Err(e) => {
+                    self.recorder.event(
+                        &cron_job,
+                        EventSeverity::Warning,
+                        "FailedCreate",
+                        format!("Error creating job: {}", e.message),
+                    );
+                    return Err(Error::api("creating a job", e));
+                }
+            };
         if let Some(created) = created {
             let mut active: Vec<Value> = status.get("active").and_then(Value::as_array).cloned().unwrap_or_default();
             active.push(job_reference(&created));

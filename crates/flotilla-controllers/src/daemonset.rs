@@ -11,7 +11,7 @@
 
 use crate::deployment::util::{pod_template_hash, scaled_value};
 use crate::error::{Error, Result};
-use crate::events::{EventType, Recorder};
+use crate::events::{EventSeverity, Recorder};
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig, controller_mapper};
 use flotilla_api::k8s_openapi::api::core::v1::NodeSelector;
@@ -151,7 +151,7 @@ impl DaemonSetController {
         match self.cluster.delete(resource("v1", "Pod"), Some(meta::namespace(pod)), meta::name(pod), &params).await {
             Ok(_) => {
                 let message = format!("Deleted pod: {}", meta::name(pod));
-                self.recorder.event(pod, EventType::Normal, "SuccessfulDelete", message);
+                self.recorder.event(pod, EventSeverity::Normal, "SuccessfulDelete", message);
                 Ok(())
             }
             Err(e) if matches!(e.reason, flotilla_api::Reason::NotFound | flotilla_api::Reason::Conflict) => Ok(()),
@@ -246,7 +246,7 @@ impl Reconciler<ObjectKey> for DaemonSetController {
             match self.cluster.create(resource("v1", "Pod"), Some(meta::namespace(&ds)), &pod).await {
                 Ok(created) => self.recorder.event(
                     &ds,
-                    EventType::Normal,
+                    EventSeverity::Normal,
                     "SuccessfulCreate",
                     format!("Created pod: {}", meta::name(&created)),
                 ),

@@ -103,7 +103,7 @@ impl Reconciler<ObjectKey> for DeploymentController {
             Ok(Some(selector)) => selector,
             Ok(None) => {
                 let message = "This deployment is selecting all pods. A non-empty selector is required.".to_string();
-                self.recorder.event(&deployment, crate::events::EventType::Warning, "SelectingAll", message);
+                self.recorder.event(&deployment, crate::events::EventSeverity::Warning, "SelectingAll", message);
                 return Ok(Action::AwaitChange);
             }
             Err(error) => {

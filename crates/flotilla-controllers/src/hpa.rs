@@ -15,7 +15,7 @@
 //! controller more cautious for one window.
 
 use crate::error::{Error, Result};
-use crate::events::{EventType, Recorder};
+use crate::events::{EventSeverity, Recorder};
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
 use flotilla_client::{Cluster, Informer, ObjectKey, Patch, resource};
@@ -377,7 +377,7 @@ impl Reconciler<ObjectKey> for HpaController {
             );
             let status = json!({"currentReplicas": 0, "desiredReplicas": 0, "conditions": [
                 condition("AbleToScale", false, "FailedGetScale", &message, &stamp)]});
-            self.recorder.event(&hpa, EventType::Warning, "FailedGetScale", message);
+            self.recorder.event(&hpa, EventSeverity::Warning, "FailedGetScale", message);
             self.write_status(&hpa, status).await?;
             return Ok(requeue);
         };
@@ -387,7 +387,7 @@ impl Reconciler<ObjectKey> for HpaController {
                 let message = format!("the HPA controller was unable to get the target's current scale: {}", e.message);
                 let status = json!({"currentReplicas": 0, "desiredReplicas": 0, "conditions": [
                     condition("AbleToScale", false, "FailedGetScale", &message, &stamp)]});
-                self.recorder.event(&hpa, EventType::Warning, "FailedGetScale", message);
+                self.recorder.event(&hpa, EventSeverity::Warning, "FailedGetScale", message);
                 self.write_status(&hpa, status).await?;
                 return Ok(requeue);
             }
@@ -450,7 +450,7 @@ impl Reconciler<ObjectKey> for HpaController {
                 }
                 Err(error) => {
                     let message = error.to_string();
-                    self.recorder.event(&hpa, EventType::Warning, "FailedGetResourceMetric", message.clone());
+                    self.recorder.event(&hpa, EventSeverity::Warning, "FailedGetResourceMetric", message.clone());
                     conditions.push(condition("ScalingActive", false, "FailedGetResourceMetric", &message, &stamp));
                     (current, String::new(), Vec::new())
                 }
@@ -547,7 +547,7 @@ impl Reconciler<ObjectKey> for HpaController {
             };
             self.recorder.event(
                 &hpa,
-                EventType::Normal,
+                EventSeverity::Normal,
                 "SuccessfulRescale",
                 format!("New size: {new_replicas}; reason: {why}"),
             );

@@ -9,7 +9,7 @@
 //! Finished pods are kept (as Kubernetes keeps them) and counted from the cache.
 
 use crate::error::{Error, Result};
-use crate::events::{EventType, Recorder};
+use crate::events::{EventSeverity, Recorder};
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig, controller_mapper};
 use flotilla_client::{Cluster, DeleteParams, Informer, ObjectKey, Patch, resource};
@@ -260,7 +260,7 @@ impl Reconciler<ObjectKey> for JobController {
                 condition("Failed", Some(reason), Some(message), &stamp),
             ]);
             self.write_status(&job, status).await?;
-            self.recorder.event(&job, EventType::Warning, reason, message.to_string());
+            self.recorder.event(&job, EventSeverity::Warning, reason, message.to_string());
             return self.finished(&job, now).await;
         }
 
@@ -284,7 +284,7 @@ impl Reconciler<ObjectKey> for JobController {
                 ),
             ]);
             self.write_status(&job, status).await?;
-            self.recorder.event(&job, EventType::Normal, "Completed", "Job completed".to_string());
+            self.recorder.event(&job, EventSeverity::Normal, "Completed", "Job completed".to_string());
             return self.finished(&job, now).await;
         }
 
@@ -298,7 +298,7 @@ impl Reconciler<ObjectKey> for JobController {
                 match self.cluster.create(resource("v1", "Pod"), Some(meta::namespace(&job)), &pod).await {
                     Ok(created) => self.recorder.event(
                         &job,
-                        EventType::Normal,
+                        EventSeverity::Normal,
                         "SuccessfulCreate",
                         format!("Created pod: {}", meta::name(&created)),
                     ),

@@ -8,7 +8,7 @@
 //! Level-triggered: every tick reads the nodes and pods from the informers and acts on
 //! what they say; nothing is remembered between ticks.
 
-use crate::events::{EventType, Recorder};
+use crate::events::{EventSeverity, Recorder};
 use flotilla_client::{Cluster, DeleteParams, Informer, Patch, resource};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -109,7 +109,7 @@ pub(crate) async fn run(cluster: Arc<dyn Cluster>, nodes: Informer, pods: Inform
                 Verdict::MarkUnknown => mark_unknown(cluster.as_ref(), &node, &name, now).await.map(|()| {
                     recorder.event(
                         &node,
-                        EventType::Normal,
+                        EventSeverity::Normal,
                         "NodeNotReady",
                         format!("Node {name} status is now: NodeNotReady"),
                     );
@@ -189,7 +189,7 @@ async fn evict(
         match cluster.delete(resource("v1", "Pod"), Some(namespace), name, &params).await {
             Ok(_) => recorder.event(
                 &pod,
-                EventType::Normal,
+                EventSeverity::Normal,
                 "TaintManagerEviction",
                 format!("Marking for deletion Pod {namespace}/{name}"),
             ),

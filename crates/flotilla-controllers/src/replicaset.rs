@@ -5,7 +5,7 @@
 
 use crate::claim::{self, Owner};
 use crate::error::{Error, Result};
-use crate::events::{EventType, Recorder};
+use crate::events::{EventSeverity, Recorder};
 use crate::expectations::{Expectations, Observed, Tracked};
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
@@ -127,14 +127,19 @@ impl ReplicaSetController {
                 match joined {
                     Ok(Ok(pod)) => {
                         let name = meta::name(&pod).to_string();
-                        self.recorder.event(rs, EventType::Normal, "SuccessfulCreate", format!("Created pod: {name}"));
+                        self.recorder.event(
+                            rs,
+                            EventSeverity::Normal,
+                            "SuccessfulCreate",
+                            format!("Created pod: {name}"),
+                        );
                         created.push(Tracked { name, uid: meta::uid(&pod).to_string() });
                     }
                     Ok(Err(error)) => {
                         failed += 1;
                         if error.reason != Reason::Forbidden {
                             let message = format!("Error creating: {}", error.message);
-                            self.recorder.event(rs, EventType::Warning, "FailedCreate", message);
+                            self.recorder.event(rs, EventSeverity::Warning, "FailedCreate", message);
                         }
                         failure.get_or_insert(error);
                     }
@@ -170,13 +175,13 @@ impl ReplicaSetController {
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok((name, Ok(_))) => {
-                    self.recorder.event(rs, EventType::Normal, "SuccessfulDelete", format!("Deleted pod: {name}"));
+                    self.recorder.event(rs, EventSeverity::Normal, "SuccessfulDelete", format!("Deleted pod: {name}"));
                 }
                 Ok((_, Err(error))) if matches!(error.reason, Reason::NotFound | Reason::Conflict) => {}
                 Ok((_, Err(error))) => {
                     failed += 1;
                     let message = format!("Error deleting: {}", error.message);
-                    self.recorder.event(rs, EventType::Warning, "FailedDelete", message);
+                    self.recorder.event(rs, EventSeverity::Warning, "FailedDelete", message);
                     failure.get_or_insert(error);
                 }
                 Err(join) => {
@@ -200,7 +205,7 @@ impl ReplicaSetController {
             match self.cluster.delete(resource("v1", "Pod"), Some(&key.namespace), &key.name, &params).await {
                 Ok(_) => {
                     let message = format!("Deleted pod: {}", key.name);
-                    self.recorder.event(rs, EventType::Normal, "SuccessfulDelete", message);
+                    self.recorder.event(rs, EventSeverity::Normal, "SuccessfulDelete", message);
                 }
                 Err(error) if matches!(error.reason, Reason::NotFound | Reason::Conflict) => {}
                 Err(source) => return Err(Error::api(format!("deleting failed pod {key}"), source)),

@@ -10,7 +10,7 @@
 //! windows: after a restart the idle time starts again, which only delays a scale-down.
 
 use crate::error::{Error, Result};
-use crate::events::{EventType, Recorder};
+use crate::events::{EventSeverity, Recorder};
 use crate::hpa::PodMetricsSource;
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
@@ -152,7 +152,7 @@ impl Reconciler<ObjectKey> for ScaleToZeroController {
                 self.last_busy().remove(key);
                 self.recorder.event(
                     &deployment,
-                    EventType::Normal,
+                    EventSeverity::Normal,
                     "ScaledToZero",
                     format!(
                         "Scaled down replica set to 0: no request for {}s; the next request to its Service scales it up",

@@ -9,6 +9,7 @@ use crate::Shared;
 use crate::images::ImageError;
 use crate::probes::{Probe, Tally};
 use crate::spec::{self, PodContext};
+use flotilla_client::EventSeverity;
 use flotilla_runtime::{CommandPod, Exit, HttpPod, ImageKind, LogBuffer, LogStream};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -275,6 +276,16 @@ fn terminated(exit: &Exit, started_at: String) -> State {
 }
 
 impl Runner {
+    /// Records a kubelet Event about this container's pod.
+    fn record(&self, severity: EventSeverity, reason: &str, message: String) {
+        let meta = &self.pod["metadata"];
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"],
+            "uid": meta["uid"], "resourceVersion": meta["resourceVersion"],
+        }});
+        self.shared.events.event(&pod, severity, reason, message);
+    }
+
     fn report(&self, status: &Status) {
         self.handle.restarts.store(status.restart_count, Ordering::Relaxed);
         self.board.set(self.index, status);
@@ -328,6 +339,7 @@ impl Runner {
         let mut backoff = config.backoff_initial;
         let mut pull_backoff = config.backoff_initial;
         let mut pulled_once = false;
+        let mut last_config_error: Option<String> = None;
         loop {
             // The image.
             let pulled = self.shared.images.pull(&status.image).await;
@@ -345,6 +357,19 @@ impl Runner {
                     } else {
                         error.to_string()
                     };
+                    match reason {
+                        "ErrImagePull" => self.record(
+                            EventSeverity::Warning,
+                            "Failed",
+                            format!("Failed to pull image \"{}\": {error}", status.image),
+                        ),
+                        "ImagePullBackOff" => self.record(
+                            EventSeverity::Normal,
+                            "BackOff",
+                            format!("Back-off pulling image \"{}\"", status.image),
+                        ),
+                        _ => self.record(EventSeverity::Warning, "Failed", format!("Error: {error}")),
+                    }
                     status.state = State::waiting(reason, Some(message));
                     self.report(&status);
                     if !retry.is_zero() {
@@ -365,8 +390,17 @@ impl Runner {
             let ctx =
                 PodContext { pod: &self.pod, pod_dir: &self.pod_dir, pod_ip: &self.pod_ip, host_ip: &config.host_ip };
             let spec = match spec::resolve(self.shared.cluster.as_ref(), &ctx, &self.container).await {
-                Ok(spec) => spec,
+                Ok(spec) => {
+                    last_config_error = None;
+                    spec
+                }
                 Err(error) => {
+                    // Retried every few seconds: one Event per distinct error, not per retry.
+                    let message = format!("Error: {error}");
+                    if last_config_error.as_ref() != Some(&message) {
+                        self.record(EventSeverity::Warning, "Failed", message.clone());
+                        last_config_error = Some(message);
+                    }
                     status.state = State::waiting("CreateContainerConfigError", Some(error.to_string()));
                     self.report(&status);
                     if !Self::pause(&mut stop, config.backoff_initial.min(Duration::from_secs(2))).await {
@@ -416,6 +450,11 @@ impl Runner {
             };
             logs.close();
             let Some(ended) = ended else { return };
+            if let State::Terminated { reason, message: Some(message), .. } = &ended
+                && reason == "StartError"
+            {
+                self.record(EventSeverity::Warning, "Failed", format!("Error: {message}"));
+            }
 
             let exit_code = match &ended {
                 State::Terminated { exit_code, .. } => *exit_code,
@@ -438,6 +477,11 @@ impl Runner {
                 backoff = config.backoff_initial;
             }
             status.last_state = Some(ended);
+            self.record(
+                EventSeverity::Warning,
+                "BackOff",
+                format!("Back-off restarting failed container {} in pod {pod_name}_{namespace}({uid})", status.name),
+            );
             status.state = State::waiting(
                 "CrashLoopBackOff",
                 Some(format!(
@@ -536,7 +580,13 @@ impl Runner {
             }
             if let Some(tally) = readiness.as_mut().filter(|t| t.next <= now) {
                 let result = tally.probe.check(Some(pod)).await;
-                if tally.record(result) || status.ready != (tally.healthy == Some(true)) {
+                let changed = tally.record(result);
+                if changed && tally.healthy == Some(false) {
+                    // One Event each time the verdict turns, not one per failed probe.
+                    let message = tally.last_error.clone().unwrap_or_default();
+                    self.record(EventSeverity::Warning, "Unhealthy", format!("Readiness probe failed: {message}"));
+                }
+                if changed || status.ready != (tally.healthy == Some(true)) {
                     status.ready = tally.healthy == Some(true);
                     status.unready_message = tally.last_error.clone().map(|e| format!("Readiness probe failed: {e}"));
                     self.report(status);
@@ -547,6 +597,10 @@ impl Runner {
 
     fn log_probe_failure(&self, pod: &HttpPod, probe: &str, message: &str) {
         pod.logs().push(LogStream::Stderr, format!("{probe} probe failed: {message}; the container will be restarted"));
+        self.record(EventSeverity::Warning, "Unhealthy", format!("{probe} probe failed: {message}"));
+        let container = self.container["name"].as_str().unwrap_or_default();
+        let killing = format!("Container {container} failed {} probe, will be restarted", probe.to_lowercase());
+        self.record(EventSeverity::Normal, "Killing", killing);
     }
 }
 

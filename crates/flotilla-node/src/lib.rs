@@ -4,7 +4,8 @@
 //! pods bound to it, and runs each through `flotilla-runtime`: images from its
 //! [`ImageStore`], env/volumes/limits resolved from the pod ([`spec`]), restart policy
 //! with kubelet's back-off, probes, and the pod's status written back as kubelet writes
-//! it. Deleting a pod stops it gracefully before the object goes. It serves
+//! it, with kubelet's Events for what goes wrong (failed pulls and starts, back-offs,
+//! failing probes). Deleting a pod stops it gracefully before the object goes. It serves
 //! [`Kubelet`](flotilla_client::Kubelet) (`pods/log`, `pods/proxy`, and its pods' usage
 //! as kubelet's `/stats/summary`) to the API server.
 //!
@@ -25,7 +26,7 @@ pub mod spec;
 pub use images::{ImageError, ImageRef, ImageStore};
 
 use flotilla_api::{ApiError, Reason};
-use flotilla_client::{Change, Cluster, Informer, ListParams, ObjectKey, Patch, resource};
+use flotilla_client::{Change, Cluster, EventRecorder, Informer, ListParams, ObjectKey, Patch, resource};
 use flotilla_runtime::Runtime;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -109,6 +110,9 @@ pub enum NodeError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub cluster: Arc<dyn Cluster>,
+    /// The kubelet's Events about pods: only what goes wrong (failed pulls and starts,
+    /// back-offs, failing probes), so a healthy start costs no extra writes.
+    pub events: EventRecorder,
     pub runtime: Runtime,
     pub images: ImageStore,
     pub config: NodeConfig,
@@ -159,6 +163,7 @@ impl Node {
         let started_at = flotilla_api::timestamp_now();
         let metrics = metrics::NodeMetrics::register(&config.metrics).map_err(NodeError::Metrics)?;
         let shared = Arc::new(Shared {
+            events: EventRecorder::new(cluster.clone(), "kubelet"),
             cluster,
             runtime,
             images,

@@ -5,7 +5,7 @@
 use super::DeploymentController;
 use super::util::{self, POD_TEMPLATE_HASH};
 use crate::error::{Error, Result};
-use crate::events::EventType;
+use crate::events::EventSeverity;
 use crate::meta;
 use crate::pipeline::Action;
 use flotilla_api::Reason;
@@ -195,7 +195,7 @@ impl<'a> Rollout<'a> {
         };
         if !already_existed && new_replicas > 0 {
             let message = format!("Scaled up replica set {name} to {new_replicas}");
-            self.ctl.recorder.event(&self.original, EventType::Normal, "ScalingReplicaSet", message);
+            self.ctl.recorder.event(&self.original, EventSeverity::Normal, "ScalingReplicaSet", message);
         }
         self.set_revision(&new_revision.to_string());
         if !already_existed && util::progress_deadline(&self.d).is_some() {
@@ -263,7 +263,7 @@ impl<'a> Rollout<'a> {
         self.rss[i] = self.patch_rs(&rs, patch).await?;
         if size_changes {
             let message = format!("Scaled {operation} replica set {} to {to} from {from}", meta::name(&rs));
-            self.ctl.recorder.event(&self.original, EventType::Normal, "ScalingReplicaSet", message);
+            self.ctl.recorder.event(&self.original, EventSeverity::Normal, "ScalingReplicaSet", message);
         }
         Ok(size_changes)
     }
