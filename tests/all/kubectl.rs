@@ -220,7 +220,8 @@ async fn patch_label_annotate_create_and_delete() -> Result<()> {
 /// built-in kinds): each creates what it says.
 #[tokio::test]
 async fn imperative_commands_create_what_they_say() -> Result<()> {
-    let server = Server::start()?;
+    // No workload controllers, so what the commands made stays as they made it.
+    let server = Server::start_with(&["--controllers=serviceaccount"])?;
     let created = [
         vec!["create", "namespace", "shop"],
         vec!["create", "deployment", "web", "--image=hello-http", "--replicas=2", "--port=8080"],
@@ -232,6 +233,7 @@ async fn imperative_commands_create_what_they_say() -> Result<()> {
         vec!["create", "job", "now", "--from=cronjob/nightly"],
         vec!["create", "ingress", "web", "--rule=web.local/=web:80"],
         vec!["autoscale", "deployment", "web", "--min=1", "--max=4", "--cpu=50%"],
+        vec!["create", "serviceaccount", "builder"],
     ];
     for (i, args) in created.iter().enumerate() {
         let mut args = args.clone();
@@ -259,6 +261,14 @@ async fn imperative_commands_create_what_they_say() -> Result<()> {
     let table = ok(&server, &["get", "hpa", "-n", "shop"])?;
     assert_eq!(header(&table)[..3], ["NAME", "REFERENCE", "TARGETS"], "{table}");
     assert!(table.contains("Deployment/web"), "{table}");
+    // Every namespace has its default ServiceAccount beside the ones made.
+    eventually("shop's ServiceAccounts", Duration::from_secs(30), || async {
+        let accounts = ok(&server, &["get", "serviceaccounts", "-n", "shop", "-o", "name"])?;
+        Ok((accounts.lines().collect::<Vec<_>>() == ["serviceaccount/builder", "serviceaccount/default"]).then_some(()))
+    })
+    .await?;
+    let table = ok(&server, &["get", "sa", "default", "-n", "shop"])?;
+    assert_eq!(header(&table), ["NAME", "SECRETS", "AGE"], "{table}");
     Ok(())
 }
 

@@ -152,6 +152,7 @@ fn kind_schema(generator: &mut SchemaGenerator, rt: &ResourceType) -> Option<sch
         ("", "v1", "Endpoints") => generator.subschema_for::<core::v1::Endpoints>(),
         ("", "v1", "ConfigMap") => generator.subschema_for::<core::v1::ConfigMap>(),
         ("", "v1", "Secret") => generator.subschema_for::<core::v1::Secret>(),
+        ("", "v1", "ServiceAccount") => generator.subschema_for::<core::v1::ServiceAccount>(),
         ("", "v1", "Node") => generator.subschema_for::<core::v1::Node>(),
         ("", "v1", "Event") => generator.subschema_for::<core::v1::Event>(),
         ("apps", "v1", "ReplicaSet") => generator.subschema_for::<apps::v1::ReplicaSet>(),

@@ -2,10 +2,10 @@
 //! into the JSON object a JSON client would have sent.
 //!
 //! Why: client-go sends built-in kinds as protobuf and never falls back to JSON, so
-//! kubectl's typed commands (`kubectl create configmap|secret|namespace|service|
-//! deployment|job|cronjob|ingress`, `kubectl run`, `kubectl autoscale`, `kubectl drain`) send protobuf,
-//! while Flotilla stores and validates JSON. This module owns that one translation; the
-//! request path decides when to call it.
+//! kubectl's typed commands (`kubectl create configmap|secret|serviceaccount|namespace|
+//! service|deployment|job|cronjob|ingress`, `kubectl run`, `kubectl autoscale`,
+//! `kubectl drain`) send protobuf, while Flotilla stores and validates JSON. This module
+//! owns that one translation; the request path decides when to call it.
 //!
 //! The wire format (k8s.io/apimachinery/pkg/runtime/serializer/protobuf): the magic
 //! `k8s\0`, then a `runtime.Unknown` whose `typeMeta` names the kind and whose `raw`
@@ -56,6 +56,7 @@ const KINDS: &[(&str, &str, Decode)] = &[
     ("v1", "Namespace", decode_as::<core::Namespace>),
     ("v1", "Service", decode_as::<core::Service>),
     ("v1", "Pod", decode_as::<core::Pod>),
+    ("v1", "ServiceAccount", decode_as::<core::ServiceAccount>),
     ("apps/v1", "Deployment", decode_as::<apps::Deployment>),
     ("batch/v1", "Job", decode_as::<batch::Job>),
     ("batch/v1", "CronJob", decode_as::<batch::CronJob>),
@@ -379,6 +380,31 @@ impl ToJson for core::Secret {
             .byte_map("data", take(&mut self.data))
             .string_map("stringData", take(&mut self.string_data))
             .text("type", self.r#type.take()))
+    }
+}
+
+impl ToJson for core::ServiceAccount {
+    const NAME: &'static str = "ServiceAccount";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .boolean("automountServiceAccountToken", self.automount_service_account_token.take())
+            .message("metadata", self.metadata.take())?
+            .messages("secrets", take(&mut self.secrets))?
+            .messages("imagePullSecrets", take(&mut self.image_pull_secrets))
+    }
+}
+
+impl ToJson for core::ObjectReference {
+    const NAME: &'static str = "ObjectReference";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Ok(Obj::default()
+            .text("kind", self.kind.take())
+            .text("namespace", self.namespace.take())
+            .text("name", self.name.take())
+            .text("uid", self.uid.take())
+            .text("apiVersion", self.api_version.take())
+            .text("resourceVersion", self.resource_version.take())
+            .text("fieldPath", self.field_path.take()))
     }
 }
 

@@ -318,6 +318,16 @@ static SECRET_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+static SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
+    NAME,
+    col(
+        "Secrets",
+        "string",
+        "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+    ),
+    AGE,
+];
+
 static NODE_COLUMNS: &[Column] = &[
     NAME,
     col("Status", "string", "The status of the node"),
@@ -514,6 +524,7 @@ enum Printer {
     Endpoints,
     ConfigMap,
     Secret,
+    ServiceAccount,
     Node,
     Event,
     ReplicaSet,
@@ -536,6 +547,7 @@ fn printer(rt: &ResourceType) -> Printer {
         ("", "Endpoints") => Printer::Endpoints,
         ("", "ConfigMap") => Printer::ConfigMap,
         ("", "Secret") => Printer::Secret,
+        ("", "ServiceAccount") => Printer::ServiceAccount,
         ("", "Node") => Printer::Node,
         ("", "Event") => Printer::Event,
         ("apps", "ReplicaSet") => Printer::ReplicaSet,
@@ -563,6 +575,7 @@ fn columns_of(printer: Printer) -> &'static [Column] {
         Printer::Endpoints => ENDPOINTS_COLUMNS,
         Printer::ConfigMap => CONFIG_MAP_COLUMNS,
         Printer::Secret => SECRET_COLUMNS,
+        Printer::ServiceAccount => SERVICE_ACCOUNT_COLUMNS,
         Printer::Node => NODE_COLUMNS,
         Printer::Event => EVENT_COLUMNS,
         Printer::ReplicaSet => REPLICA_SET_COLUMNS,
@@ -600,6 +613,10 @@ fn cells_of(printer: Printer, obj: &Value, now: Timestamp) -> (Vec<Value>, Optio
             vec![name(), json!(count), age()]
         }
         Printer::Secret => vec![name(), s(text(obj, &["type"])), json!(object_len(obj, &["data"])), age()],
+        Printer::ServiceAccount => {
+            let secrets = at(obj, &["secrets"]).and_then(Value::as_array).map_or(0, Vec::len);
+            vec![name(), json!(secrets), age()]
+        }
         Printer::Node => node_cells(obj, name(), age()),
         Printer::Event => event_cells(obj, now),
         Printer::ReplicaSet => {
@@ -1485,6 +1502,7 @@ mod tests {
             ("v1", "Endpoints", &["Name", "Endpoints", "Age"]),
             ("v1", "ConfigMap", &["Name", "Data", "Age"]),
             ("v1", "Secret", &["Name", "Type", "Data", "Age"]),
+            ("v1", "ServiceAccount", &["Name", "Secrets", "Age"]),
             (
                 "v1",
                 "Node",

@@ -1,8 +1,9 @@
 //! Flotilla's workload controllers (kube-controller-manager's job): ReplicaSet,
-//! Deployment, DaemonSet, Job, CronJob, EndpointSlice, Endpoints, node lifecycle and the
-//! garbage collector, each one reconcile function on one pipeline (informers →
-//! de-duplicating, delaying work queue → bounded runner → `reconcile(key) ->
-//! Result<Action>`, with a back-off per key on failure).
+//! Deployment, DaemonSet, Job, CronJob, EndpointSlice, Endpoints, HorizontalPodAutoscaler,
+//! scale to zero, node lifecycle, ServiceAccounts, Event expiry and the garbage collector,
+//! each one reconcile function on one pipeline (informers → de-duplicating, delaying work
+//! queue → bounded runner → `reconcile(key) -> Result<Action>`, with a back-off per key on
+//! failure).
 //!
 //! The controllers are level-triggered: a reconcile reads the informers' caches, writes
 //! through [`flotilla_client::Cluster`] and is safe to run twice or after a restart. No
@@ -42,6 +43,7 @@ mod pipeline;
 mod queue;
 mod replicaset;
 mod scaletozero;
+mod serviceaccount;
 mod written;
 
 pub use crate::clock::{AcceleratedClock, Clock, SystemClock};
@@ -99,6 +101,8 @@ pub struct ControllersConfig {
     pub scale_to_zero_idle: Duration,
     /// The time CronJobs are scheduled by (the system clock; tests accelerate it).
     pub clock: Arc<dyn Clock>,
+    /// Give every namespace its `default` ServiceAccount.
+    pub service_account_controller: bool,
     /// Run the node lifecycle controller, judging nodes as this says.
     pub node_lifecycle_controller: bool,
     pub node_lifecycle: NodeLifecycleConfig,
@@ -110,7 +114,8 @@ pub struct ControllersConfig {
 impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
     /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, `daemonset`,
-    /// `cronjob`, `endpointslice`, `endpoint`, `horizontalpodautoscaling`, `eventttl`, `scaletozero`, each disabled with a leading `-`; an empty
+    /// `cronjob`, `endpointslice`, `endpoint`, `horizontalpodautoscaling`, `eventttl`, `scaletozero`,
+    /// `serviceaccount`, each disabled with a leading `-`; an empty
     /// list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
@@ -127,6 +132,7 @@ impl ControllersConfig {
             ("horizontalpodautoscaling", &mut self.hpa_controller),
             ("eventttl", &mut self.event_ttl_controller),
             ("scaletozero", &mut self.scale_to_zero_controller),
+            ("serviceaccount", &mut self.service_account_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
@@ -146,6 +152,7 @@ impl ControllersConfig {
             "horizontalpodautoscaling",
             "eventttl",
             "scaletozero",
+            "serviceaccount",
         ];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
@@ -176,6 +183,7 @@ impl Default for ControllersConfig {
             hpa: HpaConfig::default(),
             scale_to_zero_controller: true,
             scale_to_zero_idle: Duration::from_secs(300),
+            service_account_controller: true,
             event_ttl_controller: true,
             event_ttl: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
@@ -320,6 +328,14 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             .await;
         }
     };
+    let service_accounts = async {
+        if config.service_account_controller {
+            let namespaces = informer("v1", "Namespace");
+            let accounts = informer("v1", "ServiceAccount");
+            serviceaccount::ServiceAccountsController::run(cluster.clone(), namespaces, accounts, config.replica_sets)
+                .await;
+        }
+    };
     let event_ttl = async {
         if config.event_ttl_controller {
             eventttl::run(cluster.clone(), informer("v1", "Event"), config.event_ttl).await;
@@ -341,6 +357,7 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             endpoints,
             autoscalers,
             scale_to_zero,
+            service_accounts,
             event_ttl
         );
     };

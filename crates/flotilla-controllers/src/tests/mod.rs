@@ -11,6 +11,7 @@ mod hpa;
 mod pipeline;
 mod replicaset;
 mod scaletozero;
+mod serviceaccount;
 
 use crate::{ControllersConfig, RunnerConfig, run};
 use flotilla_apiserver::{Config, LocalCluster, Running};
