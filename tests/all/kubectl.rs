@@ -273,26 +273,42 @@ async fn imperative_commands_create_what_they_say() -> Result<()> {
 }
 
 /// Node maintenance as in Kubernetes: drain evicts the node's pods (through
-/// `pods/eviction`), their Deployment's replacements wait while the node is cordoned, and
-/// run again once it is uncordoned.
+/// `pods/eviction`) as far as their PodDisruptionBudget allows, their Deployment's
+/// replacements wait while the node is cordoned, and run again once it is uncordoned.
 #[tokio::test]
-async fn drain_evicts_and_uncordon_lets_pods_back() -> Result<()> {
+async fn drain_evicts_within_the_disruption_budget_and_uncordon_lets_pods_back() -> Result<()> {
     let server = Server::start_with(&[])?;
     ok(&server, &["apply", "-f", &repo_root().join("manifests/hello").to_string_lossy()])?;
-    let ready = |want: usize| {
-        let server = &server;
-        async move {
-            eventually(&format!("{want} hello pods ready"), Duration::from_secs(60), || async {
-                let pods = server.client.get("/api/v1/namespaces/hello/pods").await?.ok()?;
-                let items = pods["items"].as_array().cloned().unwrap_or_default();
-                let ready = items.iter().filter(|p| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null());
-                Ok((ready.count() == want).then_some(items))
-            })
-            .await
-        }
+    let hello_pods = || async {
+        let pods = server.client.get("/api/v1/namespaces/hello/pods").await?.ok()?;
+        anyhow::Ok(pods["items"].as_array().cloned().unwrap_or_default())
+    };
+    let ready = |want: usize| async move {
+        eventually(&format!("{want} hello pods ready"), Duration::from_secs(60), || async {
+            let items = hello_pods().await?;
+            let ready = items.iter().filter(|p| is_ready(p) && p["metadata"]["deletionTimestamp"].is_null());
+            Ok((ready.count() == want).then_some(items))
+        })
+        .await
     };
     let before = ready(3).await?;
     let node = ok(&server, &["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])?;
+
+    // At least 2 of the 3 must stay up: one may go.
+    ok(&server, &["create", "pdb", "hello", "-n", "hello", "--selector=app=hello", "--min-available=2"])?;
+    let allowed =
+        || ok(&server, &["get", "pdb", "hello", "-n", "hello", "-o", "jsonpath={.status.disruptionsAllowed}"]);
+    eventually("the budget counted", Duration::from_secs(30), || async { Ok((allowed()? == "1").then_some(())) })
+        .await?;
+    let table = ok(&server, &["get", "pdb", "-n", "hello"])?;
+    assert_eq!(header(&table), ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED", "DISRUPTIONS", "AGE"]);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.split_whitespace().collect::<Vec<_>>()[..4] == ["hello", "2", "N/A", "1"]),
+        "{table}"
+    );
 
     // An Eviction names its pod; the API refuses one that names another, and a missing pod.
     let first = before[0]["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -303,20 +319,35 @@ async fn drain_evicts_and_uncordon_lets_pods_back() -> Result<()> {
     let missing = server.client.post_json(&path("nope"), &eviction("nope")).await?;
     assert_eq!(missing.status.as_u16(), 404);
 
-    let out = ok(&server, &["drain", &node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"])?;
-    assert!(out.contains(&format!("evicting pod hello/{first}")), "{out}");
-    assert!(out.contains(&format!("node/{node} drained")), "{out}");
+    // The drain evicts one pod, then the budget holds the other two until it times out.
+    let drain = ["drain", &node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=8s"];
+    let (drained, out, err) = server.kubectl(&drain)?;
+    assert!(!drained, "the budget must stop the drain:\n{out}\n{err}");
+    assert!(err.contains("Cannot evict pod as it would violate the pod's disruption budget"), "{err}");
     assert_eq!(ok(&server, &["get", "node", &node, "-o", "jsonpath={.spec.unschedulable}"])?, "true");
-    // The Deployment replaces its pods; with its only node cordoned they wait, unbound.
+    let names = |pods: &[Value]| -> Vec<String> {
+        pods.iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let old = names(&before);
+    let left = names(&hello_pods().await?);
+    assert_eq!(old.iter().filter(|name| left.contains(name)).count(), 2, "one evicted: {old:?} → {left:?}");
+    let refused = server.client.post_json(&path(&left[0]), &eviction(&left[0])).await?;
+    assert_eq!(refused.status.as_u16(), 429, "{}", String::from_utf8_lossy(&refused.body));
+
+    // Without the budget the drain finishes; the replacements wait, unbound.
+    ok(&server, &["delete", "pdb", "hello", "-n", "hello"])?;
+    let out = ok(&server, &["drain", &node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"])?;
+    assert!(out.contains(&format!("node/{node} drained")), "{out}");
     let pending = eventually("3 replacement pods pending", Duration::from_secs(30), || async {
-        let pods = server.client.get("/api/v1/namespaces/hello/pods").await?.ok()?;
-        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        let items = hello_pods().await?;
         let waiting = items.iter().filter(|p| p["spec"]["nodeName"].is_null() && p["status"]["phase"] == "Pending");
         Ok((items.len() == 3 && waiting.count() == 3).then_some(items))
     })
     .await?;
-    let old: Vec<&Value> = before.iter().map(|p| &p["metadata"]["name"]).collect();
-    assert!(pending.iter().all(|p| !old.contains(&&p["metadata"]["name"])), "{pending:?}");
+    assert!(names(&pending).iter().all(|name| !old.contains(name)), "{pending:?}");
 
     ok(&server, &["uncordon", &node])?;
     ready(3).await?;

@@ -10,7 +10,7 @@
 use crate::error::FieldError;
 use crate::validation::{NameRule, validate_object_meta};
 use crate::workloads;
-use k8s_openapi::api::{apps, autoscaling, batch, core, discovery, networking};
+use k8s_openapi::api::{apps, autoscaling, batch, core, discovery, networking, policy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -223,6 +223,9 @@ static RESOURCES: &[ResourceType] = &[
     resource!(networking::v1::IngressClass, "networking.k8s.io", "v1", "IngressClass",
         "ingressclasses", namespaced: false, short: [], categories: [], subresources: [],
         name: Subdomain, fields: [], rules: no_rules),
+    resource!(policy::v1::PodDisruptionBudget, "policy", "v1", "PodDisruptionBudget",
+        "poddisruptionbudgets", namespaced: true, short: ["pdb"], categories: [],
+        subresources: [Status], name: Subdomain, fields: [], rules: workloads::validate_pdb),
     resource!(autoscaling::v2::HorizontalPodAutoscaler, "autoscaling", "v2",
         "HorizontalPodAutoscaler", "horizontalpodautoscalers", namespaced: true,
         short: ["hpa"], categories: ["all"], subresources: [Status], name: PathSegment,

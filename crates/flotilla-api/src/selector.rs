@@ -259,6 +259,13 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
+    /// [`LabelSelector::from_label_selector`] of a selector as it appears in an object's
+    /// JSON (`spec.selector` of a Deployment, a PodDisruptionBudget…).
+    pub fn from_json(selector: &serde_json::Value) -> Result<Self, String> {
+        let typed: metav1::LabelSelector = serde_json::from_value(selector.clone()).map_err(|e| e.to_string())?;
+        Self::from_label_selector(&typed)
+    }
+
     /// A selector requiring exactly these labels (Go's `SelectorFromSet`; not validated),
     /// as a Service's `spec.selector` is used.
     pub fn from_map(labels: &BTreeMap<String, String>) -> Self {

@@ -358,6 +358,53 @@ pub(crate) fn validate_hpa(object: &Value) -> Vec<FieldError> {
     errors
 }
 
+/// An int-or-string that must be a count of at least 0 or a percentage (`"25%"`).
+fn check_int_or_percent(errors: &mut Vec<FieldError>, value: Option<&Value>, path: &str) {
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n >= 0) => {}
+        Some(Value::Number(n)) => errors.push(FieldError::invalid(path, n, "must be greater than or equal to 0")),
+        Some(Value::String(s)) => {
+            let percent = s.strip_suffix('%').and_then(|p| p.parse::<u32>().ok());
+            match percent {
+                Some(0..=100) => {}
+                Some(_) => errors.push(FieldError::invalid(path, s, "must not be greater than 100%")),
+                None => errors.push(FieldError::invalid(path, s, "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")),
+            }
+        }
+        Some(other) => errors.push(FieldError::invalid(path, other, "must be an integer or a percentage")),
+    }
+}
+
+pub(crate) fn validate_pdb(object: &Value) -> Vec<FieldError> {
+    let spec = spec(object);
+    let mut errors = Vec::new();
+    let min = spec.get("minAvailable").filter(|v| !v.is_null());
+    let max = spec.get("maxUnavailable").filter(|v| !v.is_null());
+    if let (Some(_), Some(max)) = (min, max) {
+        errors.push(FieldError::invalid("spec", max, "minAvailable and maxUnavailable cannot be both set"));
+    }
+    check_int_or_percent(&mut errors, min, "spec.minAvailable");
+    check_int_or_percent(&mut errors, max, "spec.maxUnavailable");
+    if let Some(raw) = spec.get("selector").filter(|v| !v.is_null())
+        && let Err(e) = serde_json::from_value::<meta::LabelSelector>(raw.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|s| LabelSelector::from_label_selector(&s))
+    {
+        errors.push(FieldError::invalid("spec.selector", raw, e));
+    }
+    if let Some(policy) = spec.get("unhealthyPodEvictionPolicy").and_then(Value::as_str)
+        && !matches!(policy, "IfHealthyBudget" | "AlwaysAllow")
+    {
+        errors.push(FieldError::not_supported(
+            "spec.unhealthyPodEvictionPolicy",
+            policy,
+            &["AlwaysAllow", "IfHealthyBudget"],
+        ));
+    }
+    errors
+}
+
 /// Sets `field` of `object` (a map) to `value` when it is missing or null.
 fn default_field(object: &mut Value, field: &str, value: Value) {
     if let Value::Object(map) = object

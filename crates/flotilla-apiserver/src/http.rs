@@ -652,8 +652,7 @@ async fn serve_resource(
             if let Some(delete) = eviction.get("deleteOptions").filter(|d| d.is_object()) {
                 body_delete_options(&mut options, delete);
             }
-            // No PodDisruptionBudgets are served, so no budget can refuse an eviction.
-            registry.delete(rt, ns, &name, &options).await?;
+            crate::eviction::evict(registry, ns.unwrap_or("default"), &name, &options).await?;
             return reply(
                 201,
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

@@ -13,6 +13,7 @@
 mod apply;
 mod discovery;
 mod error;
+mod eviction;
 mod http;
 mod images;
 mod kubelet;

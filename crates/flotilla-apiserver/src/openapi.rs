@@ -144,7 +144,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// The k8s-openapi type of a served kind: its schema is added to the generator's
 /// definitions and a `$ref` to it returned. None for a kind without a mapping here.
 fn kind_schema(generator: &mut SchemaGenerator, rt: &ResourceType) -> Option<schemars::Schema> {
-    use k8s_openapi::api::{apps, autoscaling, batch, core, discovery, networking};
+    use k8s_openapi::api::{apps, autoscaling, batch, core, discovery, networking, policy};
     Some(match (rt.group, rt.version, rt.kind) {
         ("", "v1", "Namespace") => generator.subschema_for::<core::v1::Namespace>(),
         ("", "v1", "Pod") => generator.subschema_for::<core::v1::Pod>(),
@@ -163,6 +163,7 @@ fn kind_schema(generator: &mut SchemaGenerator, rt: &ResourceType) -> Option<sch
         ("discovery.k8s.io", "v1", "EndpointSlice") => generator.subschema_for::<discovery::v1::EndpointSlice>(),
         ("networking.k8s.io", "v1", "Ingress") => generator.subschema_for::<networking::v1::Ingress>(),
         ("networking.k8s.io", "v1", "IngressClass") => generator.subschema_for::<networking::v1::IngressClass>(),
+        ("policy", "v1", "PodDisruptionBudget") => generator.subschema_for::<policy::v1::PodDisruptionBudget>(),
         ("autoscaling", "v2", "HorizontalPodAutoscaler") => {
             generator.subschema_for::<autoscaling::v2::HorizontalPodAutoscaler>()
         }

@@ -3,7 +3,7 @@
 //!
 //! Why: client-go sends built-in kinds as protobuf and never falls back to JSON, so
 //! kubectl's typed commands (`kubectl create configmap|secret|serviceaccount|namespace|
-//! service|deployment|job|cronjob|ingress`, `kubectl run`, `kubectl autoscale`,
+//! service|deployment|job|cronjob|ingress|pdb`, `kubectl run`, `kubectl autoscale`,
 //! `kubectl drain`) send protobuf, while Flotilla stores and validates JSON. This module
 //! owns that one translation; the request path decides when to call it.
 //!
@@ -64,6 +64,7 @@ const KINDS: &[(&str, &str, Decode)] = &[
     ("autoscaling/v2", "HorizontalPodAutoscaler", decode_as::<autoscaling::HorizontalPodAutoscaler>),
     // `kubectl drain`: an Eviction, or a DELETE's options where evictions are not served.
     ("policy/v1", "Eviction", decode_as::<policy::Eviction>),
+    ("policy/v1", "PodDisruptionBudget", decode_as::<policy::PodDisruptionBudget>),
     (ANY_VERSION, "DeleteOptions", decode_as::<meta::DeleteOptions>),
 ];
 
@@ -738,6 +739,19 @@ impl ToJson for policy::Eviction {
     const NAME: &'static str = "Eviction";
     fn take_json(&mut self) -> Result<Obj, ApiError> {
         Obj::default().message("metadata", self.metadata.take())?.message("deleteOptions", self.delete_options.take())
+    }
+}
+
+metadata_and_spec!(policy::PodDisruptionBudget, "PodDisruptionBudget");
+
+impl ToJson for policy::PodDisruptionBudgetSpec {
+    const NAME: &'static str = "PodDisruptionBudgetSpec";
+    fn take_json(&mut self) -> Result<Obj, ApiError> {
+        Obj::default()
+            .int_or_string("minAvailable", self.min_available.take())
+            .int_or_string("maxUnavailable", self.max_unavailable.take())
+            .text("unhealthyPodEvictionPolicy", self.unhealthy_pod_eviction_policy.take())
+            .message("selector", self.selector.take())
     }
 }
 

@@ -328,6 +328,14 @@ static SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+static PDB_COLUMNS: &[Column] = &[
+    NAME,
+    col("Min Available", "string", "The minimum number of pods that must be available"),
+    col("Max Unavailable", "string", "The maximum number of pods that may be unavailable"),
+    col("Allowed Disruptions", "integer", "Calculated number of pods that may be disrupted at this time"),
+    AGE,
+];
+
 static NODE_COLUMNS: &[Column] = &[
     NAME,
     col("Status", "string", "The status of the node"),
@@ -536,6 +544,7 @@ enum Printer {
     Ingress,
     IngressClass,
     HorizontalPodAutoscaler,
+    PodDisruptionBudget,
     Default,
 }
 
@@ -559,6 +568,7 @@ fn printer(rt: &ResourceType) -> Printer {
         ("networking.k8s.io", "Ingress") => Printer::Ingress,
         ("networking.k8s.io", "IngressClass") => Printer::IngressClass,
         ("autoscaling", "HorizontalPodAutoscaler") => Printer::HorizontalPodAutoscaler,
+        ("policy", "PodDisruptionBudget") => Printer::PodDisruptionBudget,
         _ => Printer::Default,
     }
 }
@@ -587,6 +597,7 @@ fn columns_of(printer: Printer) -> &'static [Column] {
         Printer::Ingress => INGRESS_COLUMNS,
         Printer::IngressClass => INGRESS_CLASS_COLUMNS,
         Printer::HorizontalPodAutoscaler => HPA_COLUMNS,
+        Printer::PodDisruptionBudget => PDB_COLUMNS,
         Printer::Default => DEFAULT_COLUMNS,
     }
 }
@@ -613,6 +624,15 @@ fn cells_of(printer: Printer, obj: &Value, now: Timestamp) -> (Vec<Value>, Optio
             vec![name(), json!(count), age()]
         }
         Printer::Secret => vec![name(), s(text(obj, &["type"])), json!(object_len(obj, &["data"])), age()],
+        Printer::PodDisruptionBudget => {
+            let bound = |field: &str| match at(obj, &["spec", field]) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => "N/A".to_string(),
+            };
+            let allowed = at(obj, &["status", "disruptionsAllowed"]).and_then(Value::as_i64).unwrap_or(0);
+            vec![name(), s(bound("minAvailable")), s(bound("maxUnavailable")), json!(allowed), age()]
+        }
         Printer::ServiceAccount => {
             let secrets = at(obj, &["secrets"]).and_then(Value::as_array).map_or(0, Vec::len);
             vec![name(), json!(secrets), age()]
@@ -1503,6 +1523,11 @@ mod tests {
             ("v1", "ConfigMap", &["Name", "Data", "Age"]),
             ("v1", "Secret", &["Name", "Type", "Data", "Age"]),
             ("v1", "ServiceAccount", &["Name", "Secrets", "Age"]),
+            (
+                "policy/v1",
+                "PodDisruptionBudget",
+                &["Name", "Min Available", "Max Unavailable", "Allowed Disruptions", "Age"],
+            ),
             (
                 "v1",
                 "Node",

@@ -1,9 +1,9 @@
 //! Flotilla's workload controllers (kube-controller-manager's job): ReplicaSet,
 //! Deployment, DaemonSet, Job, CronJob, EndpointSlice, Endpoints, HorizontalPodAutoscaler,
-//! scale to zero, node lifecycle, ServiceAccounts, Event expiry and the garbage collector,
-//! each one reconcile function on one pipeline (informers → de-duplicating, delaying work
-//! queue → bounded runner → `reconcile(key) -> Result<Action>`, with a back-off per key on
-//! failure).
+//! scale to zero, node lifecycle, ServiceAccounts, disruption budgets, Event expiry and the
+//! garbage collector, each one reconcile function on one pipeline (informers →
+//! de-duplicating, delaying work queue → bounded runner → `reconcile(key) ->
+//! Result<Action>`, with a back-off per key on failure).
 //!
 //! The controllers are level-triggered: a reconcile reads the informers' caches, writes
 //! through [`flotilla_client::Cluster`] and is safe to run twice or after a restart. No
@@ -27,6 +27,7 @@ mod clock;
 mod cronjob;
 mod daemonset;
 mod deployment;
+mod disruption;
 mod endpoints;
 mod endpointslice;
 mod error;
@@ -101,6 +102,8 @@ pub struct ControllersConfig {
     pub scale_to_zero_idle: Duration,
     /// The time CronJobs are scheduled by (the system clock; tests accelerate it).
     pub clock: Arc<dyn Clock>,
+    /// Keep each PodDisruptionBudget's status (what evictions may spend).
+    pub disruption_controller: bool,
     /// Give every namespace its `default` ServiceAccount.
     pub service_account_controller: bool,
     /// Run the node lifecycle controller, judging nodes as this says.
@@ -115,7 +118,7 @@ impl ControllersConfig {
     /// The controllers kube-controller-manager's `--controllers` names: `*` (all),
     /// `replicaset`, `deployment`, `garbagecollector`, `nodelifecycle`, `job`, `daemonset`,
     /// `cronjob`, `endpointslice`, `endpoint`, `horizontalpodautoscaling`, `eventttl`, `scaletozero`,
-    /// `serviceaccount`, each disabled with a leading `-`; an empty
+    /// `serviceaccount`, `disruption`, each disabled with a leading `-`; an empty
     /// list runs none.
     pub fn select(&mut self, names: &[String]) -> Result<(), String> {
         let all = names.iter().any(|n| n == "*");
@@ -133,6 +136,7 @@ impl ControllersConfig {
             ("eventttl", &mut self.event_ttl_controller),
             ("scaletozero", &mut self.scale_to_zero_controller),
             ("serviceaccount", &mut self.service_account_controller),
+            ("disruption", &mut self.disruption_controller),
         ] {
             let named = names.iter().any(|n| n == name);
             let disabled = names.iter().any(|n| n.strip_prefix('-') == Some(name));
@@ -153,6 +157,7 @@ impl ControllersConfig {
             "eventttl",
             "scaletozero",
             "serviceaccount",
+            "disruption",
         ];
         match names.iter().find(|n| !known.contains(&n.trim_start_matches('-'))) {
             Some(unknown) => Err(format!("unknown controller {unknown:?}: known are {}", known.join(", "))),
@@ -184,6 +189,7 @@ impl Default for ControllersConfig {
             scale_to_zero_controller: true,
             scale_to_zero_idle: Duration::from_secs(300),
             service_account_controller: true,
+            disruption_controller: true,
             event_ttl_controller: true,
             event_ttl: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
@@ -336,6 +342,20 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
                 .await;
         }
     };
+    let disruption = async {
+        if config.disruption_controller {
+            let budgets = informer("policy/v1", "PodDisruptionBudget");
+            disruption::DisruptionController::run(
+                cluster.clone(),
+                budgets,
+                pods.clone(),
+                replica_sets.clone(),
+                deployments.clone(),
+                config.replica_sets,
+            )
+            .await;
+        }
+    };
     let event_ttl = async {
         if config.event_ttl_controller {
             eventttl::run(cluster.clone(), informer("v1", "Event"), config.event_ttl).await;
@@ -358,6 +378,7 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             autoscalers,
             scale_to_zero,
             service_accounts,
+            disruption,
             event_ttl
         );
     };

@@ -4,6 +4,7 @@
 
 mod cronjob;
 mod deployment;
+mod disruption;
 mod endpointslice;
 mod eventttl;
 mod gc;
