@@ -102,11 +102,7 @@ async fn an_agent_joins_with_the_token_and_runs_pods_on_its_node() -> Result<()>
     .await?;
     let http = HttpClient::new();
     let ingress = server.ingress_http()?;
-    let answer = eventually("the remote pod through the Ingress", Duration::from_secs(30), || async {
-        let (code, body) = http.get(ingress, "any.host", "/").await?;
-        Ok((code == 200).then_some(body))
-    })
-    .await?;
+    let answer = http.get_until_ok(ingress, "any.host", "/", Duration::from_secs(30)).await?;
     assert_eq!(answer.trim(), "hi from remote");
 
     // Its kubelet API serves its pods' stats: the resource metrics measure the remote pod

@@ -2,7 +2,7 @@
 //! (created, then unchanged, then configured), get in every output, describe, delete,
 //! and a bad manifest whose error names each field to fix.
 
-use crate::support::{HttpClient, Server, eventually, repo_root};
+use crate::support::{HttpClient, Server, repo_root};
 use anyhow::Result;
 use std::time::Duration;
 
@@ -123,11 +123,7 @@ async fn the_server_applies_its_manifests_on_start() -> Result<()> {
     // Its pods serve through its Ingress (the wasm runtime, its compile cache in ./data, works).
     let http = HttpClient::new();
     let ingress = server.ingress_http()?;
-    let body = eventually("hello served through the Ingress", Duration::from_secs(60), || async {
-        let (status, body) = http.get(ingress, "hello.flotilla.local", "/").await?;
-        Ok((status == 200).then_some(body))
-    })
-    .await?;
+    let body = http.get_until_ok(ingress, "hello.flotilla.local", "/", Duration::from_secs(60)).await?;
     assert!(body.contains(" from hello-"), "{body}");
     // A restart applies them again without changing what they say (the controllers
     // write the Deployment's status meanwhile, so its resourceVersion moves on).

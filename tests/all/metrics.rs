@@ -20,10 +20,7 @@ async fn hello_cluster() -> Result<(Server, HttpClient)> {
     let server = Server::start_with(&["--manifests", &manifests.to_string_lossy()])?;
     let http = HttpClient::new();
     let addr = server.ingress_http()?;
-    eventually("hello served through the Ingress", Duration::from_secs(60), || async {
-        Ok((http.get(addr, HOST, "/").await?.0 == 200).then_some(()))
-    })
-    .await?;
+    http.get_until_ok(addr, HOST, "/", Duration::from_secs(60)).await?;
     Ok((server, http))
 }
 

@@ -381,6 +381,24 @@ pub async fn wait_for_event(client: &Client, name: &str, reason: &str) -> Result
     .await
 }
 
+impl HttpClient {
+    /// GETs `path` from `addr` as `host` until it answers 200 (for at most `timeout`), as
+    /// a Service or Ingress does once its pods are ready; answers the body.
+    pub async fn get_until_ok(
+        &self,
+        addr: std::net::SocketAddr,
+        host: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<String> {
+        eventually(&format!("{host}{path} answering 200 at {addr}"), timeout, || async {
+            let (status, body) = self.get(addr, host, path).await?;
+            Ok((status == 200).then_some(body))
+        })
+        .await
+    }
+}
+
 /// Polls `check` every 50 ms until it answers `Some`, for at most `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
 where

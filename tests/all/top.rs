@@ -147,10 +147,7 @@ async fn an_autoscaler_scales_on_requests_per_second_and_back() -> Result<()> {
     };
     let http = HttpClient::new();
     let addr = server.ingress_http()?;
-    eventually("web served through the Ingress", START, || async {
-        Ok((http.get(addr, "hpa.test", "/").await?.0 == 200).then_some(()))
-    })
-    .await?;
+    http.get_until_ok(addr, "hpa.test", "/", START).await?;
 
     // About a hundred requests a second, twenty times the target of one pod.
     let stop = Arc::new(AtomicBool::new(false));
