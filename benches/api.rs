@@ -10,6 +10,8 @@
 //! - list: the bare store listing the same 10,000 keys in process;
 //! - watch: one watcher instead of 100.
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "support/report.rs"]
 mod report;
 

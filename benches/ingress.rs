@@ -36,6 +36,8 @@
 //! through the Ingress timed to its 200 (10 rounds, 3 in quick mode; target under 10 ms),
 //! against the same `GET` once it is warm.
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "support/report.rs"]
 mod report;
 

@@ -39,6 +39,8 @@
 //!   `Node::dispatch`, in ABBA order. Target: the limited pod does ≥ 0.9× the other's
 //!   rate.
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "support/mod.rs"]
 mod support;
 

@@ -8,7 +8,8 @@
 //! Two shapes, each with 1,000 and 10,000 pods of small requests on 100 nodes (64 CPUs,
 //! 256 GiB, 1,000 pods each):
 //! - backlog: the pods exist before the scheduler starts; timed from its start (its
-//!   first list of every pod included) until the watch has seen every pod bound, and
+//!   first list of every pod included) until the watch has seen every pod bound (the
+//!   watch is open before the clock starts, so its own list is not timed), and
 //!   from the first binding to the last (the steady rate, as kube-scheduler's
 //!   scheduler_perf samples it);
 //! - stream: the scheduler runs while 64 clients create the pods; timed from the first
@@ -19,6 +20,8 @@
 //! scheduler, which is the API's ceiling (each binding is a store write); and the rate
 //! at which the pods were created. The ratio column is the figure over its baseline.
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "support/report.rs"]
 mod report;
 
@@ -124,8 +127,15 @@ struct Bound {
 }
 
 /// Follows the pods' watch until `count` pods named `{prefix}-…` are bound. Lists again
-/// if the watch ends (it fell behind).
-async fn wait_all_bound(cluster: Arc<dyn Cluster>, prefix: String, count: usize) -> Result<Bound> {
+/// if the watch ends (it fell behind). Says on `ready` once its first list is done and its
+/// watch open, so that the clock starts after the measuring list, not during it.
+async fn wait_all_bound(
+    cluster: Arc<dyn Cluster>,
+    prefix: String,
+    count: usize,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<Bound> {
+    let mut ready = Some(ready);
     let pods = resource("v1", "Pod");
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut first = None;
@@ -141,6 +151,9 @@ async fn wait_all_bound(cluster: Arc<dyn Cluster>, prefix: String, count: usize)
         }
         let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
         let mut watch = cluster.watch(pods, Some(NAMESPACE), &ListParams::default(), &rv).await?;
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let event = match tokio::time::timeout(remaining, watch.next()).await {
@@ -163,6 +176,19 @@ async fn wait_all_bound(cluster: Arc<dyn Cluster>, prefix: String, count: usize)
             }
         }
     }
+}
+
+/// [`wait_all_bound`] in a task, returned once its watch is open.
+async fn watch_until_bound(
+    cluster: &Arc<dyn Cluster>,
+    prefix: &str,
+    count: usize,
+) -> tokio::task::JoinHandle<Result<Bound>> {
+    let (ready, watching) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(wait_all_bound(cluster.clone(), prefix.to_string(), count, ready));
+    // An error (the sender dropped) means it is done already; the handle tells.
+    let _ = watching.await;
+    watcher
 }
 
 fn start_scheduler(cluster: &Arc<dyn Cluster>) -> tokio::task::JoinHandle<()> {
@@ -206,7 +232,7 @@ async fn backlog(count: usize, rows: &mut Report) -> Result<f64> {
     // The baseline: the same pods bound by plain API calls.
     let server = start_server().await?;
     create_pods(&server.cluster, "raw", count).await?;
-    let watcher = tokio::spawn(wait_all_bound(server.cluster.clone(), "raw".into(), count));
+    let watcher = watch_until_bound(&server.cluster, "raw", count).await;
     let started = Instant::now();
     bind_directly(&server.cluster, "raw", count).await?;
     let raw = watcher.await?.context("waiting for the raw bindings")?;
@@ -215,7 +241,7 @@ async fn backlog(count: usize, rows: &mut Report) -> Result<f64> {
 
     let server = start_server().await?;
     let (_, create_time) = create_pods(&server.cluster, "backlog", count).await?;
-    let watcher = tokio::spawn(wait_all_bound(server.cluster.clone(), "backlog".into(), count));
+    let watcher = watch_until_bound(&server.cluster, "backlog", count).await;
     let started = Instant::now();
     let scheduler = start_scheduler(&server.cluster);
     let bound = watcher.await?.context("waiting for the backlog")?;
@@ -251,7 +277,7 @@ async fn stream(count: usize, rows: &mut Report) -> Result<()> {
     let scheduler = start_scheduler(&server.cluster);
     // Let it list the (empty) pods and the nodes first.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let watcher = tokio::spawn(wait_all_bound(server.cluster.clone(), "stream".into(), count));
+    let watcher = watch_until_bound(&server.cluster, "stream", count).await;
     let (started, create_time) = create_pods(&server.cluster, "stream", count).await?;
     let done = watcher.await?.context("waiting for the stream")?.last;
     scheduler.abort();

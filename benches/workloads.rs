@@ -6,6 +6,8 @@
 //!
 //! `cargo bench -p flotilla --bench workloads` (1,000 replicas; `-- --quick`: 200).
 
+#[path = "support/allocator.rs"]
+mod allocator;
 #[path = "support/mod.rs"]
 mod support;
 use support::report::Report;
