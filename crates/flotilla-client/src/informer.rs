@@ -164,14 +164,15 @@ impl Inner {
         namespace: Option<&str>,
         params: &ListParams,
     ) -> Result<(), ApiError> {
-        let list = cluster.list(self.rt, namespace, params).await?;
+        let mut list = cluster.list(self.rt, namespace, params).await?;
         let resource_version = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
-        let fresh: HashMap<ObjectKey, Arc<Value>> = list["items"]
-            .as_array()
+        let items = match list["items"].take() {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        };
+        let fresh: HashMap<ObjectKey, Arc<Value>> = items
             .into_iter()
-            .flatten()
-            .map(|item| {
-                let mut item = item.clone();
+            .map(|mut item| {
                 // List items carry no type meta; cached objects should.
                 item["apiVersion"] = self.rt.api_version().into();
                 item["kind"] = self.rt.kind.into();
