@@ -5,6 +5,7 @@
 //! recomputes both from the pods, writing only on the version it read so that it never
 //! undoes an eviction it has not seen.
 
+use crate::deployment::util::scaled_value;
 use crate::error::{Error, Result};
 use crate::meta;
 use crate::pipeline::{Action, AllKeys, Controller, Mapper, Reconciler, RunnerConfig};
@@ -34,18 +35,6 @@ fn selector(budget: &Value) -> Option<LabelSelector> {
     LabelSelector::from_json(budget["spec"].get("selector").filter(|s| !s.is_null())?).ok()
 }
 
-/// An int-or-percent of `total`, percents rounded up (kube's `GetScaledValueFromIntOrPercent`).
-fn scaled(value: &Value, total: i64) -> i64 {
-    match value {
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        Value::String(s) => match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
-            Some(percent) => (percent.saturating_mul(total) + 99).div_euclid(100),
-            None => s.parse().unwrap_or(0),
-        },
-        _ => 0,
-    }
-}
-
 /// The healthy pods a budget wants (`desiredHealthy`) and the pods it expects to exist
 /// (`expectedPods`), given the pods it selects and `scale`, the replicas their controllers
 /// want (counted only when the budget is a percentage or a `maxUnavailable`, as kube does).
@@ -55,12 +44,12 @@ pub(crate) fn desired_and_expected(spec: &Value, selected: i64, scale: impl FnOn
     match (min, max) {
         (_, Some(max)) => {
             let expected = scale();
-            ((expected - scaled(max, expected)).max(0), expected)
+            ((expected - scaled_value(max, expected, true)).max(0), expected)
         }
         (Some(Value::Number(n)), None) => (n.as_i64().unwrap_or(0), selected),
         (Some(min), None) => {
             let expected = scale();
-            (scaled(min, expected), expected)
+            (scaled_value(min, expected, true), expected)
         }
         (None, None) => (0, selected),
     }
