@@ -2,7 +2,6 @@
 //! encoding responses.
 
 use crate::error::ApiError;
-use serde::Deserialize;
 use serde_json::Value;
 
 /// The body formats the API reads and writes.
@@ -18,7 +17,8 @@ pub fn decode_object(body: &[u8], format: Format) -> Result<Value, ApiError> {
     let value: Value = match format {
         Format::Json => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?,
-        Format::Yaml => serde_yaml_ng::from_slice(body)
+        // Aliases are expanded within a budget relative to the body's size.
+        Format::Yaml => crate::limits::decode_bounded(serde_yaml_ng::Deserializer::from_slice(body), body.len())
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?,
     };
     match value {
@@ -43,7 +43,8 @@ fn type_name(value: &Value) -> &'static str {
 pub fn decode_manifests(text: &str) -> Result<Vec<Value>, String> {
     let mut objects = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| format!("document {}: {e}", index + 1))?;
+        let value =
+            crate::limits::decode_bounded(document, text.len()).map_err(|e| format!("document {}: {e}", index + 1))?;
         match value {
             Value::Null => {}
             Value::Object(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {

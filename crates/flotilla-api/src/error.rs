@@ -67,6 +67,8 @@ impl FieldError {
         value: Option<String>,
         detail: impl Into<String>,
     ) -> Self {
+        // A bad value is quoted, never echoed whole: it may be megabytes.
+        let value = value.map(|v| crate::limits::truncate(&v, crate::limits::MAX_QUOTED_VALUE_BYTES).into_owned());
         Self { field: field.into(), error_type, value, detail: detail.into() }
     }
 
@@ -260,16 +262,17 @@ pub struct ObjectRef<'a> {
 impl ObjectRef<'_> {
     /// `deployments.apps "web"` / `pods "web"`: how kube-apiserver names an object.
     fn qualified(&self) -> String {
+        let name = crate::limits::truncate(self.name, crate::limits::MAX_QUOTED_VALUE_BYTES);
         if self.group.is_empty() {
-            format!("{} \"{}\"", self.resource, self.name)
+            format!("{} \"{name}\"", self.resource)
         } else {
-            format!("{}.{} \"{}\"", self.resource, self.group, self.name)
+            format!("{}.{} \"{name}\"", self.resource, self.group)
         }
     }
 
     fn details(&self) -> Box<StatusDetails> {
         Box::new(StatusDetails {
-            name: Some(self.name.to_string()),
+            name: Some(crate::limits::truncate(self.name, crate::limits::MAX_QUOTED_VALUE_BYTES).into_owned()),
             group: Some(self.group.to_string()),
             kind: Some(self.resource.to_string()),
             ..StatusDetails::default()
@@ -277,9 +280,19 @@ impl ObjectRef<'_> {
     }
 }
 
+/// A message cut to [`crate::limits::MAX_MESSAGE_BYTES`]: messages quote what clients
+/// sent (serde's "invalid type: string ..." among them), and an answer must not be
+/// larger than its question.
+fn bounded(message: String) -> String {
+    if message.len() <= crate::limits::MAX_MESSAGE_BYTES {
+        return message;
+    }
+    crate::limits::truncate(&message, crate::limits::MAX_MESSAGE_BYTES).into_owned()
+}
+
 impl ApiError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into(), details: None }
+        Self { reason, message: bounded(message.into()), details: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -316,11 +329,19 @@ impl ApiError {
         }
     }
 
-    /// `Kind.group "name" is invalid: field: problem` with one cause per field.
+    /// `Kind.group "name" is invalid: field: problem` with one cause per field (the
+    /// first [`crate::limits::MAX_CAUSES`] of them: the message says how many there were).
     pub fn invalid(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> Self {
+        // The name is the client's too: an invalid one may be any length.
+        let name = &*crate::limits::truncate(name, crate::limits::MAX_QUOTED_VALUE_BYTES);
+        let all = errors.len();
+        let errors = &errors[..all.min(crate::limits::MAX_CAUSES)];
         let qualified_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        let joined = if list.len() == 1 { list.join("") } else { format!("[{}]", list.join(", ")) };
+        let mut joined = if list.len() == 1 { list.join("") } else { format!("[{}]", list.join(", ")) };
+        if all > errors.len() {
+            joined.push_str(&format!(" (and {} more errors)", all - errors.len()));
+        }
         let causes = errors
             .iter()
             .map(|e| StatusCause {
@@ -331,7 +352,7 @@ impl ApiError {
             .collect();
         Self {
             reason: Reason::Invalid,
-            message: format!("{qualified_kind} \"{name}\" is invalid: {joined}"),
+            message: bounded(format!("{qualified_kind} \"{name}\" is invalid: {joined}")),
             details: Some(Box::new(StatusDetails {
                 name: Some(name.to_string()),
                 group: Some(group.to_string()),

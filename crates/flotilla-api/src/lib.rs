@@ -9,6 +9,7 @@ mod codec;
 pub mod cron;
 mod error;
 mod image;
+pub mod limits;
 mod node_affinity;
 mod quantity;
 mod resources;

@@ -31,6 +31,19 @@ fn check_min(errors: &mut Vec<FieldError>, object: &Value, path: &str, name: &st
     }
 }
 
+/// An optional duration in seconds (an `int64` in Kubernetes' types): at least `min`
+/// and at most [`crate::limits::MAX_DURATION_SECONDS`], so that adding it to now can
+/// never overflow a timestamp.
+fn check_duration(errors: &mut Vec<FieldError>, object: &Value, path: &str, name: &str, min: i64) {
+    check_min(errors, object, path, name, min);
+    let max = crate::limits::MAX_DURATION_SECONDS;
+    if let Some(n) = object.get(name).and_then(Value::as_i64)
+        && n > max
+    {
+        errors.push(FieldError::invalid(field(path, name), &n, format!("must be between {min} and {max}, inclusive")));
+    }
+}
+
 fn check_one_of(errors: &mut Vec<FieldError>, object: &Value, path: &str, name: &str, allowed: &[&str]) {
     if let Some(value) = object.get(name).and_then(Value::as_str)
         && !allowed.contains(&value)
@@ -86,8 +99,8 @@ pub(crate) fn validate_pod_spec(spec: &Value, path: &str) -> Vec<FieldError> {
         }
     }
     check_one_of(&mut errors, spec, path, "restartPolicy", RESTART_POLICIES);
-    check_min(&mut errors, spec, path, "terminationGracePeriodSeconds", 0);
-    check_min(&mut errors, spec, path, "activeDeadlineSeconds", 1);
+    check_duration(&mut errors, spec, path, "terminationGracePeriodSeconds", 0);
+    check_duration(&mut errors, spec, path, "activeDeadlineSeconds", 1);
     errors
 }
 
@@ -257,7 +270,7 @@ fn validate_job_spec(spec: &Value, path: &str) -> Vec<FieldError> {
     for name in ["parallelism", "completions", "backoffLimit", "ttlSecondsAfterFinished"] {
         check_min(&mut errors, spec, path, name, 0);
     }
-    check_min(&mut errors, spec, path, "activeDeadlineSeconds", 1);
+    check_duration(&mut errors, spec, path, "activeDeadlineSeconds", 1);
     errors.extend(validate_template(spec, &field(path, "template"), &["OnFailure", "Never"]));
     errors
 }
@@ -296,7 +309,7 @@ pub(crate) fn validate_cron_job(object: &Value) -> Vec<FieldError> {
         }
     }
     check_one_of(&mut errors, spec, "spec", "concurrencyPolicy", &["Allow", "Forbid", "Replace"]);
-    check_min(&mut errors, spec, "spec", "startingDeadlineSeconds", 0);
+    check_duration(&mut errors, spec, "spec", "startingDeadlineSeconds", 0);
     check_min(&mut errors, spec, "spec", "successfulJobsHistoryLimit", 0);
     check_min(&mut errors, spec, "spec", "failedJobsHistoryLimit", 0);
     let job_spec = spec.pointer("/jobTemplate/spec").unwrap_or(&Value::Null);
