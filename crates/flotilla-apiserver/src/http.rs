@@ -5,7 +5,7 @@ use crate::registry::{
     DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions, parse_resource_version,
 };
 use crate::watch::{self, WatchQuery};
-use crate::{discovery, metrics, openapi, protobuf, resource_metrics, strategic, tables};
+use crate::{discovery, metrics, openapi, protobuf, resource_metrics, tables};
 use bytes::Bytes;
 use flotilla_api::{
     ApiError, FieldSelector, Format, LabelSelector, Reason, ResourceType, Subresource, decode_object, encode,
@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument as _;
 
 /// Request bodies over this size are refused, as kube-apiserver refuses them.
-pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+pub use flotilla_api::limits::MAX_BODY_BYTES;
 
 pub use flotilla_client::Body;
 
@@ -455,10 +455,15 @@ fn object_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     decode_object(body, format)
 }
 
+enum PatchKind {
+    Json,
+    Merge,
+    Strategic,
+}
+
 enum Patch {
-    Json(Value),
-    Merge(Value),
-    Strategic(Value),
+    /// A JSON, merge or strategic merge patch (`patch.rs`).
+    Other((PatchKind, Value)),
     /// Server-side apply: the applied configuration.
     Apply(Value),
 }
@@ -468,9 +473,11 @@ fn patch_body(headers: &HeaderMap, body: &[u8]) -> Result<Patch, ApiError> {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
     };
     match content_type(headers).as_str() {
-        "application/json-patch+json" => Ok(Patch::Json(parse(body)?)),
-        "application/merge-patch+json" => Ok(Patch::Merge(decode_object(body, Format::Json)?)),
-        "application/strategic-merge-patch+json" => Ok(Patch::Strategic(decode_object(body, Format::Json)?)),
+        "application/json-patch+json" => Ok(Patch::Other((PatchKind::Json, parse(body)?))),
+        "application/merge-patch+json" => Ok(Patch::Other((PatchKind::Merge, decode_object(body, Format::Json)?))),
+        "application/strategic-merge-patch+json" => {
+            Ok(Patch::Other((PatchKind::Strategic, decode_object(body, Format::Json)?)))
+        }
         // YAML is a superset of JSON: kubectl sends either.
         "application/apply-patch+yaml" => Ok(Patch::Apply(decode_object(body, Format::Yaml)?)),
         other => Err(unsupported_media(
@@ -488,6 +495,7 @@ fn delete_options(query: &Query, headers: &HeaderMap, body: &[u8]) -> Result<Del
         ..DeleteOptions::default()
     };
     options.grace_period_seconds = query.number("gracePeriodSeconds")?.map(|g| i64::try_from(g).unwrap_or(i64::MAX));
+    options.ignore_store_read_error = query.flag("ignoreStoreReadErrorWithClusterBreakingPotential")?;
     if query.flag("orphanDependents")? {
         options.propagation_policy = Some("Orphan".into());
     }
@@ -512,6 +520,9 @@ fn body_delete_options(options: &mut DeleteOptions, value: &Value) {
     }
     if let Some(grace) = value.get("gracePeriodSeconds").and_then(Value::as_i64) {
         options.grace_period_seconds = Some(grace);
+    }
+    if value.get("ignoreStoreReadErrorWithClusterBreakingPotential").and_then(Value::as_bool) == Some(true) {
+        options.ignore_store_read_error = true;
     }
     if value.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")) {
         options.dry_run = true;
@@ -680,17 +691,7 @@ async fn serve_resource(
         }
         (Method::PATCH, sub) => {
             let (headers, body) = read_body(request).await?;
-            let patch = patch_body(&headers, &body)?;
-            if sub == Some(Subresource::Scale) {
-                let scaled = registry.update_scale(rt, ns, &name, &writes, |mut scale| {
-                    apply_patch(&mut scale, &patch)?;
-                    Ok(scale)
-                });
-                return reply(200, scaled.await?);
-            }
-            let patched = match &patch {
-                Patch::Json(ops) => registry.patch(rt, ns, &name, PatchType::Json(ops), sub, &writes).await?,
-                Patch::Merge(merge) => registry.patch(rt, ns, &name, PatchType::Merge(merge), sub, &writes).await?,
+            let patch = match patch_body(&headers, &body)? {
                 Patch::Apply(config) => {
                     if query.get("fieldManager").is_none_or(str::is_empty) {
                         let error = flotilla_api::FieldError::required("fieldManager", "is required for apply patch");
@@ -699,20 +700,24 @@ async fn serve_resource(
                     if sub.is_some() {
                         return Err(ApiError::bad_request("server-side apply of a subresource is not supported"));
                     }
-                    registry.apply(rt, ns, &name, config.clone(), query.flag("force")?, &writes).await?
+                    return reply(200, registry.apply(rt, ns, &name, config, query.flag("force")?, &writes).await?);
                 }
-                Patch::Strategic(patch) => {
-                    let current = registry.get(rt, ns, &name).await?;
-                    let mut target_object = current.clone();
-                    strategic::apply(&mut target_object, patch);
-                    // Written as an update conditional on the version that was read, so
-                    // a concurrent writer makes this a Conflict, never a lost update.
-                    let mut as_merge = target_object;
-                    as_merge["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-                    registry.update(rt, ns, &name, as_merge, sub, &writes).await?
-                }
+                Patch::Other(patch) => patch,
             };
-            reply(200, patched)
+            let patch = match &patch {
+                (PatchKind::Json, value) => PatchType::Json(value),
+                (PatchKind::Merge, value) => PatchType::Merge(value),
+                (PatchKind::Strategic, value) => PatchType::Strategic(value),
+            };
+            if sub == Some(Subresource::Scale) {
+                let parsed = crate::patch::parse(patch)?;
+                let scaled = registry.update_scale(rt, ns, &name, &writes, |mut scale| {
+                    crate::patch::apply(&mut scale, &parsed)?;
+                    Ok(scale)
+                });
+                return reply(200, scaled.await?);
+            }
+            reply(200, registry.patch(rt, ns, &name, patch, sub, &writes).await?)
         }
         (Method::DELETE, None) => {
             let (headers, body) = read_body(request).await?;
@@ -725,26 +730,6 @@ async fn serve_resource(
             reply(code, Registry::deleted_body(rt, &deleted))
         }
         (method, _) => Err(method_not_allowed(&method)),
-    }
-}
-
-fn apply_patch(target: &mut Value, patch: &Patch) -> Result<(), ApiError> {
-    match patch {
-        Patch::Json(ops) => {
-            let ops: json_patch::Patch = serde_json::from_value(ops.clone())
-                .map_err(|e| ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}")))?;
-            json_patch::patch(target, &ops)
-                .map_err(|e| ApiError::new(Reason::Invalid, format!("the JSON patch could not be applied: {e}")))
-        }
-        Patch::Merge(merge) => {
-            json_patch::merge(target, merge);
-            Ok(())
-        }
-        Patch::Strategic(patch) => {
-            strategic::apply(target, patch);
-            Ok(())
-        }
-        Patch::Apply(_) => Err(ApiError::bad_request("server-side apply of a subresource is not supported")),
     }
 }
 

@@ -21,6 +21,7 @@ mod local;
 mod metrics;
 mod namespaces;
 mod openapi;
+mod patch;
 mod pki;
 mod protobuf;
 mod registry;
@@ -33,8 +34,9 @@ mod watch;
 pub use error::{Error, Result};
 pub use http::MAX_BODY_BYTES;
 pub use local::LocalCluster;
+pub use patch::PatchType;
 pub use pki::{Identity, PkiPaths, write_kubeconfig};
-pub use registry::{DeleteOptions, Deleted, FieldValidation, ListQuery, PatchType, Registry, WriteOptions};
+pub use registry::{DeleteOptions, Deleted, FieldValidation, ListQuery, Registry, WriteOptions};
 pub use resource_metrics::{ContainerUsage, NodeUsage, PodUsage, ResourceMetrics};
 pub use services::{NodePortRange, ServiceCidr};
 

@@ -170,31 +170,15 @@ impl Cluster for LocalCluster {
             if subresource_name == Some("scale") && rt.has_subresource(Subresource::Scale) {
                 // The scale subresource: the patch applies to the Scale, as over HTTP.
                 let options = self.write_options();
+                let parsed = crate::patch::parse(patch_type(patch))?;
                 let scaled = self.registry.update_scale(rt, namespace, name, &options, |mut scale| {
-                    match patch {
-                        Patch::Merge(merge) => json_patch::merge(&mut scale, merge),
-                        Patch::Json(ops) => {
-                            let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| {
-                                ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}"))
-                            })?;
-                            json_patch::patch(&mut scale, &ops).map_err(|e| {
-                                ApiError::new(
-                                    flotilla_api::Reason::Invalid,
-                                    format!("the JSON patch could not be applied: {e}"),
-                                )
-                            })?;
-                        }
-                    }
+                    crate::patch::apply(&mut scale, &parsed)?;
                     Ok(scale)
                 });
                 return scaled.await;
             }
             let sub = subresource(rt, subresource_name)?;
-            let patch = match patch {
-                Patch::Merge(merge) => PatchType::Merge(merge),
-                Patch::Json(ops) => PatchType::Json(ops),
-            };
-            self.registry.patch(rt, namespace, name, patch, sub, &self.write_options()).await
+            self.registry.patch(rt, namespace, name, patch_type(patch), sub, &self.write_options()).await
         }
         .await;
         self.counted("PATCH", rt, started, result, StatusCode::OK)
@@ -246,5 +230,13 @@ impl Cluster for LocalCluster {
         }
         .await;
         self.counted("CREATE", rt, started, result, StatusCode::CREATED)
+    }
+}
+
+/// The registry's name for a client's patch.
+fn patch_type(patch: &Patch) -> PatchType<'_> {
+    match patch {
+        Patch::Merge(merge) => PatchType::Merge(merge),
+        Patch::Json(ops) => PatchType::Json(ops),
     }
 }
