@@ -33,14 +33,26 @@ pub async fn bootstrap(registry: &Registry) -> Result<(), ApiError> {
 /// it is gone.
 async fn finalize(registry: &Registry, namespace: &str) -> Result<bool, ApiError> {
     let mut remaining = 0usize;
+    // An object (or a kind) that cannot be deleted is logged and left for the next round;
+    // it does not stop the rest of the namespace being emptied.
     for rt in all_resources().iter().filter(|r| r.namespaced) {
-        let list = registry.list(rt, Some(namespace), &ListQuery::default()).await?;
+        let list = match registry.list(rt, Some(namespace), &ListQuery::default()).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(namespace, kind = rt.kind, error = %e, "listing the namespace's objects failed");
+                remaining += 1;
+                continue;
+            }
+        };
         for object in list["items"].as_array().into_iter().flatten() {
             match registry.delete(rt, Some(namespace), name_of(object), &DeleteOptions::default()).await {
                 Ok(Deleted::Gone(_)) => {}
                 Ok(Deleted::Pending(_)) => remaining += 1,
                 Err(e) if e.reason == Reason::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(namespace, kind = rt.kind, name = name_of(object), error = %e, "deleting failed");
+                    remaining += 1;
+                }
             }
         }
     }

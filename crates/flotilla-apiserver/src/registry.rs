@@ -6,6 +6,7 @@
 //! store's `mod_revision` and is filled in on every read, as etcd3 storage does.
 
 use base64::Engine as _;
+use flotilla_api::limits;
 use flotilla_api::{ApiError, FieldError, FieldSelector, LabelSelector, ObjectRef, Reason, ResourceType, Subresource};
 use flotilla_store::{KeyValue, ListOptions, Store};
 use serde_json::{Map, Value, json};
@@ -32,14 +33,7 @@ pub struct Registry {
     decoded: Arc<crate::watch::DecodeCache>,
 }
 
-/// A patch, told apart by the request's Content-Type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PatchType<'a> {
-    /// RFC 6902 operations.
-    Json(&'a Value),
-    /// RFC 7386 merge patch.
-    Merge(&'a Value),
-}
+pub use crate::patch::PatchType;
 
 /// A list request's filters and paging.
 #[derive(Debug, Default, Clone)]
@@ -122,6 +116,11 @@ pub struct DeleteOptions {
     /// `gracePeriodSeconds`: how long a running pod gets to stop (its
     /// `terminationGracePeriodSeconds` when not given; 0 deletes at once).
     pub grace_period_seconds: Option<i64>,
+    /// `ignoreStoreReadErrorWithClusterBreakingPotential`: delete an object whose stored
+    /// bytes cannot be read, without reading them (no finalizers, no grace), as
+    /// kube-apiserver does for corrupt objects. The one way out for an object stored by
+    /// an older server that no limit stopped.
+    pub ignore_store_read_error: bool,
 }
 
 fn object_ref<'a>(rt: &'a ResourceType, name: &'a str) -> ObjectRef<'a> {
@@ -327,8 +326,13 @@ impl Registry {
 
     /// Decodes a stored value and stamps its `resourceVersion`.
     pub fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
-        let mut object: Value = serde_json::from_slice(&kv.value)
-            .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+        let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| {
+            ApiError::internal(format!(
+                "stored object {} is corrupt: {e} (delete it with DeleteOptions \
+                 ignoreStoreReadErrorWithClusterBreakingPotential: true)",
+                kv.key
+            ))
+        })?;
         if !object.is_object() {
             return Err(ApiError::internal(format!("stored object {} is corrupt: not a JSON object", kv.key)));
         }
@@ -349,10 +353,32 @@ impl Registry {
         object
     }
 
-    fn encode(object: &Value) -> Vec<u8> {
+    /// The bytes stored for `object`, once it is known they can be read back: no deeper
+    /// than [`limits::MAX_DEPTH`] (serde_json reads at most 128 levels; anything deeper
+    /// would make every list of its kind fail for good) and no larger than
+    /// [`limits::MAX_BODY_BYTES`].
+    fn encode(rt: &ResourceType, object: &Value) -> Result<Vec<u8>, ApiError> {
+        if let Some(path) = limits::too_deep(object, limits::MAX_DEPTH) {
+            let detail = format!("must not nest deeper than {} levels of objects and arrays", limits::MAX_DEPTH);
+            let error = FieldError::new(flotilla_api::FieldErrorType::Invalid, path, None, detail);
+            return Err(invalid(rt, name_of(object), &[error]));
+        }
         let mut stored = object.clone();
         metadata_mut(&mut stored).remove("resourceVersion");
-        serde_json::to_vec(&stored).unwrap_or_default()
+        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::internal(format!("encoding the object: {e}")))?;
+        if bytes.len() > limits::MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                Reason::RequestEntityTooLarge,
+                format!(
+                    "{} \"{}\" is too large to store: {} bytes, the limit is {}",
+                    rt.qualified_plural(),
+                    flotilla_api::limits::truncate(name_of(object), 253),
+                    bytes.len(),
+                    limits::MAX_BODY_BYTES
+                ),
+            ));
+        }
+        Ok(bytes)
     }
 
     fn store_error(rt: &ResourceType, name: &str, error: flotilla_store::Error) -> ApiError {
@@ -444,10 +470,11 @@ impl Registry {
             if let Some(allocation) = &services {
                 allocation.allocate(&key, None, &mut canonical)?;
             }
+            let bytes = Self::encode(rt, &canonical)?;
             if options.dry_run {
                 return Ok(canonical);
             }
-            match self.store.create(&key, Self::encode(&canonical)).await {
+            match self.store.create(&key, bytes).await {
                 Ok(kv) => {
                     if let Some(allocation) = &mut services {
                         allocation.commit(&key, Some(&canonical));
@@ -558,8 +585,12 @@ impl Registry {
             if let Some(allocation) = &services {
                 allocation.allocate(&key, Some(&current), &mut updated)?;
             }
-            if updated == current || options.dry_run {
+            if updated == current {
                 // No change: kube-apiserver does not write, so the resourceVersion stays.
+                return Ok(updated);
+            }
+            let bytes = Self::encode(rt, &updated)?;
+            if options.dry_run {
                 return Ok(updated);
             }
             // Removing the last finalizer of an object being deleted deletes it. A
@@ -571,7 +602,7 @@ impl Registry {
             let result = if finished {
                 self.store.delete(&key, Some(kv.mod_revision)).await
             } else {
-                self.store.update(&key, Self::encode(&updated), kv.mod_revision).await
+                self.store.update(&key, bytes, kv.mod_revision).await
             };
             match result {
                 Ok(written) => {
@@ -607,7 +638,9 @@ impl Registry {
         .await
     }
 
-    /// Applies a JSON patch or a JSON merge patch to an object or its status.
+    /// Applies a JSON, merge or strategic merge patch to an object or its status, retrying
+    /// on a concurrent write (as kube-apiserver does) unless the patch names a
+    /// `resourceVersion`.
     pub async fn patch(
         &self,
         rt: &'static ResourceType,
@@ -617,23 +650,10 @@ impl Registry {
         subresource: Option<Subresource>,
         options: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let (operations, merge): (Option<json_patch::Patch>, &Value) =
-            match patch {
-                PatchType::Json(ops) => (
-                    Some(serde_json::from_value(ops.clone()).map_err(|e| {
-                        ApiError::bad_request(format!("the JSON patch is not a list of operations: {e}"))
-                    })?),
-                    &Value::Null,
-                ),
-                PatchType::Merge(merge) => (None, merge),
-            };
+        let patch = crate::patch::parse(patch)?;
         self.update_with(rt, namespace, name, options, |current| {
             let mut patched = current.clone();
-            match &operations {
-                Some(ops) => json_patch::patch(&mut patched, ops)
-                    .map_err(|e| ApiError::new(Reason::Invalid, format!("the JSON patch could not be applied: {e}")))?,
-                None => json_patch::merge(&mut patched, merge),
-            }
+            crate::patch::apply(&mut patched, &patch)?;
             // A patch that sets resourceVersion makes it a precondition.
             let precondition = match meta_str(&patched, "resourceVersion") {
                 Some(rv) if Some(rv) != meta_str(current, "resourceVersion") => Some(parse_resource_version(rv)?),
@@ -763,7 +783,18 @@ impl Registry {
             let Some(kv) = self.store.get(&key).await.map_err(|e| Self::store_error(rt, name, e))? else {
                 return Err(ApiError::not_found(object_ref(rt, name)));
             };
-            let current = self.decode(&kv)?;
+            let current = match self.decode(&kv) {
+                Ok(current) => current,
+                Err(_) if options.ignore_store_read_error && !options.dry_run => {
+                    tracing::warn!(key = %key, "deleting an object that cannot be read");
+                    return match self.store.delete(&key, Some(kv.mod_revision)).await {
+                        Ok(_) => Ok(Deleted::Gone(json!({"metadata": {"name": name}}))),
+                        Err(flotilla_store::Error::Conflict { .. }) => continue,
+                        Err(e) => Err(Self::store_error(rt, name, e)),
+                    };
+                }
+                Err(e) => return Err(e),
+            };
             check_preconditions(rt, &current, options)?;
             let mut pending = finalizers(&current);
             match options.propagation_policy.as_deref() {
@@ -802,7 +833,10 @@ impl Registry {
                 let marked_grace = meta.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
                 // A second delete may shorten a pod's grace period, never lengthen it.
                 if marked_grace.is_none_or(|marked| grace < marked) {
-                    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                    // `grace` is at most 68 years (see `pod_grace_period`); saturate anyway.
+                    let at = jiff::Timestamp::now()
+                        .checked_add(jiff::SignedDuration::from_secs(grace))
+                        .unwrap_or(jiff::Timestamp::MAX);
                     meta.insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
                     meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
                 }
@@ -816,7 +850,7 @@ impl Registry {
             if marked == current || options.dry_run {
                 return Ok(Deleted::Pending(marked));
             }
-            match self.store.update(&key, Self::encode(&marked), kv.mod_revision).await {
+            match self.store.update(&key, Self::encode(rt, &marked)?, kv.mod_revision).await {
                 Ok(written) => return Ok(Deleted::Pending(self.decode(&written)?)),
                 Err(flotilla_store::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(Self::store_error(rt, name, e)),
@@ -909,7 +943,13 @@ fn pod_grace_period(rt: &ResourceType, pod: &Value, options: &DeleteOptions) -> 
     if !scheduled || finished {
         return 0;
     }
-    options.grace_period_seconds.or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30).max(0)
+    // Clamped: a DELETE's own `gracePeriodSeconds` is not validated, and pods stored
+    // before the field had an upper bound may carry any int64.
+    options
+        .grace_period_seconds
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30)
+        .clamp(0, limits::MAX_DURATION_SECONDS)
 }
 
 /// Sets `status.conditions[type]`, moving `lastTransitionTime` only when the status
