@@ -99,7 +99,8 @@ pub async fn start<T: Send + 'static>(
                 return;
             }
         }
-        let deadline = query.timeout.map(|t| tokio::time::Instant::now() + t);
+        // `timeoutSeconds` past what the clock can hold is no timeout.
+        let deadline = query.timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         let mut last_revision = start_revision;
         let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
         bookmarks.reset();

@@ -177,7 +177,7 @@ impl JobController {
             )
             .find_map(meta::parse_time)
             .unwrap_or(now);
-        let due = finished_at + jiff::SignedDuration::from_secs(i64::try_from(ttl).unwrap_or(i64::MAX));
+        let due = meta::plus_seconds(finished_at, i64::try_from(ttl).unwrap_or(i64::MAX));
         if now < due {
             let wait = Duration::try_from(due.duration_since(now)).unwrap_or_default();
             return Ok(Action::Requeue(wait + Duration::from_millis(10)));
@@ -242,7 +242,7 @@ impl Reconciler<ObjectKey> for JobController {
         // Failed: too many failures, or past the deadline.
         let deadline = spec["activeDeadlineSeconds"].as_i64().and_then(|seconds| {
             let started = meta::parse_time(&start_time)?;
-            Some(started + jiff::SignedDuration::from_secs(seconds))
+            Some(meta::plus_seconds(started, seconds))
         });
         let failure = if tally.failures > backoff_limit {
             Some(("BackoffLimitExceeded", "Job has reached the specified backoff limit"))

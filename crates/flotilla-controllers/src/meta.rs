@@ -127,6 +127,14 @@ pub(crate) fn parse_time(s: &str) -> Option<jiff::Timestamp> {
     s.parse().ok()
 }
 
+/// `at` plus `seconds`, saturating at the ends of time: both come from objects any client
+/// may write (a status time in the year 9999, a deadline of any int64), and a
+/// controller must not panic on them.
+pub(crate) fn plus_seconds(at: jiff::Timestamp, seconds: i64) -> jiff::Timestamp {
+    let saturated = if seconds < 0 { jiff::Timestamp::MIN } else { jiff::Timestamp::MAX };
+    at.checked_add(jiff::SignedDuration::from_secs(seconds)).unwrap_or(saturated)
+}
+
 /// RFC 3339 in whole seconds, as Kubernetes writes times.
 pub(crate) fn format_time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -144,6 +152,17 @@ pub(crate) fn creation(object: &Value) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_arithmetic_saturates_at_the_ends_of_time() {
+        // A status time any client may write, plus a deadline: the controllers' panic.
+        let end = parse_time("9999-12-30T21:59:00Z").expect("a time");
+        assert_eq!(plus_seconds(end, 600), jiff::Timestamp::MAX);
+        assert_eq!(plus_seconds(jiff::Timestamp::MIN, -1), jiff::Timestamp::MIN);
+        let now = parse_time("2026-01-01T00:00:00Z").expect("a time");
+        assert_eq!(format_time(plus_seconds(now, 90)), "2026-01-01T00:01:30Z");
+        assert_eq!(plus_seconds(now, i64::MAX), jiff::Timestamp::MAX);
+    }
 
     #[test]
     fn selectors_of_odd_objects_select_nothing_or_fail() {

@@ -178,7 +178,11 @@ impl Kubelet for Node {
             }
         };
         let mut lines = match options.since_seconds {
-            Some(seconds) => buffer.since(SystemTime::now() - Duration::from_secs(seconds)),
+            // Further back than the clock goes is everything.
+            Some(seconds) => match SystemTime::now().checked_sub(Duration::from_secs(seconds)) {
+                Some(since) => buffer.since(since),
+                None => buffer.lines(),
+            },
             None => buffer.lines(),
         };
         if let Some(tail) = options.tail_lines {

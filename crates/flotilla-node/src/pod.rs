@@ -309,6 +309,9 @@ impl Worker {
             }
             self.write_status(statuses, host_ip, start_time, written).await;
         }
+        // The API server bounds grace periods; a pod stored before it did may carry any
+        // u64, and a deadline past what the clock holds is none (the grace is the wait).
+        let grace = grace.min(flotilla_api::limits::MAX_DURATION_SECONDS.unsigned_abs());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
         // Requests routed before the proxies saw the pod leave its Services keep arriving
         // for a moment (their tables lag, as kube-proxy's do): the pod still takes them

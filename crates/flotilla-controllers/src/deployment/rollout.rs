@@ -696,7 +696,7 @@ impl<'a> Rollout<'a> {
             return None;
         }
         let updated = progressing["lastUpdateTime"].as_str().and_then(meta::parse_time)?;
-        let due = updated + jiff::SignedDuration::from_secs(deadline);
+        let due = crate::meta::plus_seconds(updated, deadline);
         let wait = Duration::try_from(due.duration_since(self.now)).unwrap_or(Duration::ZERO);
         // A second more so that the deadline has surely passed.
         Some(wait + Duration::from_secs(1))

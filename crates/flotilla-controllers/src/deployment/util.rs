@@ -334,7 +334,7 @@ pub(crate) fn is_timed_out(d: &Value, status: &Value, now: jiff::Timestamp) -> b
         _ => progressing["lastUpdateTime"]
             .as_str()
             .and_then(meta::parse_time)
-            .is_some_and(|from| from + jiff::SignedDuration::from_secs(deadline) < now),
+            .is_some_and(|from| crate::meta::plus_seconds(from, deadline) < now),
     }
 }
 
