@@ -82,6 +82,21 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() -> Result<()> {
     bad_zone["spec"]["timeZone"] = json!("Mars/Olympus_Mons");
     let json = "application/json";
     let merge = "application/merge-patch+json";
+    let json_patch = "application/json-patch+json";
+    let pods = collection_path(kind("v1", "Pod"), Some("default"));
+    let mut endless_grace = minimal_object(kind("v1", "Pod"), "endless");
+    endless_grace["spec"]["terminationGracePeriodSeconds"] = json!(i64::MAX);
+    // 40 copies of /data into itself would double the object 40 times (2.5 KB of request).
+    let doubling: Vec<Value> =
+        (0..40).map(|i| json!({"op": "copy", "from": "/data", "path": format!("/data/d{i}")})).collect();
+    let too_many_ops = vec![json!({"op": "test", "path": "/kind", "value": "ConfigMap"}); 10_001];
+    // One anchor of 3,000 items referenced 3,000 times: 9 million values from 15 KB.
+    let yaml_bomb = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\nx: &a [{}]\ny: [{}]\n",
+        vec!["x"; 3000].join(","),
+        vec!["*a"; 3000].join(",")
+    );
+    let huge_name = json_body(json!({"metadata": {"name": format!("Bad_{}", "a".repeat(100_000))}}));
 
     #[rustfmt::skip]
     let cases = vec![
@@ -124,6 +139,11 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() -> Result<()> {
         case("unknown fieldValidation", Method::POST, format!("{cms}?fieldValidation=Loose"), json, json_body(minimal_object(cm, "x")), 400, "BadRequest", "fieldValidation"),
         case("unparseable boolean", Method::GET, format!("{cms}?watch=maybe"), "", "", 400, "BadRequest", "invalid boolean value for watch"),
         case("method not allowed", Method::POST, format!("{cms}/existing"), json, "{}", 405, "MethodNotAllowed", "POST"),
+        case("grace period past the end of time", Method::POST, &pods, json, json_body(endless_grace), 422, "Invalid", "spec.terminationGracePeriodSeconds: Invalid value: 9223372036854775807: must be between 0 and 2147483647, inclusive"),
+        case("JSON patch that doubles the object", Method::PATCH, format!("{cms}/existing"), json_patch, json_body(Value::Array(doubling)), 413, "RequestEntityTooLarge", "copies more than 3145728 bytes"),
+        case("JSON patch with too many operations", Method::PATCH, format!("{cms}/existing"), json_patch, json_body(Value::Array(too_many_ops)), 413, "RequestEntityTooLarge", "maximum operations in a JSON patch is 10000, got 10001"),
+        case("YAML alias bomb", Method::POST, &cms, "application/yaml", yaml_bomb, 400, "BadRequest", "expands (through YAML aliases) beyond"),
+        case("a bad value is quoted, not echoed", Method::POST, &cms, json, huge_name, 422, "Invalid", "(truncated)"),
     ];
     assert!(cases.len() >= 20);
 
@@ -138,6 +158,8 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() -> Result<()> {
         assert_eq!(status["reason"], case.reason, "{}: {status}", case.what);
         let message = status["message"].as_str().unwrap_or("");
         assert!(message.contains(case.message), "{}: message {message:?} lacks {:?}", case.what, case.message);
+        // An answer is never much larger than what a Status needs, whatever the request.
+        assert!(response.body.len() < 32 * 1024, "{}: {} bytes of answer", case.what, response.body.len());
         if case.reason == "Invalid" && case.message.contains('.') && !case.what.contains("patch") {
             let causes = status["details"]["causes"].as_array().cloned().unwrap_or_default();
             assert!(!causes.is_empty(), "{}: Invalid names its fields in details.causes: {status}", case.what);
@@ -158,5 +180,119 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() -> Result<()> {
         assert_eq!(stranger.get("/healthz").await?.status.as_u16(), 200);
     }
     assert_eq!(list_revision(client, &cms).await?, revision);
+    Ok(())
+}
+
+/// The request sequences that took the whole server down (issue 13): each is answered
+/// with a Status or served, the server stays ready, and it starts again on what they
+/// left in its data directory.
+#[tokio::test]
+async fn hostile_requests_leave_the_server_serving() -> Result<()> {
+    let mut server = Server::start_with(&[])?;
+    let client = &server.client;
+    client.post_json("/api/v1/namespaces", &json!({"metadata": {"name": "hostile"}})).await?.ok()?;
+    let pods = collection_path(kind("v1", "Pod"), Some("hostile"));
+    let mut running = crate::support::pod("p", "hello-http", "Always", json!({}));
+    running["metadata"]["namespace"] = json!("hostile");
+    client.post_json(&pods, &running).await?.ok()?;
+    let pod_path = format!("{pods}/p");
+    crate::support::eventually("the pod runs", std::time::Duration::from_secs(60), || async {
+        let pod = client.get(&pod_path).await?.ok()?;
+        Ok(crate::support::is_ready(&pod).then_some(()))
+    })
+    .await?;
+
+    // Durations past the end of time, in the query: answered, not a dropped connection.
+    let forever = u64::MAX;
+    let (status, _body) = client.stream(&format!("{pods}?watch=1&timeoutSeconds={forever}")).await?;
+    assert_eq!(status.as_u16(), 200, "a watch with an endless timeout");
+    let logs = client.get(&format!("{pod_path}/log?sinceSeconds={forever}")).await?;
+    assert_eq!(logs.status.as_u16(), 200, "logs since before time: {}", String::from_utf8_lossy(&logs.body));
+    let deleted = client.delete(&format!("{pod_path}?gracePeriodSeconds={}", i64::MAX)).await?;
+    assert!(deleted.status.is_success(), "DELETE with an endless grace period: {}", deleted.status);
+    assert!(deleted.json()?["metadata"]["deletionTimestamp"].as_str().is_some_and(|t| t.starts_with("20")));
+
+    // A namespace whose pod has that grace period is still emptied and removed.
+    client.delete("/api/v1/namespaces/hostile").await?.ok()?;
+    crate::support::eventually("the namespace is removed", std::time::Duration::from_secs(60), || async {
+        let status = client.get("/api/v1/namespaces/hostile").await?.status.as_u16();
+        Ok((status == 404).then_some(()))
+    })
+    .await?;
+
+    // Nothing is stored deeper than can be read back: two patches of 90 levels each under
+    // a free-form field.
+    let cms = collection_path(kind("v1", "ConfigMap"), Some("default"));
+    client.post_json(&cms, &minimal_object(kind("v1", "ConfigMap"), "deep")).await?.ok()?;
+    let mut deep = json!("leaf");
+    for _ in 0..90 {
+        deep = json!({"f:a": deep});
+    }
+    let first = json!([{"op": "add", "path": "/metadata/managedFields/0/fieldsV1/f:x", "value": deep}]);
+    let patched = client.patch(&format!("{cms}/deep"), "application/json-patch+json", &first).await?;
+    assert_eq!(patched.status.as_u16(), 200, "{}", String::from_utf8_lossy(&patched.body));
+    let leaf = format!("/metadata/managedFields/0/fieldsV1/f:x{}", "/f:a".repeat(89));
+    let second = json!([{"op": "add", "path": format!("{leaf}/f:y"), "value": deep}]);
+    let refused = client.patch(&format!("{cms}/deep"), "application/json-patch+json", &second).await?;
+    let status = refused.json()?;
+    assert_eq!(refused.status.as_u16(), 422, "{status}");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(message.contains("metadata.managedFields[0].fieldsV1.f:x.f:a"), "{message}");
+    assert!(message.contains("must not nest deeper than 100 levels"), "{message}");
+    client.get(&cms).await?.ok()?;
+    client.get(&format!("{cms}/deep")).await?.ok()?;
+
+    assert_eq!(client.get("/readyz").await?.status.as_u16(), 200);
+    // And the server starts again on what all this left in its data directory.
+    server.restart()?;
+    let client = &server.client;
+    assert_eq!(client.get("/readyz").await?.status.as_u16(), 200);
+    client.get(&format!("{cms}/deep")).await?.ok()?;
+    Ok(())
+}
+
+/// Whatever is stored, the server starts on its data directory and keeps serving: an
+/// object no limit stopped (written by an older server, or by hand) makes only its own
+/// kind's list fail, with a message that says how to remove it, and
+/// `ignoreStoreReadErrorWithClusterBreakingPotential` removes it as kube-apiserver does.
+#[tokio::test]
+async fn an_unreadable_stored_object_can_be_deleted() -> Result<()> {
+    use flotilla_store::Store as _;
+    let mut server = Server::start()?;
+    let cm = kind("v1", "ConfigMap");
+    let cms = collection_path(cm, Some("default"));
+    server.client.post_json(&cms, &minimal_object(cm, "corrupt")).await?.ok()?;
+    server.client.post_json(&cms, &minimal_object(cm, "fine")).await?.ok()?;
+    server.kill()?;
+    {
+        let store = flotilla_store::RedbStore::open(
+            &server.data_dir().join("store.redb"),
+            flotilla_store::RedbStoreOptions::default(),
+        )?;
+        let key = cm.key(Some("default"), "corrupt");
+        let kv = store.get(&key).await?.context("the stored ConfigMap")?;
+        let deep = format!("{{\"metadata\":{{\"name\":\"corrupt\"}},\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        store.update(&key, deep.into_bytes(), kv.mod_revision).await?;
+    }
+    server.restart()?;
+    let client = &server.client;
+    assert_eq!(client.get("/readyz").await?.status.as_u16(), 200);
+    let list = client.get(&cms).await?;
+    assert_eq!(list.status.as_u16(), 500);
+    let message = list.json()?["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("ignoreStoreReadErrorWithClusterBreakingPotential"), "{message}");
+    // Other kinds still list, a plain delete cannot read it, the escape hatch removes it.
+    client.get(&collection_path(kind("v1", "Secret"), Some("default"))).await?.ok()?;
+    assert_eq!(client.delete(&format!("{cms}/corrupt")).await?.status.as_u16(), 500);
+    let removed =
+        client.delete(&format!("{cms}/corrupt?ignoreStoreReadErrorWithClusterBreakingPotential=true")).await?;
+    assert_eq!(removed.status.as_u16(), 200, "{}", String::from_utf8_lossy(&removed.body));
+    let names: Vec<String> = client.get(&cms).await?.ok()?["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(names.contains(&"fine".to_string()) && !names.contains(&"corrupt".to_string()), "{names:?}");
     Ok(())
 }
