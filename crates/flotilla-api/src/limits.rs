@@ -44,6 +44,23 @@ pub const MAX_CAUSES: usize = 100;
 /// The longest message a `Status` carries; longer ones are cut with `... (truncated)`.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
+/// The limits above as `flotilla server --help` lists them.
+pub fn describe() -> String {
+    format!(
+        "Limits on what clients send (fixed; kube-apiserver's where it has one):\n\
+         - request bodies and stored objects: at most {MAX_BODY_BYTES} bytes (413 RequestEntityTooLarge)\n\
+         - nesting of objects and arrays in a stored object: at most {MAX_DEPTH} levels (422 Invalid)\n\
+         - JSON patch: at most {MAX_JSON_PATCH_OPERATIONS} operations, and its copies at most {MAX_BODY_BYTES} bytes \
+         (413)\n\
+         - YAML bodies and manifests: aliases may expand a document to at most {YAML_EXPANSION_FACTOR}x its size \
+         plus {YAML_EXPANSION_FLOOR} values or bytes (400 BadRequest)\n\
+         - int64 durations (terminationGracePeriodSeconds, activeDeadlineSeconds, startingDeadlineSeconds): at \
+         most {MAX_DURATION_SECONDS} seconds (422); a DELETE's gracePeriodSeconds is clamped to it\n\
+         - error messages quote at most {MAX_QUOTED_VALUE_BYTES} bytes of a value, list at most {MAX_CAUSES} \
+         field errors, and are at most {MAX_MESSAGE_BYTES} bytes"
+    )
+}
+
 /// `text` cut at `max` bytes (on a character boundary) with `... (truncated)` appended
 /// when it was longer.
 pub fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {

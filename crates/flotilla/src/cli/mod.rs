@@ -28,6 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane: API server and store.
+    #[command(after_long_help = flotilla_api::limits::describe())]
     Server(server::ServerCommand),
     /// Run a node agent that joins a cluster with its join token.
     Agent(agent::AgentCommand),
