@@ -533,6 +533,8 @@ async fn writes_fail_on_a_full_disk_and_succeed_once_space_is_freed_losing_nothi
     for i in 0..20 {
         acknowledged.push(store.create(&format!("/full/{i:05}"), value.clone()).await?);
     }
+    let mut watcher = store.watch("/full/", 0).await?;
+    assert!(store.check_ready().is_ok());
 
     // Fill the disk, then write until a write fails.
     let ballast = fs.path().join("ballast");
@@ -549,29 +551,54 @@ async fn writes_fail_on_a_full_disk_and_succeed_once_space_is_freed_losing_nothi
     }
     let failure = failure.ok_or("no write failed on a full disk")?;
     assert!(matches!(failure, Error::Backend { .. }), "{failure:?}");
-
-    // Free the space: writes succeed again (after the store's back-off at most).
-    std::fs::remove_file(&ballast)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut next = 10_000;
+    let not_ready = store.check_ready().err().ok_or_else(|| format!("ready after {failure:?}"))?;
+    assert!(matches!(not_ready, Error::Unavailable { .. }), "{not_ready:?}");
+    // Reads go on from the reopened file while writes are refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match store.create(&format!("/full/{next:05}"), value.clone()).await {
-            Ok(kv) => {
-                acknowledged.push(kv);
+        match store.get(&acknowledged[0].key).await {
+            Ok(read) => {
+                assert_eq!(read.as_ref(), Some(&acknowledged[0]));
                 break;
             }
             Err(error) if std::time::Instant::now() < deadline => {
-                debug!(%error, "the store has not recovered yet");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                debug!(%error, "the store has not reopened yet");
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err(error) => return Err(format!("writes still fail 10 s after space was freed: {error}").into()),
+            Err(error) => return Err(format!("reads still fail 5 s after the failure: {error}").into()),
         }
-        next += 1;
     }
-    for i in next + 1..next + 20 {
+    // Within the back-off, writes are refused without touching the disk; after it, they
+    // are tried, and fail again while the disk is full.
+    let refused = store.create("/full/refused", value.clone()).await.err().ok_or("a write on a full disk")?;
+    assert!(matches!(refused, Error::Unavailable { .. }), "{refused:?}");
+    tokio::time::sleep(INITIAL_BACKOFF * 3).await;
+    let refused = store.create("/full/refused", value.clone()).await.err().ok_or("a write on a full disk")?;
+    assert!(matches!(refused, Error::Unavailable { .. } | Error::Backend { .. }), "{refused:?}");
+    assert!(store.check_ready().is_err());
+
+    // Free the space: with no write coming, the writer's probe finds the room once its
+    // back-off is over, and the store is ready again; writes succeed.
+    std::fs::remove_file(&ballast)?;
+    let deadline = std::time::Instant::now() + MAX_BACKOFF + Duration::from_secs(5);
+    while let Err(error) = store.check_ready() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("still not ready {:?} after space was freed: {error}", MAX_BACKOFF).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 10_000..10_020 {
         acknowledged.push(store.create(&format!("/full/{i:05}"), value.clone()).await?);
     }
     assert_all_read_back(&store, &acknowledged).await?;
+
+    // The watch saw every committed revision once, in order: a commit that reported
+    // failure but reached the disk is published when the file is reopened.
+    let mut seen = Vec::new();
+    while seen.last().copied() != Some(store.current_revision()) {
+        seen.push(next_event(&mut watcher).await?.revision());
+    }
+    assert_eq!(seen, (1..=store.current_revision()).collect::<Vec<_>>());
 
     // And after reopening.
     drop(store);
