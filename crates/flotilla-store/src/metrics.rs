@@ -26,7 +26,7 @@ pub(crate) struct StoreMetrics {
     pub(crate) commit_duration: Histogram,
     /// Operations per committed write transaction.
     pub(crate) commit_batch_size: Histogram,
-    /// Storage failures (a failed commit, reopen or probe) that made the store refuse writes.
+    /// Times the store failed (a commit failed) and refused writes until it recovered.
     pub(crate) failures: IntCounter,
     /// Reopens of the store file after a storage failure.
     pub(crate) reopens: IntCounter,
@@ -51,7 +51,7 @@ impl StoreMetrics {
         )?;
         let failures = IntCounter::new(
             "flotilla_store_failures_total",
-            "Storage failures (disk full, I/O errors) after which the store refused writes until it recovered.",
+            "Times the store failed (disk full, I/O error) and refused writes until it recovered.",
         )?;
         let reopens =
             IntCounter::new("flotilla_store_reopens_total", "Reopens of the store file after a storage failure.")?;

@@ -862,9 +862,18 @@ impl Writer {
 
     /// Refuses writes for a back-off that doubles with each failure in a row.
     fn mark_failed(&mut self, reason: String) {
-        let backoff = self.failed.as_ref().map_or(INITIAL_BACKOFF, |f| (f.backoff * 2).min(MAX_BACKOFF));
-        error!(%reason, retry_in = ?backoff, "the store failed; writes are refused until it recovers");
-        self.shared.metrics.failures.inc();
+        let backoff = match &self.failed {
+            None => {
+                error!(%reason, "the store failed; writes are refused until it recovers");
+                self.shared.metrics.failures.inc();
+                INITIAL_BACKOFF
+            }
+            Some(failed) => {
+                let backoff = (failed.backoff * 2).min(MAX_BACKOFF);
+                warn!(%reason, retry_in = ?backoff, "the store is still failing");
+                backoff
+            }
+        };
         let reason = Arc::new(reason);
         self.shared.failure.store(Some(Arc::clone(&reason)));
         self.failed = Some(Failed { reason, backoff, retry_at: Instant::now() + backoff });
