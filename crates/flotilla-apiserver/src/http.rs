@@ -265,6 +265,14 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
 
     // Health and version are public, as kube-apiserver's system:public-info-viewer makes them.
     match segments.as_slice() {
+        // kube-apiserver's format for a failed check; the store logs the reason itself.
+        ["readyz", ..] if state.registry.store().check_ready().is_err() => {
+            let body = "[+]ping ok\n[-]store failed: reason withheld\nreadyz check failed\n";
+            let mut response = Response::new(full(body));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+            return Ok(response);
+        }
         ["healthz" | "livez" | "readyz", ..] => {
             let mut response = Response::new(full("ok"));
             response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));

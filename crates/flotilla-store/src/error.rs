@@ -15,6 +15,10 @@ pub enum Error {
     /// A watch asked for history older than what the store keeps.
     #[error("revision {requested} is compacted; the oldest available is {compacted}")]
     Compacted { requested: u64, compacted: u64 },
+    /// The store's disk failed (full, I/O error): it refuses writes while it recovers.
+    /// Retry later; nothing of the refused write was stored.
+    #[error("the store is unavailable after a storage failure ({reason}); retry later")]
+    Unavailable { reason: String },
     /// The store has shut down, or its writer is gone.
     #[error("the store is closed")]
     Closed,

@@ -130,4 +130,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The oldest revision a watch may still start after.
     fn compacted_revision(&self) -> u64;
+
+    /// `Err(Error::Unavailable)` while the store cannot take writes (its disk failed and
+    /// it has not recovered yet): what `/readyz` reports.
+    fn check_ready(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -26,6 +26,10 @@ pub(crate) struct StoreMetrics {
     pub(crate) commit_duration: Histogram,
     /// Operations per committed write transaction.
     pub(crate) commit_batch_size: Histogram,
+    /// Times the store failed (a commit failed) and refused writes until it recovered.
+    pub(crate) failures: IntCounter,
+    /// Reopens of the store file after a storage failure.
+    pub(crate) reopens: IntCounter,
 }
 
 impl StoreMetrics {
@@ -45,7 +49,15 @@ impl StoreMetrics {
             HistogramOpts::new("flotilla_store_commit_batch_size", "Writes carried by each group commit of the store.")
                 .buckets(BATCH_BUCKETS.to_vec()),
         )?;
+        let failures = IntCounter::new(
+            "flotilla_store_failures_total",
+            "Times the store failed (disk full, I/O error) and refused writes until it recovered.",
+        )?;
+        let reopens =
+            IntCounter::new("flotilla_store_reopens_total", "Reopens of the store file after a storage failure.")?;
         registry.register(Box::new(operations.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(reopens.clone()))?;
         registry.register(Box::new(commit_duration.clone()))?;
         registry.register(Box::new(commit_batch_size.clone()))?;
         let op = |name: &str| operations.with_label_values(&[name]);
@@ -59,6 +71,8 @@ impl StoreMetrics {
             compact: op("compact"),
             commit_duration,
             commit_batch_size,
+            failures,
+            reopens,
         })
     }
 }

@@ -16,17 +16,30 @@
 //! and given its own revision), commits once (one fsync with redb's default
 //! [`redb::Durability::Immediate`]), then replies and publishes the events to live
 //! watchers.
+//!
+//! A failed commit (disk full, I/O error) leaves redb refusing every later operation
+//! ([`redb::StorageError::PreviousIo`]) until the file is closed and opened again. The
+//! writer then answers the batch with an error (nothing of it is acknowledged), marks the
+//! store failed ([`Store::check_ready`], what `/readyz` reports), and reopens the file at
+//! once, which makes redb repair it, so reads go on. Further writes are refused without
+//! touching the disk until a back-off has passed; then the next batch, or a probe of the
+//! disk when none comes, is tried, and the first success makes the store ready again. A
+//! commit that reported failure may still have reached the disk: the reopened file's
+//! revision says so, and those events are published to watchers then, so watches have no
+//! gaps (a watcher that cannot be given them ends with [`Error::Compacted`], a 410).
 
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::metrics::StoreMetrics;
 use crate::{Error, EventType, KeyValue, ListOptions, ListResult, Result, Store, WatchEvent, Watcher};
@@ -48,6 +61,18 @@ const REQUEST_QUEUE: usize = 1024;
 const MAX_COMPACTION_INTERVAL: u64 = 1000;
 /// Log entries a watch scans per read transaction while replaying history.
 const REPLAY_CHUNK: usize = 1024;
+/// How long writes are refused after the first storage failure; each further failure in
+/// a row doubles it, up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a failed writer with nothing queued checks whether its back-off is over.
+const FAILED_POLL: Duration = Duration::from_millis(20);
+/// How long a reopen waits for readers still holding the old file (each holds it for one
+/// read transaction) before it gives up until the next attempt.
+const REOPEN_WAIT: Duration = Duration::from_secs(2);
+/// The bytes a probe writes (and fsyncs, and removes) next to the store file to see that
+/// the disk has room again before the failed store calls itself ready.
+const SPACE_PROBE_BYTES: usize = 1 << 20;
 
 /// Tuning for [`RedbStore`].
 #[derive(Clone, Debug)]
@@ -82,7 +107,26 @@ struct Shared {
     revision: AtomicU64,
     compacted: AtomicU64,
     commits: AtomicU64,
+    /// Why the store is failed (`None` while it is healthy): set by the writer after a
+    /// storage failure, cleared by its first successful commit.
+    failure: ArcSwapOption<String>,
     metrics: StoreMetrics,
+}
+
+impl Shared {
+    fn unavailable(&self) -> Error {
+        let reason = self.failure.load_full().map_or_else(|| "the store is reopening".to_owned(), |r| r.to_string());
+        Error::Unavailable { reason }
+    }
+}
+
+/// The open database. The writer swaps it for a reopened one after a storage failure;
+/// it is empty while that reopen has not succeeded.
+type Slot = ArcSwapOption<Database>;
+
+/// The current database of `slot`, or [`Error::Unavailable`].
+fn database(slot: &Slot, shared: &Shared) -> Result<Arc<Database>> {
+    slot.load_full().ok_or_else(|| shared.unavailable())
 }
 
 /// The embedded [`Store`]: a redb database file with group-committed, fsynced writes.
@@ -93,11 +137,11 @@ struct Shared {
 pub struct RedbStore {
     path: PathBuf,
     options: RedbStoreOptions,
-    db: Arc<Database>,
+    db: Arc<Slot>,
     shared: Arc<Shared>,
     /// `None` only while dropping.
     requests: Option<mpsc::Sender<Request>>,
-    events: broadcast::Sender<Arc<WatchEvent>>,
+    events: broadcast::Sender<Arc<Live>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -123,16 +167,18 @@ impl RedbStore {
         let (revision, compacted) = init_tables(&db).map_err(|e| backend("initialising", e))?;
         debug!(path = %path.display(), revision, compacted, "opened redb store");
 
-        let db = Arc::new(db);
+        let db = Arc::new(ArcSwapOption::from_pointee(db));
         let shared = Arc::new(Shared {
             revision: AtomicU64::new(revision),
             compacted: AtomicU64::new(compacted),
             commits: AtomicU64::new(0),
+            failure: ArcSwapOption::empty(),
             metrics,
         });
         let (events, _) = broadcast::channel(options.broadcast_capacity.max(1));
         let (requests, receiver) = mpsc::channel(REQUEST_QUEUE);
         let writer = Writer {
+            path: path.to_owned(),
             db: Arc::clone(&db),
             shared: Arc::clone(&shared),
             events: events.clone(),
@@ -141,6 +187,7 @@ impl RedbStore {
             history: options.history,
             compaction_interval: options.history.clamp(1, MAX_COMPACTION_INTERVAL),
             writes_since_compaction: 0,
+            failed: None,
         };
         let writer = std::thread::Builder::new()
             .name("flotilla-store-writer".into())
@@ -203,12 +250,13 @@ impl Drop for RedbStore {
 impl Store for RedbStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.shared.metrics.get.inc();
-        read_get(&self.db, key).map_err(|e| e.into_error("get"))
+        let db = database(&self.db, &self.shared)?;
+        read_get(&db, key).map_err(|e| e.into_error("get"))
     }
 
     async fn list(&self, prefix: &str, options: ListOptions) -> Result<ListResult> {
         self.shared.metrics.list.inc();
-        let db = Arc::clone(&self.db);
+        let db = database(&self.db, &self.shared)?;
         let prefix = prefix.to_owned();
         tokio::task::spawn_blocking(move || read_list(&db, &prefix, &options))
             .await
@@ -245,7 +293,7 @@ impl Store for RedbStore {
         let live = self.events.subscribe();
         let (sender, receiver) = mpsc::channel(self.options.watch_channel_capacity.max(1));
         let task = WatchTask {
-            db: Arc::downgrade(&self.db),
+            slot: Arc::downgrade(&self.db),
             shared: Arc::clone(&self.shared),
             prefix: prefix.to_owned(),
             cursor: after_revision,
@@ -261,6 +309,13 @@ impl Store for RedbStore {
 
     fn compacted_revision(&self) -> u64 {
         self.shared.compacted.load(Ordering::Acquire)
+    }
+
+    fn check_ready(&self) -> Result<()> {
+        match self.shared.failure.load().as_deref() {
+            None => Ok(()),
+            Some(reason) => Err(Error::Unavailable { reason: reason.clone() }),
+        }
     }
 }
 
@@ -437,6 +492,15 @@ fn init_tables(db: &Database) -> Result<(u64, u64), redb::Error> {
     Ok(counters)
 }
 
+/// The persisted counters, read from a reopened file (whose tables exist).
+fn read_counters(db: &Database) -> Result<(u64, u64), Failure> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let revision = meta.get(META_REVISION)?.map_or(0, |v| v.value());
+    let compacted = meta.get(META_COMPACTED)?.map_or(0, |v| v.value());
+    Ok((revision, compacted))
+}
+
 fn read_get(db: &Database, key: &str) -> Result<Option<KeyValue>, Failure> {
     let txn = db.begin_read()?;
     let table = txn.open_table(KV)?;
@@ -519,9 +583,20 @@ fn read_log_chunk(db: &Database, prefix: &str, after: u64) -> Result<Replay, Fai
 // ---------------------------------------------------------------------------------------
 // Watches
 
+/// What the writer broadcasts to live watchers.
+#[derive(Debug)]
+enum Live {
+    /// A committed change.
+    Event(WatchEvent),
+    /// Changes up to `revision` cannot be delivered in order (the reopened file is not
+    /// where the published events left it): every live watcher ends with
+    /// [`Error::Compacted`] and its client lists again.
+    Resync { revision: u64 },
+}
+
 struct WatchTask {
     /// Weak so a watch does not keep the database file open after the store is gone.
-    db: Weak<Database>,
+    slot: Weak<Slot>,
     shared: Arc<Shared>,
     prefix: String,
     /// Every revision up to here has been delivered or skipped.
@@ -530,10 +605,18 @@ struct WatchTask {
 }
 
 impl WatchTask {
-    async fn run(mut self, mut live: broadcast::Receiver<Arc<WatchEvent>>) {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<Live>>) {
         // Replay the log, a chunk (one read transaction) at a time.
         loop {
-            let Some(db) = self.db.upgrade() else { return };
+            let Some(slot) = self.slot.upgrade() else { return };
+            let db = match database(&slot, &self.shared) {
+                Ok(db) => db,
+                Err(error) => {
+                    let _ = self.sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            drop(slot);
             let (prefix, after) = (self.prefix.clone(), self.cursor);
             let chunk = tokio::task::spawn_blocking(move || read_log_chunk(&db, &prefix, after)).await;
             let replay = match chunk {
@@ -573,20 +656,23 @@ impl WatchTask {
                 () = self.sender.closed() => return,
                 received = live.recv() => received,
             };
-            match received {
-                Ok(event) => {
+            match received.as_deref() {
+                Ok(Live::Resync { revision }) => {
+                    let error = Error::Compacted { requested: self.cursor, compacted: *revision };
+                    let _ = self.sender.send(Err(error)).await;
+                    return;
+                }
+                Ok(Live::Event(event)) => {
                     let revision = event.revision();
                     if revision <= self.cursor {
                         continue;
                     }
                     self.cursor = revision;
-                    if event.kv.key.starts_with(&self.prefix)
-                        && self.sender.send(Ok(WatchEvent::clone(&event))).await.is_err()
-                    {
+                    if event.kv.key.starts_with(&self.prefix) && self.sender.send(Ok(event.clone())).await.is_err() {
                         return;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Err(&broadcast::error::RecvError::Lagged(missed)) => {
                     debug!(prefix = %self.prefix, missed, "watcher fell behind");
                     let error = Error::Compacted {
                         requested: self.cursor,
@@ -626,10 +712,20 @@ struct Applied {
     writes_since_compaction: u64,
 }
 
+/// The writer after a storage failure, until a commit succeeds.
+struct Failed {
+    reason: Arc<String>,
+    backoff: Duration,
+    /// Writes are refused, without touching the disk, until then.
+    retry_at: Instant,
+}
+
 struct Writer {
-    db: Arc<Database>,
+    /// The store file, to reopen after a storage failure.
+    path: PathBuf,
+    db: Arc<Slot>,
     shared: Arc<Shared>,
-    events: broadcast::Sender<Arc<WatchEvent>>,
+    events: broadcast::Sender<Arc<Live>>,
     /// The last committed revision.
     revision: u64,
     /// The committed compacted revision.
@@ -637,12 +733,33 @@ struct Writer {
     history: u64,
     compaction_interval: u64,
     writes_since_compaction: u64,
+    /// `Some` from a storage failure until the next successful commit.
+    failed: Option<Failed>,
 }
 
 impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = receiver.blocking_recv() {
+        loop {
+            let first = match &self.failed {
+                None => match receiver.blocking_recv() {
+                    Some(request) => request,
+                    None => break,
+                },
+                // Failed: poll, so that the back-off ends in a probe even when no write comes.
+                Some(failed) => match receiver.try_recv() {
+                    Ok(request) => request,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if Instant::now() >= failed.retry_at {
+                            self.probe();
+                        } else {
+                            std::thread::sleep(FAILED_POLL);
+                        }
+                        continue;
+                    }
+                },
+            };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
@@ -658,8 +775,15 @@ impl Writer {
     fn process(&mut self, batch: &mut Vec<Request>) {
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.drain(..).map(|r| (r.op, r.reply)).unzip();
         let count = ops.len();
-        match self.apply_and_commit(ops) {
+        let Some(db) = self.writable() else {
+            for reply in replies {
+                let _ = reply.send(Err(self.shared.unavailable()));
+            }
+            return;
+        };
+        match self.apply_and_commit(&db, ops) {
             Ok(applied) => {
+                self.recovered();
                 self.writes_since_compaction = applied.writes_since_compaction;
                 self.revision = applied.revision;
                 self.compacted = applied.compacted;
@@ -670,12 +794,19 @@ impl Writer {
                 }
                 for event in applied.events {
                     // No receivers is fine: nobody is watching.
-                    let _ = self.events.send(Arc::new(event));
+                    let _ = self.events.send(Arc::new(Live::Event(event)));
                 }
             }
             Err(error) => {
-                // Nothing of the batch is committed: the revision stays where it was.
+                // Nothing of the batch is acknowledged: the revision stays where it was.
                 warn!(error = %error, ops = count, "store write batch failed");
+                let storage = is_storage_failure(&error);
+                if storage {
+                    // Failed before anyone hears of it: the next read or /readyz knows.
+                    drop(db);
+                    self.mark_failed(format!("a write failed: {error}"));
+                    self.db.store(None);
+                }
                 let error = Arc::new(error);
                 for reply in replies {
                     let _ = reply.send(Err(Error::Backend {
@@ -683,13 +814,160 @@ impl Writer {
                         source: Some(Box::new(Arc::clone(&error))),
                     }));
                 }
+                if storage {
+                    self.reopen_after_failure();
+                }
             }
         }
     }
 
-    fn apply_and_commit(&mut self, ops: Vec<Op>) -> Result<Applied, redb::Error> {
+    /// The database to write to, or `None` while a failure's back-off runs or the file
+    /// cannot be reopened.
+    fn writable(&mut self) -> Option<Arc<Database>> {
+        if let Some(failed) = &self.failed
+            && Instant::now() < failed.retry_at
+        {
+            return None;
+        }
+        if let Some(db) = self.db.load_full() {
+            return Some(db);
+        }
+        match self.reopen() {
+            Ok(db) => Some(db),
+            Err(error) => {
+                self.mark_failed(format!("reopening the store failed: {error}"));
+                None
+            }
+        }
+    }
+
+    /// After a storage failure: marks the store failed, closes the file redb now refuses,
+    /// and reopens it (redb repairs it on open), so that reads go on while writes wait
+    /// out the back-off.
+    fn fail(&mut self, reason: String) {
+        self.mark_failed(reason);
+        self.db.store(None);
+        self.reopen_after_failure();
+    }
+
+    /// Reopens the closed file; the back-off starts once that is done.
+    fn reopen_after_failure(&mut self) {
+        if let Err(error) = self.reopen() {
+            warn!(%error, "reopening the store failed; retrying after the back-off");
+        }
+        if let Some(failed) = &mut self.failed {
+            failed.retry_at = Instant::now() + failed.backoff;
+        }
+    }
+
+    /// Refuses writes for a back-off that doubles with each failure in a row.
+    fn mark_failed(&mut self, reason: String) {
+        let backoff = match &self.failed {
+            None => {
+                error!(%reason, "the store failed; writes are refused until it recovers");
+                self.shared.metrics.failures.inc();
+                INITIAL_BACKOFF
+            }
+            Some(failed) => {
+                let backoff = (failed.backoff * 2).min(MAX_BACKOFF);
+                warn!(%reason, retry_in = ?backoff, "the store is still failing");
+                backoff
+            }
+        };
+        let reason = Arc::new(reason);
+        self.shared.failure.store(Some(Arc::clone(&reason)));
+        self.failed = Some(Failed { reason, backoff, retry_at: Instant::now() + backoff });
+    }
+
+    fn recovered(&mut self) {
+        if let Some(failed) = self.failed.take() {
+            info!(failure = %failed.reason, "the store recovered; writes are accepted again");
+            self.shared.failure.store(None);
+        }
+    }
+
+    /// With no write queued once the back-off is over: checks that the disk has room and
+    /// the file takes a commit, so that an idle failed store becomes ready again.
+    fn probe(&mut self) {
+        let Some(db) = self.writable() else { return };
+        if let Err(error) = probe_space(&self.path) {
+            self.mark_failed(format!("no room on the store's disk: {error}"));
+            return;
+        }
+        match probe_commit(&db) {
+            Ok(()) => self.recovered(),
+            Err(error) if is_storage_failure(&error) => {
+                drop(db);
+                self.fail(format!("a probe commit failed: {error}"));
+            }
+            Err(error) => self.mark_failed(format!("a probe commit failed: {error}")),
+        }
+    }
+
+    /// Opens the store file again and publishes what it holds beyond the last published
+    /// revision.
+    fn reopen(&mut self) -> Result<Arc<Database>> {
+        let deadline = Instant::now() + REOPEN_WAIT;
+        let db = loop {
+            match Database::create(&self.path) {
+                Ok(db) => break db,
+                // A reader still holds the old file for its read transaction.
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(error) => return Err(backend(&format!("reopening {}", self.path.display()), error)),
+            }
+        };
+        let (revision, compacted) = read_counters(&db).map_err(|e| e.into_error("reading the reopened store"))?;
+        self.shared.metrics.reopens.inc();
+        self.catch_up(&db, revision);
+        self.writes_since_compaction += revision.saturating_sub(self.revision);
+        self.revision = revision;
+        self.compacted = compacted;
+        self.shared.compacted.store(compacted, Ordering::Release);
+        self.shared.revision.store(revision, Ordering::Release);
+        info!(path = %self.path.display(), revision, "reopened the store");
+        let db = Arc::new(db);
+        self.db.store(Some(Arc::clone(&db)));
+        Ok(db)
+    }
+
+    /// A commit that reported failure may still have reached the disk: the reopened file
+    /// is then past the last published revision. Its events go to live watchers now, from
+    /// the log, so that they see no gap; if they cannot, the watchers are ended.
+    fn catch_up(&self, db: &Database, revision: u64) {
+        if revision < self.revision {
+            // Acknowledged commits are fsynced; this is a disk that lost them.
+            error!(revision, published = self.revision, "the reopened store is behind what it acknowledged");
+            let _ = self.events.send(Arc::new(Live::Resync { revision }));
+            return;
+        }
+        let mut after = self.revision;
+        while after < revision {
+            match read_log_chunk(db, "", after) {
+                Ok(replay) if replay.compacted <= after => {
+                    for event in replay.events {
+                        let _ = self.events.send(Arc::new(Live::Event(event)));
+                    }
+                    after = replay.scanned_to;
+                    if replay.done {
+                        break;
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    let _ = self.events.send(Arc::new(Live::Resync { revision }));
+                    return;
+                }
+            }
+        }
+        if revision > self.revision {
+            warn!(from = self.revision, to = revision, "writes whose commit reported an error reached the disk");
+        }
+    }
+
+    fn apply_and_commit(&mut self, db: &Database, ops: Vec<Op>) -> Result<Applied, redb::Error> {
         let count = ops.len();
-        let mut txn = self.db.begin_write()?;
+        let mut txn = db.begin_write()?;
         // redb's default, spelled out: commit returns once the batch is fsynced.
         txn.set_durability(redb::Durability::Immediate)?;
         let applied = self.apply(&txn, ops)?;
@@ -809,6 +1087,38 @@ impl Writer {
         applied.events.push(event);
         Ok(kv)
     }
+}
+
+/// Errors after which redb refuses the file until it is closed and opened again.
+fn is_storage_failure(error: &redb::Error) -> bool {
+    matches!(
+        error,
+        redb::Error::Io(_)
+            | redb::Error::PreviousIo
+            | redb::Error::DatabaseClosed
+            | redb::Error::Backend(_)
+            | redb::Error::LockPoisoned(_)
+    )
+}
+
+/// Writes, fsyncs and removes [`SPACE_PROBE_BYTES`] next to the store file.
+fn probe_space(store: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let probe = store.with_extension("probe");
+    let written = std::fs::File::create(&probe).and_then(|mut file| {
+        file.write_all(&vec![0; SPACE_PROBE_BYTES])?;
+        file.sync_all()
+    });
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed)
+}
+
+/// A durable commit that changes nothing: the file takes writes again.
+fn probe_commit(db: &Database) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// A key's current key-value in the write transaction; the inner `Err` is a corrupt

@@ -464,3 +464,145 @@ fn events_round_trip_through_the_log_encoding() {
     assert_eq!(decode_event(1, &[7]), None);
     assert_eq!(decode_event(1, &[0, 200, 0, 0, 0]), None);
 }
+
+// ---------------------------------------------------------------------------------------
+// A full disk
+
+/// A size-limited tmpfs mounted for one test (the tests run as root), lazily unmounted
+/// when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> std::result::Result<Self, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()?;
+        if !status.success() {
+            return Err(format!("mount -t tmpfs on {}: {status}", dir.path().display()).into());
+        }
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Writes `path` until the filesystem under it is full.
+fn fill(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![0xa5_u8; 64 * 1024];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Every acknowledged key reads back with the value and revision it was acknowledged with.
+async fn assert_all_read_back(store: &RedbStore, acknowledged: &[KeyValue]) -> TestResult {
+    for kv in acknowledged {
+        let stored = store.get(&kv.key).await?.ok_or_else(|| format!("acknowledged {} is lost", kv.key))?;
+        assert_eq!(&stored, kv, "{} differs from what was acknowledged", kv.key);
+    }
+    let listed = store.list("/full/", ListOptions::default()).await?;
+    assert_eq!(listed.items.len(), acknowledged.len(), "the listing holds every acknowledged key, and no other");
+    Ok(())
+}
+
+#[tokio::test]
+async fn writes_fail_on_a_full_disk_and_succeed_once_space_is_freed_losing_nothing() -> TestResult {
+    let fs = Tmpfs::mount("4m")?;
+    let value = vec![b'v'; 4096];
+    let mut acknowledged = Vec::new();
+    let store = open(fs.path())?;
+    for i in 0..20 {
+        acknowledged.push(store.create(&format!("/full/{i:05}"), value.clone()).await?);
+    }
+    let mut watcher = store.watch("/full/", 0).await?;
+    assert!(store.check_ready().is_ok());
+
+    // Fill the disk, then write until a write fails.
+    let ballast = fs.path().join("ballast");
+    fill(&ballast)?;
+    let mut failure = None;
+    for i in 20..10_000 {
+        match store.create(&format!("/full/{i:05}"), value.clone()).await {
+            Ok(kv) => acknowledged.push(kv),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    let failure = failure.ok_or("no write failed on a full disk")?;
+    assert!(matches!(failure, Error::Backend { .. }), "{failure:?}");
+    let not_ready = store.check_ready().err().ok_or_else(|| format!("ready after {failure:?}"))?;
+    assert!(matches!(not_ready, Error::Unavailable { .. }), "{not_ready:?}");
+    // Reads go on from the reopened file while writes are refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match store.get(&acknowledged[0].key).await {
+            Ok(read) => {
+                assert_eq!(read.as_ref(), Some(&acknowledged[0]));
+                break;
+            }
+            Err(error) if std::time::Instant::now() < deadline => {
+                debug!(%error, "the store has not reopened yet");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(error) => return Err(format!("reads still fail 5 s after the failure: {error}").into()),
+        }
+    }
+    // Within the back-off, writes are refused without touching the disk; after it, they
+    // are tried, and fail again while the disk is full.
+    let refused = store.create("/full/refused", value.clone()).await.err().ok_or("a write on a full disk")?;
+    assert!(matches!(refused, Error::Unavailable { .. }), "{refused:?}");
+    tokio::time::sleep(INITIAL_BACKOFF * 3).await;
+    let refused = store.create("/full/refused", value.clone()).await.err().ok_or("a write on a full disk")?;
+    assert!(matches!(refused, Error::Unavailable { .. } | Error::Backend { .. }), "{refused:?}");
+    assert!(store.check_ready().is_err());
+
+    // Free the space: with no write coming, the writer's probe finds the room once its
+    // back-off is over, and the store is ready again; writes succeed.
+    std::fs::remove_file(&ballast)?;
+    let deadline = std::time::Instant::now() + MAX_BACKOFF + Duration::from_secs(5);
+    while let Err(error) = store.check_ready() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("still not ready {:?} after space was freed: {error}", MAX_BACKOFF).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 10_000..10_020 {
+        acknowledged.push(store.create(&format!("/full/{i:05}"), value.clone()).await?);
+    }
+    assert_all_read_back(&store, &acknowledged).await?;
+
+    // The watch saw every committed revision once, in order: a commit that reported
+    // failure but reached the disk is published when the file is reopened.
+    let mut seen = Vec::new();
+    while seen.last().copied() != Some(store.current_revision()) {
+        seen.push(next_event(&mut watcher).await?.revision());
+    }
+    assert_eq!(seen, (1..=store.current_revision()).collect::<Vec<_>>());
+
+    // And after reopening.
+    drop(store);
+    let store = open(fs.path())?;
+    assert_all_read_back(&store, &acknowledged).await?;
+    Ok(())
+}
