@@ -2,12 +2,16 @@
 # Installs what the tests need beyond the Rust toolchain, idempotently:
 # the wasm32-wasip2 target (the wasm examples are pods' images), and a Python virtual
 # environment with the official Kubernetes client and kubectl, and Debian's prometheus
-# package (promtool and a Prometheus server, for the /metrics tests).
+# package (promtool and a Prometheus server, for the /metrics tests), and cargo-fuzz (the
+# fuzz targets in fuzz/, which CI runs briefly).
 # Used by .ci/run and by the README's test command.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
+fi
+if ! command -v cargo-fuzz >/dev/null; then
+  cargo install cargo-fuzz --locked
 fi
 venv="$root/target/test-venv"
 if [ ! -x "$venv/bin/python" ]; then

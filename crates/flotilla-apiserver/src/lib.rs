@@ -228,3 +228,56 @@ async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAccepto
         });
     }
 }
+
+/// Entry points for the fuzz targets in `fuzz/`, not an API: they reach what the HTTP
+/// edge does (protobuf bodies, strategic merge, the whole router) without a socket.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Registry, Result, http, metrics};
+    use hyper_util::rt::TokioIo;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    /// Decodes an `application/vnd.kubernetes.protobuf` object body, as a POST or PUT does.
+    pub fn decode_protobuf(body: &[u8]) -> Result<serde_json::Value, flotilla_api::ApiError> {
+        crate::protobuf::decode_object(body)
+    }
+
+    pub use crate::strategic::apply as strategic_merge;
+
+    /// The server's router over `registry`, accepting `token` as the admin's.
+    #[derive(Debug, Clone)]
+    pub struct Router(Arc<http::ApiState>);
+
+    impl Router {
+        pub fn new(registry: Registry, token: &str) -> Result<Self> {
+            let metrics_registry = prometheus::Registry::new();
+            let metrics = metrics::ApiMetrics::register(&metrics_registry).map_err(super::Error::Metrics)?;
+            Ok(Router(Arc::new(http::ApiState {
+                registry: registry.with_metrics(metrics.clone()),
+                admin_token: token.to_string(),
+                node_token: token.to_string(),
+                ca_pem: String::new(),
+                server_address: "127.0.0.1:6443".into(),
+                namespace_poke: Arc::default(),
+                kubelets: flotilla_client::Kubelets::default(),
+                images_dir: std::env::temp_dir().join("flotilla-fuzz-images"),
+                request_ids: AtomicU64::new(1),
+                metrics,
+                metrics_registry,
+                resource_metrics: crate::ResourceMetrics::default(),
+            })))
+        }
+
+        /// Serves HTTP/1.1 on `io` (one end of an in-memory pipe) as a connection of the
+        /// real server is served.
+        pub async fn serve<IO>(&self, io: IO) -> Result<(), hyper::Error>
+        where
+            IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        {
+            let state = self.0.clone();
+            let service = hyper::service::service_fn(move |request| http::handle(state.clone(), request));
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service).await
+        }
+    }
+}
