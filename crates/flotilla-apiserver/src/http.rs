@@ -91,7 +91,12 @@ fn error_response(error: &ApiError, format: Format) -> Response<Body> {
     if let (Value::Object(out), Value::Object(fields)) = (&mut body, status) {
         out.extend(fields);
     }
-    respond(error.code(), &body, format)
+    let mut response = respond(error.code(), &body, format);
+    if matches!(error.reason, Reason::ServiceUnavailable | Reason::TooManyRequests) {
+        // As kube-apiserver: a client may try again, after this many seconds.
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// Serves one request; never fails (errors become `Status` responses).

@@ -393,6 +393,10 @@ impl Registry {
             E::Compacted { requested, compacted } => {
                 ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
             }
+            // The store is recovering from a failed commit (a full disk): try again.
+            E::Unavailable { reason } => {
+                ApiError::new(Reason::ServiceUnavailable, format!("the store is unavailable, try again: {reason}"))
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::new(Reason::InternalError, format!("storage failure: {other}"))
