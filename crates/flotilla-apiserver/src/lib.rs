@@ -7,6 +7,8 @@
 //! node ports (allocated from the ranges in [`Config`], with the `kubernetes` Service),
 //! and the resource metrics API (`metrics.k8s.io`, from scraping the nodes' kubelets, as
 //! metrics-server does; [`ResourceMetrics`] is the same usage for the autoscaler).
+//! It runs its accept loop and background loops under [`Config::supervisor`]: a panic
+//! in one is logged, counted and the loop restarted.
 //! It must not run pods or reconcile workloads: controllers and node agents are clients
 //! of this API like any other, through the store's objects and watches.
 
@@ -72,6 +74,9 @@ pub struct Config {
     /// Where the server registers its metrics (`apiserver_*`), and what `/metrics`
     /// serves: every family of this registry, the other components' too.
     pub metrics: prometheus::Registry,
+    /// Runs the accept loop and the background loops, restarting them after a panic, and
+    /// counts the panics of requests' handlers.
+    pub supervisor: flotilla_client::Supervisor,
 }
 
 impl Config {
@@ -89,6 +94,7 @@ impl Config {
             service_cidr: ServiceCidr::default(),
             service_node_port_range: NodePortRange::default(),
             metrics: prometheus::Registry::new(),
+            supervisor: flotilla_client::Supervisor::default(),
         }
     }
 }
@@ -142,17 +148,23 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     write_kubeconfig(&paths.kubeconfig, &format!("{scheme}://{client_addr}"), &identity.ca_pem, &identity.admin_token)?;
 
     let namespace_poke = Arc::new(Notify::new());
-    let finalizer = namespaces::run_finalizer(registry.clone(), namespace_poke.clone())
-        .instrument(tracing::info_span!("namespace-finalizer"));
+    let supervisor = config.supervisor.clone();
+    let finalizer = {
+        let (registry, poke, supervisor) = (registry.clone(), namespace_poke.clone(), supervisor.clone());
+        move || {
+            namespaces::run_finalizer(registry.clone(), poke.clone(), supervisor.clone())
+                .instrument(tracing::info_span!("namespace-finalizer"))
+        }
+    };
     let resource_metrics = ResourceMetrics::default();
-    let scraper = resource_metrics::scrape(
-        resource_metrics.clone(),
-        registry.clone(),
-        config.kubelets.clone(),
-        identity.node_token.clone(),
-        config.metric_resolution,
-    )
-    .instrument(tracing::info_span!("resource-metrics"));
+    let scraper = {
+        let (usage, registry, kubelets) = (resource_metrics.clone(), registry.clone(), config.kubelets.clone());
+        let (token, resolution) = (identity.node_token.clone(), config.metric_resolution);
+        move || {
+            resource_metrics::scrape(usage.clone(), registry.clone(), kubelets.clone(), token.clone(), resolution)
+                .instrument(tracing::info_span!("resource-metrics"))
+        }
+    };
     let state = Arc::new(http::ApiState {
         registry,
         admin_token: identity.admin_token.clone(),
@@ -170,17 +182,19 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let cluster = LocalCluster::new(state.registry.clone(), namespace_poke);
     let tls = (!config.insecure_http).then(|| tokio_rustls::TlsAcceptor::from(identity.tls.clone()));
     tracing::info!(addr = %local_addr, scheme, "API server listening");
+    let listener = Arc::new(listener);
+    let accept = move || accept_loop(listener.clone(), tls.clone(), state.clone());
     // The server's background loops live and end with its accept loop (aborting `task`
-    // stops them all, and lets go of the store).
+    // stops them all, and lets go of the store). Each is supervised: a panic restarts
+    // it, and never ends the others.
     let task = tokio::spawn(async move {
-        tokio::select! {
-            () = accept_loop(listener, tls, state) => {}
-            // Should both loops ever return, the API keeps serving.
-            () = async {
-                tokio::join!(finalizer, scraper);
-                std::future::pending::<()>().await
-            } => {}
-        }
+        tokio::join!(
+            supervisor.run("apiserver-accept", accept),
+            supervisor.run("namespace-finalizer", finalizer),
+            supervisor.run("resource-metrics", scraper),
+        );
+        // Should every loop return, the task stays (it is what `flotilla server` waits on).
+        std::future::pending::<()>().await
     });
     Ok(Running {
         local_addr,
@@ -193,7 +207,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     })
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: Arc<http::ApiState>) {
+async fn accept_loop(listener: Arc<TcpListener>, tls: Option<tokio_rustls::TlsAcceptor>, state: Arc<http::ApiState>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -12,6 +12,10 @@
 //! `pods/proxy`, the [`Summary`] of its pods' resource use), so that the API server and
 //! the node agent need not know each other.
 //!
+//! Every component also runs its long-running tasks under a [`Supervisor`] (a panic is
+//! logged, counted and the task restarted with back-off); it lives here because every
+//! component depends on this crate.
+//!
 //! This crate owns no cluster logic and must not depend on the store, the runtime, or any
 //! component that uses it.
 
@@ -20,6 +24,7 @@ mod http;
 mod informer;
 mod kubelet;
 mod stats;
+mod supervise;
 
 pub use crate::event::{EventRecorder, EventSeverity, event};
 pub use crate::http::{Client, LineReader, Response, error_chain, rest_path};
@@ -27,6 +32,7 @@ pub use crate::informer::{Change, Informer, ObjectKey};
 pub use crate::kubelet::{
     Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, START_WAIT_HEADER, empty_body, full_body, kubelet_base,
 };
+pub use crate::supervise::{Backoff, Supervisor, panic_message};
 pub use crate::stats::{ContainerStats, CpuStats, MemoryStats, NodeStats, PodReference, PodStats, Summary};
 
 use async_trait::async_trait;

@@ -79,7 +79,9 @@ impl AgentCommand {
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         // What the kubelet API's /metrics serves: this node's and its proxy's families.
         let metrics = metrics_registry()?;
+        let supervisor = flotilla_client::Supervisor::register(&metrics).context("registering the task metrics")?;
         let (mut config, runtime, images) = self.node.build(&data_dir, &metrics)?;
+        config.supervisor = supervisor.clone();
         images.pull_from(client.clone());
         let listener = tokio::net::TcpListener::bind(self.kubelet_addr)
             .await
@@ -97,7 +99,10 @@ impl AgentCommand {
         // calls from its pods; no Ingress (the server's node serves it).
         let kubelets = flotilla_client::Kubelets::default();
         kubelets.register(node.name(), Arc::new(node.clone()));
-        tokio::spawn(kubelets.clone().follow_nodes(cluster.clone(), secret.to_string()));
+        supervisor.spawn("follow-nodes", {
+            let (kubelets, cluster, secret) = (kubelets.clone(), cluster.clone(), secret.to_string());
+            move || kubelets.clone().follow_nodes(cluster.clone(), secret.clone())
+        });
         let _proxy = super::proxy::start(&self.proxy, cluster, kubelets, &runtime, None, None, &metrics).await?;
         tokio::spawn(flotilla_node::server::serve(node, listener, secret.to_string()));
         // Scripts and tests wait for this line.

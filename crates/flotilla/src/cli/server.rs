@@ -228,8 +228,11 @@ impl ServerCommand {
         let data_dir = self.data_dir.unwrap_or_else(crate::default_data_dir);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
         let metrics = metrics_registry()?;
+        let supervisor = flotilla_client::Supervisor::register(&metrics).context("registering the task metrics")?;
         controllers_config.metrics = metrics.clone();
-        let (node_config, runtime, images) = self.node.build(&data_dir, &metrics)?;
+        controllers_config.supervisor = supervisor.clone();
+        let (mut node_config, runtime, images) = self.node.build(&data_dir, &metrics)?;
+        node_config.supervisor = supervisor.clone();
         let kubelets = flotilla_client::Kubelets::default();
         let store_path = data_dir.join("store.redb");
         let options =
@@ -246,6 +249,7 @@ impl ServerCommand {
             service_cidr: self.service_cluster_ip_range,
             service_node_port_range: self.service_node_port_range,
             metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
         };
         let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
         let cluster = running.cluster.clone();
@@ -253,6 +257,7 @@ impl ServerCommand {
         let scheduling = flotilla_scheduler::SchedulerConfig {
             scoring: self.scheduler_scoring,
             metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
             ..Default::default()
         };
         tokio::spawn(flotilla_scheduler::run(scheduler, scheduling));
@@ -264,7 +269,10 @@ impl ServerCommand {
         kubelets.register(node.name(), Arc::new(node.clone()));
         let proxy_cluster: Arc<dyn flotilla_client::Cluster> = Arc::new(cluster.with_field_manager("flotilla-proxy"));
         // Pods on agents are reached through their kubelet API, with the node token.
-        tokio::spawn(kubelets.clone().follow_nodes(proxy_cluster.clone(), running.node_token.clone()));
+        supervisor.spawn("follow-nodes", {
+            let (kubelets, cluster, token) = (kubelets.clone(), proxy_cluster.clone(), running.node_token.clone());
+            move || kubelets.clone().follow_nodes(cluster.clone(), token.clone())
+        });
         super::proxy::ensure_ingress_class(proxy_cluster.as_ref(), "flotilla").await?;
         let proxy = super::proxy::start(
             &self.proxy,
@@ -298,6 +306,8 @@ impl ServerCommand {
             running.kubeconfig.display(),
             running.join_token.display()
         );
+        // The API server's task restarts its loops after a panic: it ends only when the
+        // runtime does.
         tokio::select! {
             result = running.task => result.context("the API server stopped")?,
             signal = tokio::signal::ctrl_c() => {
