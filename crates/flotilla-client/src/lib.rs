@@ -13,7 +13,8 @@
 //! the node agent need not know each other.
 //!
 //! Every component also runs its long-running tasks under a [`Supervisor`] (a panic is
-//! logged, counted and the task restarted with back-off); it lives here because every
+//! logged, counted and the task restarted with back-off) and serves its listeners
+//! through [`HttpServer`], within [`ConnectionLimits`]; both live here because every
 //! component depends on this crate.
 //!
 //! This crate owns no cluster logic and must not depend on the store, the runtime, or any
@@ -23,6 +24,7 @@ mod event;
 mod http;
 mod informer;
 mod kubelet;
+mod serve;
 mod stats;
 mod supervise;
 
@@ -32,8 +34,9 @@ pub use crate::informer::{Change, Informer, ObjectKey};
 pub use crate::kubelet::{
     Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, START_WAIT_HEADER, empty_body, full_body, kubelet_base,
 };
-pub use crate::supervise::{Backoff, Supervisor, panic_message};
+pub use crate::serve::{ConnectionLimits, HttpServer, hold_until_done};
 pub use crate::stats::{ContainerStats, CpuStats, MemoryStats, NodeStats, PodReference, PodStats, Summary};
+pub use crate::supervise::{Backoff, Supervisor, panic_message};
 
 use async_trait::async_trait;
 use flotilla_api::{ApiError, Reason, ResourceType};

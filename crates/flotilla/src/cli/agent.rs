@@ -2,7 +2,7 @@
 //! over HTTPS with the server's join token, runs the pods bound to its node, and serves
 //! the kubelet API (logs, proxy) to the API server.
 
-use super::server::{LogFormat, NodeArgs, init_logging, metrics_registry};
+use super::server::{ConnectionArgs, LogFormat, NodeArgs, init_logging, metrics_registry};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use std::net::SocketAddr;
@@ -33,6 +33,8 @@ pub struct AgentCommand {
     /// Log filter, e.g. `info` or `flotilla_node=debug`.
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log_level: String,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     #[command(flatten)]
     proxy: super::proxy::ProxyArgs,
     #[command(flatten)]
@@ -80,6 +82,7 @@ impl AgentCommand {
         // What the kubelet API's /metrics serves: this node's and its proxy's families.
         let metrics = metrics_registry()?;
         let supervisor = flotilla_client::Supervisor::register(&metrics).context("registering the task metrics")?;
+        let limits = self.connections.limits();
         let (mut config, runtime, images) = self.node.build(&data_dir, &metrics)?;
         config.supervisor = supervisor.clone();
         images.pull_from(client.clone());
@@ -103,8 +106,9 @@ impl AgentCommand {
             let (kubelets, cluster, secret) = (kubelets.clone(), cluster.clone(), secret.to_string());
             move || kubelets.clone().follow_nodes(cluster.clone(), secret.clone())
         });
-        let _proxy = super::proxy::start(&self.proxy, cluster, kubelets, &runtime, None, None, &metrics).await?;
-        tokio::spawn(flotilla_node::server::serve(node, listener, secret.to_string()));
+        let process = super::proxy::Process { metrics: &metrics, limits, supervisor: &supervisor };
+        let _proxy = super::proxy::start(&self.proxy, cluster, kubelets, &runtime, None, None, process).await?;
+        tokio::spawn(flotilla_node::server::serve(node, listener, secret.to_string(), limits, supervisor));
         // Scripts and tests wait for this line.
         println!("flotilla agent: node {name} joined {} (kubelet API on {kubelet_addr})", self.server);
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;

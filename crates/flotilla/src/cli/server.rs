@@ -91,10 +91,55 @@ pub struct ServerCommand {
     /// (empty: none).
     #[arg(long, env = "FLOTILLA_HTTPS_ADDR", default_value = "127.0.0.1:8443")]
     https_addr: super::proxy::OptionalAddr,
+    /// Read-only requests (get, list) in flight at once, past which the API server
+    /// answers 429 with `Retry-After: 1` (kube-apiserver's flag); watches, logs and proxy
+    /// requests are not counted. 0: no limit.
+    #[arg(long, env = "FLOTILLA_MAX_REQUESTS_INFLIGHT", default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Mutating requests (create, update, patch, delete) in flight at once, past which the
+    /// API server answers 429 with `Retry-After: 1` (kube-apiserver's flag). 0: no limit.
+    #[arg(long, env = "FLOTILLA_MAX_MUTATING_REQUESTS_INFLIGHT", default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     #[command(flatten)]
     proxy: super::proxy::ProxyArgs,
     #[command(flatten)]
     node: NodeArgs,
+}
+
+/// What every listener of the process allows its clients (the API server, the kubelet
+/// API, the Ingress, NodePort and LoadBalancer listeners).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// How long a client may take to finish a TLS handshake before it is disconnected.
+    #[arg(long, env = "FLOTILLA_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub tls_handshake_timeout: std::time::Duration,
+    /// How long a client may take to send a request's headers before it is disconnected
+    /// (kube-apiserver's 32s).
+    #[arg(long, env = "FLOTILLA_HEADER_READ_TIMEOUT", default_value = "32s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// How long a connection (HTTP/1.1 keep-alive or HTTP/2) may stay open with no request
+    /// in flight before it is closed (kube-apiserver's 90s).
+    #[arg(long, env = "FLOTILLA_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Connections open at once on each listener; past it the listener stops accepting
+    /// until one closes.
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl ConnectionArgs {
+    /// The limits every listener serves within.
+    pub fn limits(&self) -> flotilla_client::ConnectionLimits {
+        flotilla_client::ConnectionLimits {
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            ..flotilla_client::ConnectionLimits::default()
+        }
+    }
 }
 
 /// The built-in node agent's settings (`flotilla agent` takes the same).
@@ -250,6 +295,9 @@ impl ServerCommand {
             service_node_port_range: self.service_node_port_range,
             metrics: metrics.clone(),
             supervisor: supervisor.clone(),
+            limits: self.connections.limits(),
+            max_requests_inflight: self.max_requests_inflight,
+            max_mutating_requests_inflight: self.max_mutating_requests_inflight,
         };
         let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
         let cluster = running.cluster.clone();
@@ -281,7 +329,7 @@ impl ServerCommand {
             &runtime,
             self.http_addr.0,
             self.https_addr.0,
-            &metrics,
+            super::proxy::Process { metrics: &metrics, limits: self.connections.limits(), supervisor: &supervisor },
         )
         .await?;
         if !self.manifests.is_empty() {
