@@ -9,6 +9,7 @@ mod crud;
 mod durability;
 mod ingress;
 mod kubectl;
+mod limits;
 mod metrics;
 mod pods;
 mod python_client;

@@ -7,6 +7,10 @@
 //! node ports (allocated from the ranges in [`Config`], with the `kubernetes` Service),
 //! and the resource metrics API (`metrics.k8s.io`, from scraping the nodes' kubelets, as
 //! metrics-server does; [`ResourceMetrics`] is the same usage for the autoscaler).
+//! It serves within [`ConnectionLimits`] (through [`flotilla_client::HttpServer`], as
+//! every listener of the process does), caps the requests in flight as kube-apiserver's
+//! `--max-requests-inflight` does, and runs its accept loop and background loops under
+//! [`Config::supervisor`]: a panic in one is logged, counted and the loop restarted.
 //! It must not run pods or reconcile workloads: controllers and node agents are clients
 //! of this API like any other, through the store's objects and watches.
 
@@ -16,6 +20,7 @@ mod error;
 mod eviction;
 mod http;
 mod images;
+mod inflight;
 mod kubelet;
 mod local;
 mod metrics;
@@ -40,8 +45,8 @@ pub use registry::{DeleteOptions, Deleted, FieldValidation, ListQuery, Registry,
 pub use resource_metrics::{ContainerUsage, NodeUsage, PodUsage, ResourceMetrics};
 pub use services::{NodePortRange, ServiceCidr};
 
+use flotilla_client::{ConnectionLimits, HttpServer};
 use flotilla_store::Store;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,6 +79,18 @@ pub struct Config {
     /// Where the server registers its metrics (`apiserver_*`), and what `/metrics`
     /// serves: every family of this registry, the other components' too.
     pub metrics: prometheus::Registry,
+    /// Runs the accept loop and the background loops, restarting them after a panic, and
+    /// counts the panics of requests' handlers.
+    pub supervisor: flotilla_client::Supervisor,
+    /// How long clients may take and how many connections they may hold.
+    pub limits: ConnectionLimits,
+    /// Requests in flight at once that do not change anything (get, list), past which
+    /// the server answers 429 (`--max-requests-inflight`); 0 for no limit.
+    pub max_requests_inflight: usize,
+    /// Requests in flight at once that change something (create, update, patch,
+    /// delete), past which the server answers 429 (`--max-mutating-requests-inflight`);
+    /// 0 for no limit.
+    pub max_mutating_requests_inflight: usize,
 }
 
 impl Config {
@@ -91,6 +108,10 @@ impl Config {
             service_cidr: ServiceCidr::default(),
             service_node_port_range: NodePortRange::default(),
             metrics: prometheus::Registry::new(),
+            supervisor: flotilla_client::Supervisor::default(),
+            limits: ConnectionLimits::default(),
+            max_requests_inflight: 400,
+            max_mutating_requests_inflight: 200,
         }
     }
 }
@@ -144,17 +165,29 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     write_kubeconfig(&paths.kubeconfig, &format!("{scheme}://{client_addr}"), &identity.ca_pem, &identity.admin_token)?;
 
     let namespace_poke = Arc::new(Notify::new());
-    let finalizer = namespaces::run_finalizer(registry.clone(), namespace_poke.clone())
-        .instrument(tracing::info_span!("namespace-finalizer"));
+    let supervisor = config.supervisor.clone();
+    let finalizer = {
+        let (registry, poke, supervisor) = (registry.clone(), namespace_poke.clone(), supervisor.clone());
+        move || {
+            namespaces::run_finalizer(registry.clone(), poke.clone(), supervisor.clone())
+                .instrument(tracing::info_span!("namespace-finalizer"))
+        }
+    };
     let resource_metrics = ResourceMetrics::default();
-    let scraper = resource_metrics::scrape(
-        resource_metrics.clone(),
-        registry.clone(),
-        config.kubelets.clone(),
-        identity.node_token.clone(),
-        config.metric_resolution,
+    let scraper = {
+        let (usage, registry, kubelets) = (resource_metrics.clone(), registry.clone(), config.kubelets.clone());
+        let (token, resolution) = (identity.node_token.clone(), config.metric_resolution);
+        move || {
+            resource_metrics::scrape(usage.clone(), registry.clone(), kubelets.clone(), token.clone(), resolution)
+                .instrument(tracing::info_span!("resource-metrics"))
+        }
+    };
+    let inflight = inflight::InFlightLimits::new(
+        config.max_requests_inflight,
+        config.max_mutating_requests_inflight,
+        &config.metrics,
     )
-    .instrument(tracing::info_span!("resource-metrics"));
+    .map_err(Error::Metrics)?;
     let state = Arc::new(http::ApiState {
         registry,
         admin_token: identity.admin_token.clone(),
@@ -172,17 +205,24 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
     let cluster = LocalCluster::new(state.registry.clone(), namespace_poke);
     let tls = (!config.insecure_http).then(|| tokio_rustls::TlsAcceptor::from(identity.tls.clone()));
     tracing::info!(addr = %local_addr, scheme, "API server listening");
+    let server = HttpServer::new(config.limits, supervisor.clone(), "apiserver-request");
+    let listener = Arc::new(listener);
+    let accept = move || {
+        let (state, inflight) = (state.clone(), inflight.clone());
+        let handler = move |_peer, request| inflight.clone().serve(request, state.clone());
+        server.clone().serve(listener.clone(), tls.clone(), handler)
+    };
     // The server's background loops live and end with its accept loop (aborting `task`
-    // stops them all, and lets go of the store).
+    // stops them all, and lets go of the store). Each is supervised: a panic restarts
+    // it, and never ends the others.
     let task = tokio::spawn(async move {
-        tokio::select! {
-            () = accept_loop(listener, tls, state) => {}
-            // Should both loops ever return, the API keeps serving.
-            () = async {
-                tokio::join!(finalizer, scraper);
-                std::future::pending::<()>().await
-            } => {}
-        }
+        tokio::join!(
+            supervisor.run("apiserver-accept", accept),
+            supervisor.run("namespace-finalizer", finalizer),
+            supervisor.run("resource-metrics", scraper),
+        );
+        // Should every loop return, the task stays (it is what `flotilla server` waits on).
+        std::future::pending::<()>().await
     });
     Ok(Running {
         local_addr,
@@ -193,40 +233,6 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         task,
         resource_metrics,
     })
-}
-
-async fn accept_loop(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: Arc<http::ApiState>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| http::handle(state.clone(), request));
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let served = match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls_stream) => builder.serve_connection(TokioIo::new(tls_stream), service).await,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
-                None => builder.serve_connection(TokioIo::new(stream), service).await,
-            };
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
 }
 
 /// Entry points for the fuzz targets in `fuzz/`, not an API: they reach what the HTTP

@@ -77,8 +77,10 @@ async fn finalize(registry: &Registry, namespace: &str) -> Result<bool, ApiError
     Ok(true)
 }
 
-/// Runs the namespace finalizer until the process ends.
-pub async fn run_finalizer(registry: Registry, poke: Arc<Notify>) {
+/// Runs the namespace finalizer until the process ends. A namespace whose emptying
+/// panics is logged, counted by `supervisor` and skipped until the next pass; the others
+/// are still emptied.
+pub async fn run_finalizer(registry: Registry, poke: Arc<Notify>, supervisor: flotilla_client::Supervisor) {
     let Some(rt) = by_kind("v1", "Namespace") else { return };
     loop {
         match registry.list(rt, None, &ListQuery::default()).await {
@@ -86,8 +88,12 @@ pub async fn run_finalizer(registry: Registry, poke: Arc<Notify>) {
                 for ns in list["items"].as_array().into_iter().flatten() {
                     if ns["metadata"]["deletionTimestamp"].is_string() {
                         let name = name_of(ns).to_string();
-                        if let Err(e) = finalize(&registry, &name).await {
-                            tracing::warn!(namespace = %name, error = %e, "emptying namespace failed; will retry");
+                        match supervisor.catch("namespace-finalizer", finalize(&registry, &name)).await {
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                tracing::warn!(namespace = %name, error = %e, "emptying namespace failed; will retry")
+                            }
+                            None => tracing::error!(namespace = %name, "emptying namespace panicked; will retry"),
                         }
                     }
                 }

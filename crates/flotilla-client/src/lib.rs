@@ -12,6 +12,11 @@
 //! `pods/proxy`, the [`Summary`] of its pods' resource use), so that the API server and
 //! the node agent need not know each other.
 //!
+//! Every component also runs its long-running tasks under a [`Supervisor`] (a panic is
+//! logged, counted and the task restarted with back-off) and serves its listeners
+//! through [`HttpServer`], within [`ConnectionLimits`]; both live here because every
+//! component depends on this crate.
+//!
 //! This crate owns no cluster logic and must not depend on the store, the runtime, or any
 //! component that uses it.
 
@@ -19,7 +24,9 @@ mod event;
 mod http;
 mod informer;
 mod kubelet;
+mod serve;
 mod stats;
+mod supervise;
 
 pub use crate::event::{EventRecorder, EventSeverity, event};
 pub use crate::http::{Client, LineReader, Response, error_chain, rest_path};
@@ -27,7 +34,9 @@ pub use crate::informer::{Change, Informer, ObjectKey};
 pub use crate::kubelet::{
     Body, BoxError, HttpKubelet, Kubelet, Kubelets, LogOptions, START_WAIT_HEADER, empty_body, full_body, kubelet_base,
 };
+pub use crate::serve::{ConnectionLimits, HttpServer, hold_until_done};
 pub use crate::stats::{ContainerStats, CpuStats, MemoryStats, NodeStats, PodReference, PodStats, Summary};
+pub use crate::supervise::{Backoff, Supervisor, panic_message};
 
 use async_trait::async_trait;
 use flotilla_api::{ApiError, Reason, ResourceType};

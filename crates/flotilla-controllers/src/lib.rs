@@ -112,6 +112,9 @@ pub struct ControllersConfig {
     /// Where the controllers register their metrics (`workqueue_*`, `controller_*`); by
     /// default a registry of their own that nobody reads.
     pub metrics: prometheus::Registry,
+    /// Restarts the controllers after a panic outside a reconcile, and counts every panic
+    /// (reconciles' too).
+    pub supervisor: flotilla_client::Supervisor,
 }
 
 impl ControllersConfig {
@@ -194,13 +197,32 @@ impl Default for ControllersConfig {
             event_ttl: Duration::from_secs(3600),
             clock: Arc::new(SystemClock),
             metrics: prometheus::Registry::new(),
+            supervisor: flotilla_client::Supervisor::default(),
         }
     }
 }
 
 /// Runs every controller until the task is dropped. Failures are logged and retried with
-/// a back-off; nothing ends it.
+/// a back-off; nothing ends it. A reconcile that panics is retried with its object's
+/// back-off; a panic elsewhere restarts the controllers (from fresh informers) under
+/// `config.supervisor`.
 pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
+    // Registered once, outside what a panic restarts.
+    let metrics = metrics::ControllerMetrics::register(&config.metrics)
+        .inspect_err(|error| tracing::error!(%error, "the controllers' metrics could not be registered"))
+        .ok();
+    let supervisor = config.supervisor.clone();
+    supervisor
+        .run("controllers", || {
+            let (cluster, config, metrics, supervisor) =
+                (cluster.clone(), config.clone(), metrics.clone(), supervisor.clone());
+            async move { pipeline::with_metrics(metrics, supervisor, run_all(cluster, config)).await }
+        })
+        .await;
+}
+
+/// Every controller, in one task.
+async fn run_all(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
     let informer =
         |api_version, kind| Informer::start(cluster.clone(), resource(api_version, kind), None, ListParams::default());
     let pods = informer("v1", "Pod");
@@ -361,9 +383,6 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             eventttl::run(cluster.clone(), informer("v1", "Event"), config.event_ttl).await;
         }
     };
-    let metrics = metrics::ControllerMetrics::register(&config.metrics)
-        .inspect_err(|error| tracing::error!(%error, "the controllers' metrics could not be registered"))
-        .ok();
     let all = async {
         tokio::join!(
             rs,
@@ -382,7 +401,7 @@ pub async fn run(cluster: Arc<dyn Cluster>, config: ControllersConfig) {
             event_ttl
         );
     };
-    pipeline::with_metrics(metrics, all).await;
+    all.await;
 }
 
 #[cfg(test)]

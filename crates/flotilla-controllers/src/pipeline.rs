@@ -13,12 +13,14 @@
 //! work. A resync or a lagging feed enqueues every primary key.
 //!
 //! It also keeps every controller's metrics (see [`crate::metrics`]): its queue's adds,
-//! depth and retries, and its reconciles' results and durations.
+//! depth and retries, and its reconciles' results and durations. A reconcile that panics
+//! does not stop its controller: the object is requeued with its back-off, and the panic
+//! logged and counted (`flotilla_task_panics_total{task="controller-reconcile"}`).
 
 use crate::error::Result;
 use crate::metrics::{ControllerMetrics, ReconcileMetrics};
 use crate::queue::WorkQueue;
-use flotilla_client::{Change, Informer};
+use flotilla_client::{Change, Informer, Supervisor};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::{Debug, Display};
@@ -40,8 +42,20 @@ tokio::task_local! {
     static METRICS: ControllerMetrics;
 }
 
-/// Runs `future` (the controllers) with every pipeline in it counting in `metrics`.
-pub(crate) async fn with_metrics<F: Future>(metrics: Option<ControllerMetrics>, future: F) -> F::Output {
+tokio::task_local! {
+    /// What counts and logs the panics of every pipeline's reconciles and mappers, scoped
+    /// as [`METRICS`] is.
+    static SUPERVISOR: Supervisor;
+}
+
+/// Runs `future` (the controllers) with every pipeline in it counting in `metrics`, and
+/// its reconciles' panics in `supervisor`.
+pub(crate) async fn with_metrics<F: Future>(
+    metrics: Option<ControllerMetrics>,
+    supervisor: Supervisor,
+    future: F,
+) -> F::Output {
+    let future = SUPERVISOR.scope(supervisor, future);
     match metrics {
         Some(metrics) => METRICS.scope(metrics, future).await,
         None => future.await,
@@ -127,12 +141,13 @@ where
     /// Runs until dropped: waits for every informer's first list, reconciles every key
     /// once, then whatever changes.
     pub(crate) async fn run<R: Reconciler<K>>(self, reconciler: Arc<R>) {
+        let supervisor = SUPERVISOR.try_with(Supervisor::clone).unwrap_or_default();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut forwarders = JoinSet::new();
         for (informer, mapper) in &self.watches {
             // Subscribed before the caches are read, so that nothing is missed.
             let changes = informer.subscribe();
-            forwarders.spawn(forward(changes, mapper.clone(), tx.clone()));
+            forwarders.spawn(forward(changes, mapper.clone(), tx.clone(), self.name, supervisor.clone()));
         }
         for (informer, _) in &self.watches {
             informer.synced().await;
@@ -184,8 +199,13 @@ where
                             (key, Some(result))
                         }
                         Err(error) => match running.remove(&error.id()) {
+                            // The object is skipped: requeued with its back-off, the
+                            // controller's other objects reconciled meanwhile.
                             Some(key) => {
-                                tracing::error!(controller = self.name, object = %key, %error, "reconcile panicked");
+                                tracing::error!(controller = self.name, object = %key, %error, "reconcile panicked; retrying with back-off");
+                                if let Ok(payload) = error.try_into_panic() {
+                                    supervisor.panicked("controller-reconcile", payload.as_ref());
+                                }
                                 (key, None)
                             }
                             None => continue,
@@ -241,15 +261,26 @@ fn count(metrics: &ReconcileMetrics, result: Option<&Result<Action>>) {
 }
 
 /// Feeds one informer's changes, as keys, to the runner. Ends when the runner is gone.
+/// An object the mapper panics on is logged, counted and skipped.
 async fn forward<K>(
     mut changes: tokio::sync::broadcast::Receiver<Change>,
     mapper: Mapper<K>,
     tx: mpsc::UnboundedSender<Trigger<K>>,
+    controller: &'static str,
+    supervisor: Supervisor,
 ) {
+    let map = |object: &Value, deleted: bool| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mapper(object, deleted))).unwrap_or_else(|payload| {
+            let object = format!("{}/{}", crate::meta::namespace(object), object["metadata"]["name"]);
+            tracing::error!(controller, %object, "mapping a changed object panicked; skipping it");
+            supervisor.panicked("controller-mapper", payload.as_ref());
+            Vec::new()
+        })
+    };
     loop {
         let trigger = match changes.recv().await {
-            Ok(Change::Applied(object)) => Trigger::Keys(mapper(&object, false)),
-            Ok(Change::Deleted(object)) => Trigger::Keys(mapper(&object, true)),
+            Ok(Change::Applied(object)) => Trigger::Keys(map(&object, false)),
+            Ok(Change::Deleted(object)) => Trigger::Keys(map(&object, true)),
             // Missed changes: every key is reconciled again.
             Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => Trigger::All,
             Err(RecvError::Closed) => return,

@@ -63,6 +63,9 @@ pub struct NodeConfig {
     /// Where the agent registers its metrics (`kubelet_*`, `flotilla_node_*`,
     /// `flotilla_pod_*`), and what its kubelet API's `/metrics` serves (all of it).
     pub metrics: prometheus::Registry,
+    /// Restarts the agent's loops (the pod sync loop, the heartbeat) after a panic, and
+    /// counts the panics.
+    pub supervisor: flotilla_client::Supervisor,
 }
 
 impl NodeConfig {
@@ -83,6 +86,7 @@ impl NodeConfig {
             backoff_max: Duration::from_secs(300),
             heartbeat: Duration::from_secs(10),
             metrics: prometheus::Registry::new(),
+            supervisor: flotilla_client::Supervisor::default(),
         }
     }
 }
@@ -183,14 +187,19 @@ impl Node {
         });
         metrics::NodeMetrics::register_collector(&shared.config.metrics, Arc::downgrade(&agent))
             .map_err(NodeError::Metrics)?;
-        tokio::spawn(heartbeat(Arc::downgrade(&agent)));
+        let supervisor = &shared.config.supervisor;
+        let weak = Arc::downgrade(&agent);
+        supervisor.spawn("node-heartbeat", move || heartbeat(weak.clone()));
         let informer = Informer::start(
             shared.cluster.clone(),
             resource("v1", "Pod"),
             None,
             ListParams::fields(format!("spec.nodeName={}", shared.config.name)),
         );
-        tokio::spawn(sync_loop(Arc::downgrade(&agent), informer, hinted));
+        // Shared with the loop's next run, should this one panic.
+        let hinted = Arc::new(tokio::sync::Mutex::new(hinted));
+        let weak = Arc::downgrade(&agent);
+        supervisor.spawn("node-sync", move || sync_loop(weak.clone(), informer.clone(), hinted.clone()));
         Ok(Node { inner: agent })
     }
 
@@ -390,8 +399,9 @@ fn to_start(
 async fn sync_loop(
     agent: std::sync::Weak<Agent>,
     informer: Informer,
-    mut hints: tokio::sync::mpsc::UnboundedReceiver<Arc<Value>>,
+    hints: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Arc<Value>>>>,
 ) {
+    let mut hints = hints.lock().await;
     let mut changes = informer.subscribe();
     informer.synced().await;
     let resync = |agent: &Agent| {

@@ -2,35 +2,36 @@
 //! `GET /containerLogs/NS/POD[/CONTAINER]` with `pods/log`'s query, and
 //! `/pods/NS/POD/proxy/PATH` into the pod, `/metrics` (the agent process's metrics,
 //! in Prometheus' text format), and `GET /stats/summary` (its pods' resource use, JSON,
-//! for the API server's resource metrics). Every request needs the node token.
+//! for the API server's resource metrics). Every request needs the node token. It
+//! listens within the process's [`ConnectionLimits`], as every listener does.
 
 use crate::Node;
 use flotilla_api::ApiError;
-use flotilla_client::{Body, BoxError, Kubelet as _, LogOptions, full_body};
+use flotilla_client::{Body, BoxError, ConnectionLimits, HttpServer, Kubelet as _, LogOptions, Supervisor, full_body};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Serves the kubelet API on `listener` until the process ends.
-pub async fn serve(node: Node, listener: TcpListener, token: String) {
+/// Serves the kubelet API on `listener` until the process ends, within `limits`: its
+/// accept loop restarted by `supervisor` after a panic, a request whose handler panics
+/// answered 500.
+pub async fn serve(node: Node, listener: TcpListener, token: String, limits: ConnectionLimits, supervisor: Supervisor) {
     let token: Arc<str> = token.into();
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let (node, token) = (node.clone(), token.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
+    let listener = Arc::new(listener);
+    let server = HttpServer::new(limits, supervisor.clone(), "kubelet-request");
+    supervisor
+        .run("kubelet-accept", move || {
+            let (node, token) = (node.clone(), token.clone());
+            let handler = move |_peer, request| {
                 let (node, token) = (node.clone(), token.clone());
-                async move { Ok::<_, Infallible>(handle(&node, &token, request).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
+                async move { handle(&node, &token, request).await }
+            };
+            server.clone().serve(listener.clone(), None, handler)
+        })
+        .await;
 }
 
 fn status(error: &ApiError) -> Response<Body> {

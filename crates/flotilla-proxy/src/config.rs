@@ -24,9 +24,12 @@ pub struct ProxyConfig {
     pub ingress_class: String,
     /// How long a pod may take to answer (to its response head): 504 after.
     pub upstream_timeout: Duration,
-    /// How long a client may take to send a request's headers (and to finish the TLS
-    /// handshake): the connection is closed after.
-    pub header_read_timeout: Duration,
+    /// How long the listeners' clients may take (TLS handshake, headers, idle) and how
+    /// many connections each listener holds.
+    pub limits: flotilla_client::ConnectionLimits,
+    /// Runs the listeners, restarting them after a panic, and counts the panics of
+    /// requests' handlers (a panicking request gets a 500).
+    pub supervisor: flotilla_client::Supervisor,
     /// The largest request head accepted (HTTP/1.1: 431 past it; HTTP/2: the header
     /// list size). At least 8 KiB, hyper's minimum.
     pub max_header_bytes: usize,
@@ -48,7 +51,8 @@ impl Default for ProxyConfig {
             cluster_domain: "cluster.local".into(),
             ingress_class: "flotilla".into(),
             upstream_timeout: Duration::from_secs(60),
-            header_read_timeout: Duration::from_secs(10),
+            limits: flotilla_client::ConnectionLimits::default(),
+            supervisor: flotilla_client::Supervisor::default(),
             max_header_bytes: 64 * 1024,
             max_body_bytes: 16 * 1024 * 1024,
             metrics: prometheus::Registry::new(),

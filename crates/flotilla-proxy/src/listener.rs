@@ -1,6 +1,7 @@
 //! The listeners: Ingress over HTTP and HTTPS, and the NodePort and LoadBalancer ones
 //! the Services ask for. Each serves HTTP/1.1 and HTTP/2 with one hyper service that
-//! routes from the current snapshot.
+//! routes from the current snapshot, within the proxy's connection limits
+//! ([`flotilla_client::HttpServer`]), its accept loop supervised.
 
 use crate::dispatch::{self, error_response};
 use crate::ingress::Target;
@@ -12,16 +13,12 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-use tracing::Instrument as _;
+use std::time::Instant;
+use tokio::net::TcpListener;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,60 +28,16 @@ pub(crate) enum Kind {
     Port(PortKind),
 }
 
-/// Accepts connections until aborted; aborting it closes its connections too.
-pub(crate) async fn serve(listener: TcpListener, kind: Kind, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(connection(stream, peer, kind, shared.clone()).in_current_span());
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn connection(stream: TcpStream, peer: SocketAddr, kind: Kind, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    let wait = shared.config.header_read_timeout;
+/// Accepts connections until aborted (within the proxy's connection limits); aborting it
+/// closes its connections too.
+pub(crate) async fn serve(listener: Arc<TcpListener>, kind: Kind, shared: Arc<Shared>) {
+    let tls = (kind == Kind::IngressTls).then(|| tokio_rustls::TlsAcceptor::from(shared.tls.clone()));
     let for_requests = shared.clone();
-    let service = hyper::service::service_fn(move |request| {
+    let handler = move |peer, request| {
         let shared = for_requests.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, kind, peer, request).await) }
-    });
-    let served = if kind == Kind::IngressTls {
-        let acceptor = tokio_rustls::TlsAcceptor::from(shared.tls.clone());
-        match tokio::time::timeout(wait, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => shared.http.serve_connection(TokioIo::new(stream), service).await,
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        }
-    } else {
-        // hyper's header timeout starts once it knows the protocol: a client that
-        // connects and sends nothing is dropped here.
-        let mut first = [0u8; 1];
-        match tokio::time::timeout(wait, stream.peek(&mut first)).await {
-            Ok(Ok(read)) if read > 0 => {}
-            _ => return,
-        }
-        shared.http.serve_connection(TokioIo::new(stream), service).await
+        async move { handle(&shared, kind, peer, request).await }
     };
-    if let Err(error) = served {
-        tracing::debug!(%peer, %error, "connection ended with an error");
-    }
+    shared.http.clone().serve(listener, tls, handler).await;
 }
 
 /// One request from a client of a listener. Requests to the Ingress listeners are
@@ -226,7 +179,9 @@ impl PortListeners {
                     self.failed.remove(&wanted.addr);
                     tracing::info!(service = %wanted.owner, addr = %wanted.addr, kind = ?wanted.kind, "listening");
                     let span = tracing::info_span!("listener", service = %wanted.owner, addr = %wanted.addr);
-                    let task = tokio::spawn(serve(listener, Kind::Port(wanted.kind), shared.clone()).instrument(span));
+                    let (listener, kind, for_task) = (Arc::new(listener), Kind::Port(wanted.kind), shared.clone());
+                    let serve = move || serve(listener.clone(), kind, for_task.clone());
+                    let task = span.in_scope(|| shared.config.supervisor.spawn("service-listener", serve));
                     self.open.insert(wanted.addr, Open { kind: wanted.kind, owner: wanted.owner.clone(), task });
                 }
                 Err(error) => {

@@ -6,8 +6,7 @@ use crate::error::{ProxyError, Result};
 use crate::metrics::{ProxyMetrics, RouteMetrics};
 use crate::{dispatch, listener, snapshot, tls, watcher};
 use arc_swap::ArcSwap;
-use flotilla_client::{Body, Cluster, Kubelets};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use flotilla_client::{Body, Cluster, HttpServer, Kubelets};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +43,7 @@ pub(crate) struct Shared {
     /// The current routing tables.
     pub(crate) snapshot: Arc<ArcSwap<snapshot::Snapshot>>,
     /// How every listener serves a connection.
-    pub(crate) http: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    pub(crate) http: HttpServer,
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) request_ids: AtomicU64,
     /// Bumped after each routing-table swap (what a request waiting for a woken
@@ -106,14 +105,8 @@ impl Proxy {
         let http_listener = bind(config.http_addr).await?;
         let https_listener = bind(config.https_addr).await?;
 
-        let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .max_buf_size(config.max_header_bytes);
-        http.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        let http = HttpServer::new(config.limits, config.supervisor.clone(), "proxy-request")
+            .max_header_bytes(config.max_header_bytes);
 
         let (ready_tx, ready) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -142,7 +135,9 @@ impl Proxy {
             if let Some((listener, addr)) = listener {
                 tracing::info!(%addr, tls = kind == listener::Kind::IngressTls, "Ingress listening");
                 let span = tracing::info_span!("ingress", %addr);
-                tasks.0.push(tokio::spawn(listener::serve(listener, kind, shared.clone()).instrument(span)));
+                let (listener, for_task) = (Arc::new(listener), shared.clone());
+                let serve = move || listener::serve(listener.clone(), kind, for_task.clone());
+                tasks.0.push(span.in_scope(|| shared.config.supervisor.spawn("ingress-listener", serve)));
             }
         }
         Ok(Proxy { shared, _tasks: Arc::new(tasks) })

@@ -87,6 +87,9 @@ pub struct SchedulerConfig {
     /// Where the scheduler registers its metrics (`scheduler_*`); by default a registry
     /// of its own that nobody reads.
     pub metrics: prometheus::Registry,
+    /// Restarts the scheduling loop after a panic (its state is rebuilt from the
+    /// informers' first lists, as at start-up), and counts the panics.
+    pub supervisor: flotilla_client::Supervisor,
 }
 
 impl Default for SchedulerConfig {
@@ -95,6 +98,7 @@ impl Default for SchedulerConfig {
             scheduler_name: state::DEFAULT_SCHEDULER.to_string(),
             scoring: Scoring::default(),
             metrics: prometheus::Registry::new(),
+            supervisor: flotilla_client::Supervisor::default(),
         }
     }
 }

@@ -99,15 +99,24 @@ enum Wake {
 /// Runs the scheduler until the task is dropped: mirrors Nodes and Pods, binds each
 /// pending pod whose `spec.schedulerName` is `config.scheduler_name`, and reports those
 /// no node fits. Failures are logged and retried; nothing ends the loop.
+/// A panic of the loop is counted and logged by `config.supervisor`, and the loop starts
+/// again from fresh informers after a back-off.
 pub async fn run(cluster: Arc<dyn Cluster>, config: SchedulerConfig) {
+    // Registered once, outside the loop a panic restarts.
+    let metrics = SchedulerMetrics::register(&config.metrics)
+        .inspect_err(|error| tracing::error!(%error, "the scheduler's metrics could not be registered"))
+        .ok();
+    let supervisor = config.supervisor.clone();
+    supervisor.run("scheduler", || schedule(cluster.clone(), config.clone(), metrics.clone())).await;
+}
+
+/// The scheduling loop [`run`] supervises.
+async fn schedule(cluster: Arc<dyn Cluster>, config: SchedulerConfig, metrics: Option<SchedulerMetrics>) {
     let mut nodes = Feed::new(Informer::start(cluster.clone(), resource("v1", "Node"), None, ListParams::default()));
     let mut pods = Feed::new(Informer::start(cluster.clone(), resource("v1", "Pod"), None, ListParams::default()));
     nodes.informer.synced().await;
     pods.informer.synced().await;
     let (outcomes_tx, mut outcomes) = mpsc::unbounded_channel();
-    let metrics = SchedulerMetrics::register(&config.metrics)
-        .inspect_err(|error| tracing::error!(%error, "the scheduler's metrics could not be registered"))
-        .ok();
     let mut scheduler = Scheduler {
         metrics,
         backing_off: 0,

@@ -21,6 +21,8 @@ struct Recording {
     failures: Mutex<HashMap<String, u32>>,
     /// Requeues left to answer, per key name.
     requeues: Mutex<HashMap<String, u32>>,
+    /// Panics left, per key name.
+    panics: Mutex<HashMap<String, u32>>,
 }
 
 impl Recording {
@@ -46,6 +48,10 @@ impl Reconciler<ObjectKey> for Recording {
         if let Some(left) = self.failures.lock().expect("lock").get_mut(&key.name).filter(|l| **l > 0) {
             *left -= 1;
             return Err(Error::api("failing on purpose", flotilla_api::ApiError::internal("boom")));
+        }
+        let panic = self.panics.lock().expect("lock").get_mut(&key.name).filter(|l| **l > 0).map(|left| *left -= 1);
+        if panic.is_some() {
+            panic!("reconciling {key} panics on purpose");
         }
         if let Some(left) = self.requeues.lock().expect("lock").get_mut(&key.name).filter(|l| **l > 0) {
             *left -= 1;
@@ -133,6 +139,7 @@ async fn reconciles_and_the_queue_are_counted_per_controller() -> std::result::R
     let controller = Controller::new("test", all, config).watches(informer, mapper);
     let _controller = AbortOnDrop(tokio::spawn(crate::pipeline::with_metrics(
         Some(metrics.clone()),
+        flotilla_client::Supervisor::default(),
         controller.run(recording.clone()),
     )));
     create(&cluster, config_map("bad", 0)).await;
@@ -155,6 +162,40 @@ async fn reconciles_and_the_queue_are_counted_per_controller() -> std::result::R
     assert!(queue.adds.get() >= 2 + 3 + 3, "the creations, the retries and the requeues: {}", queue.adds.get());
     assert_eq!(queue.depth.get(), 0);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_reconcile_that_panics_skips_its_object_with_back_off_and_the_controller_goes_on() {
+    let cluster = start_cluster().await;
+    let recording = Arc::new(Recording::default());
+    recording.panics.lock().expect("lock").insert("bomb".into(), 2);
+    let registry = prometheus::Registry::new();
+    let supervisor = flotilla_client::Supervisor::register(&registry).expect("register");
+    let informer = Informer::start(cluster.cluster.clone(), resource("v1", "ConfigMap"), None, ListParams::default());
+    let all: AllKeys<ObjectKey> = {
+        let informer = informer.clone();
+        Arc::new(move || informer.list().iter().map(|o| ObjectKey::of(o)).collect())
+    };
+    let mapper: Mapper<ObjectKey> = Arc::new(|o, _| vec![ObjectKey::of(o)]);
+    let config =
+        RunnerConfig { workers: 4, backoff_base: Duration::from_millis(40), backoff_max: Duration::from_secs(1) };
+    let controller = Controller::new("test", all, config).watches(informer, mapper);
+    let _controller = AbortOnDrop(tokio::spawn(crate::pipeline::with_metrics(
+        None,
+        supervisor.clone(),
+        controller.run(recording.clone()),
+    )));
+    create(&cluster, config_map("bomb", 0)).await;
+    create(&cluster, config_map("fine", 0)).await;
+    // The object that panics is retried with back-off until it passes; its neighbour is
+    // reconciled meanwhile, and later changes still are.
+    wait_for("the panicking object to pass", || async { (recording.calls_of("bomb").len() >= 3).then_some(()) }).await;
+    assert!(!recording.calls_of("fine").is_empty());
+    assert_eq!(supervisor.panics("controller-reconcile"), 2);
+    create(&cluster, config_map("later", 0)).await;
+    wait_for("a later object", || async { (!recording.calls_of("later").is_empty()).then_some(()) }).await;
+    let bomb = recording.calls_of("bomb");
+    assert!(bomb[2] - bomb[1] >= Duration::from_millis(30 + 80), "back-off doubles: {bomb:?}");
 }
 
 /// An informer's revision says how new its cache is: at least every change it reports,

@@ -159,7 +159,11 @@ async fn oversized_bodies_and_headers_and_slow_clients_are_refused() {
     let config = ProxyConfig {
         max_body_bytes: 1024,
         max_header_bytes: 8192,
-        header_read_timeout: Duration::from_millis(300),
+        limits: flotilla_client::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(300),
+            tls_handshake_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
         ..test_config()
     };
     let env = start(config).await;

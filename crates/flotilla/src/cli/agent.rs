@@ -2,7 +2,7 @@
 //! over HTTPS with the server's join token, runs the pods bound to its node, and serves
 //! the kubelet API (logs, proxy) to the API server.
 
-use super::server::{LogFormat, NodeArgs, init_logging, metrics_registry};
+use super::server::{ConnectionArgs, LogFormat, NodeArgs, init_logging, metrics_registry};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use std::net::SocketAddr;
@@ -33,6 +33,8 @@ pub struct AgentCommand {
     /// Log filter, e.g. `info` or `flotilla_node=debug`.
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log_level: String,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     #[command(flatten)]
     proxy: super::proxy::ProxyArgs,
     #[command(flatten)]
@@ -79,7 +81,10 @@ impl AgentCommand {
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         // What the kubelet API's /metrics serves: this node's and its proxy's families.
         let metrics = metrics_registry()?;
+        let supervisor = flotilla_client::Supervisor::register(&metrics).context("registering the task metrics")?;
+        let limits = self.connections.limits();
         let (mut config, runtime, images) = self.node.build(&data_dir, &metrics)?;
+        config.supervisor = supervisor.clone();
         images.pull_from(client.clone());
         let listener = tokio::net::TcpListener::bind(self.kubelet_addr)
             .await
@@ -97,9 +102,13 @@ impl AgentCommand {
         // calls from its pods; no Ingress (the server's node serves it).
         let kubelets = flotilla_client::Kubelets::default();
         kubelets.register(node.name(), Arc::new(node.clone()));
-        tokio::spawn(kubelets.clone().follow_nodes(cluster.clone(), secret.to_string()));
-        let _proxy = super::proxy::start(&self.proxy, cluster, kubelets, &runtime, None, None, &metrics).await?;
-        tokio::spawn(flotilla_node::server::serve(node, listener, secret.to_string()));
+        supervisor.spawn("follow-nodes", {
+            let (kubelets, cluster, secret) = (kubelets.clone(), cluster.clone(), secret.to_string());
+            move || kubelets.clone().follow_nodes(cluster.clone(), secret.clone())
+        });
+        let process = super::proxy::Process { metrics: &metrics, limits, supervisor: &supervisor };
+        let _proxy = super::proxy::start(&self.proxy, cluster, kubelets, &runtime, None, None, process).await?;
+        tokio::spawn(flotilla_node::server::serve(node, listener, secret.to_string(), limits, supervisor));
         // Scripts and tests wait for this line.
         println!("flotilla agent: node {name} joined {} (kubelet API on {kubelet_addr})", self.server);
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;

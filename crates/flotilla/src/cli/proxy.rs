@@ -59,8 +59,17 @@ impl ServiceRouter for ServiceRoutes {
     }
 }
 
-/// Starts the proxy (Ingress on `http_addr`/`https_addr` when given, its metrics in
-/// `metrics`) and routes the runtime's Service calls through it.
+/// What the process gives each of its components: the metrics registry, the listeners'
+/// limits and the supervisor of its tasks.
+#[derive(Debug, Clone, Copy)]
+pub struct Process<'a> {
+    pub metrics: &'a prometheus::Registry,
+    pub limits: flotilla_client::ConnectionLimits,
+    pub supervisor: &'a flotilla_client::Supervisor,
+}
+
+/// Starts the proxy (Ingress on `http_addr`/`https_addr` when given; its metrics, limits
+/// and supervision from `process`) and routes the runtime's Service calls through it.
 pub async fn start(
     args: &ProxyArgs,
     cluster: Arc<dyn Cluster>,
@@ -68,9 +77,12 @@ pub async fn start(
     runtime: &Runtime,
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
-    metrics: &prometheus::Registry,
+    process: Process<'_>,
 ) -> anyhow::Result<Proxy> {
+    let Process { metrics, limits, supervisor } = process;
     let config = ProxyConfig {
+        limits,
+        supervisor: supervisor.clone(),
         http_addr,
         https_addr,
         node_port_address: args.node_port_address,

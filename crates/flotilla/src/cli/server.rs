@@ -91,10 +91,55 @@ pub struct ServerCommand {
     /// (empty: none).
     #[arg(long, env = "FLOTILLA_HTTPS_ADDR", default_value = "127.0.0.1:8443")]
     https_addr: super::proxy::OptionalAddr,
+    /// Read-only requests (get, list) in flight at once, past which the API server
+    /// answers 429 with `Retry-After: 1` (kube-apiserver's flag); watches, logs and proxy
+    /// requests are not counted. 0: no limit.
+    #[arg(long, env = "FLOTILLA_MAX_REQUESTS_INFLIGHT", default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Mutating requests (create, update, patch, delete) in flight at once, past which the
+    /// API server answers 429 with `Retry-After: 1` (kube-apiserver's flag). 0: no limit.
+    #[arg(long, env = "FLOTILLA_MAX_MUTATING_REQUESTS_INFLIGHT", default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
+    #[command(flatten)]
+    connections: ConnectionArgs,
     #[command(flatten)]
     proxy: super::proxy::ProxyArgs,
     #[command(flatten)]
     node: NodeArgs,
+}
+
+/// What every listener of the process allows its clients (the API server, the kubelet
+/// API, the Ingress, NodePort and LoadBalancer listeners).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// How long a client may take to finish a TLS handshake before it is disconnected.
+    #[arg(long, env = "FLOTILLA_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub tls_handshake_timeout: std::time::Duration,
+    /// How long a client may take to send a request's headers before it is disconnected
+    /// (kube-apiserver's 32s).
+    #[arg(long, env = "FLOTILLA_HEADER_READ_TIMEOUT", default_value = "32s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// How long a connection (HTTP/1.1 keep-alive or HTTP/2) may stay open with no request
+    /// in flight before it is closed (kube-apiserver's 90s).
+    #[arg(long, env = "FLOTILLA_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Connections open at once on each listener; past it the listener stops accepting
+    /// until one closes.
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+impl ConnectionArgs {
+    /// The limits every listener serves within.
+    pub fn limits(&self) -> flotilla_client::ConnectionLimits {
+        flotilla_client::ConnectionLimits {
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            ..flotilla_client::ConnectionLimits::default()
+        }
+    }
 }
 
 /// The built-in node agent's settings (`flotilla agent` takes the same).
@@ -228,8 +273,11 @@ impl ServerCommand {
         let data_dir = self.data_dir.unwrap_or_else(crate::default_data_dir);
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
         let metrics = metrics_registry()?;
+        let supervisor = flotilla_client::Supervisor::register(&metrics).context("registering the task metrics")?;
         controllers_config.metrics = metrics.clone();
-        let (node_config, runtime, images) = self.node.build(&data_dir, &metrics)?;
+        controllers_config.supervisor = supervisor.clone();
+        let (mut node_config, runtime, images) = self.node.build(&data_dir, &metrics)?;
+        node_config.supervisor = supervisor.clone();
         let kubelets = flotilla_client::Kubelets::default();
         let store_path = data_dir.join("store.redb");
         let options =
@@ -246,6 +294,10 @@ impl ServerCommand {
             service_cidr: self.service_cluster_ip_range,
             service_node_port_range: self.service_node_port_range,
             metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
+            limits: self.connections.limits(),
+            max_requests_inflight: self.max_requests_inflight,
+            max_mutating_requests_inflight: self.max_mutating_requests_inflight,
         };
         let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
         let cluster = running.cluster.clone();
@@ -253,6 +305,7 @@ impl ServerCommand {
         let scheduling = flotilla_scheduler::SchedulerConfig {
             scoring: self.scheduler_scoring,
             metrics: metrics.clone(),
+            supervisor: supervisor.clone(),
             ..Default::default()
         };
         tokio::spawn(flotilla_scheduler::run(scheduler, scheduling));
@@ -264,7 +317,10 @@ impl ServerCommand {
         kubelets.register(node.name(), Arc::new(node.clone()));
         let proxy_cluster: Arc<dyn flotilla_client::Cluster> = Arc::new(cluster.with_field_manager("flotilla-proxy"));
         // Pods on agents are reached through their kubelet API, with the node token.
-        tokio::spawn(kubelets.clone().follow_nodes(proxy_cluster.clone(), running.node_token.clone()));
+        supervisor.spawn("follow-nodes", {
+            let (kubelets, cluster, token) = (kubelets.clone(), proxy_cluster.clone(), running.node_token.clone());
+            move || kubelets.clone().follow_nodes(cluster.clone(), token.clone())
+        });
         super::proxy::ensure_ingress_class(proxy_cluster.as_ref(), "flotilla").await?;
         let proxy = super::proxy::start(
             &self.proxy,
@@ -273,7 +329,7 @@ impl ServerCommand {
             &runtime,
             self.http_addr.0,
             self.https_addr.0,
-            &metrics,
+            super::proxy::Process { metrics: &metrics, limits: self.connections.limits(), supervisor: &supervisor },
         )
         .await?;
         if !self.manifests.is_empty() {
@@ -298,6 +354,8 @@ impl ServerCommand {
             running.kubeconfig.display(),
             running.join_token.display()
         );
+        // The API server's task restarts its loops after a panic: it ends only when the
+        // runtime does.
         tokio::select! {
             result = running.task => result.context("the API server stopped")?,
             signal = tokio::signal::ctrl_c() => {
