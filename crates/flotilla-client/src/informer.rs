@@ -88,11 +88,15 @@ impl Informer {
             Arc::new(Inner { rt, objects: RwLock::new(HashMap::new()), changes, synced, revision: AtomicU64::new(0) });
         let (alive, mut dropped) = watch::channel(());
         let task_inner = inner.clone();
+        // A panic while listing or watching (a bug) is logged and the informer lists
+        // again after RETRY, as after any failure: its cache must not silently freeze.
+        let supervisor = crate::Supervisor::default();
         tokio::spawn(async move {
             loop {
+                let listing = task_inner.list_and_watch(cluster.as_ref(), namespace.as_deref(), &params);
                 tokio::select! {
-                    result = task_inner.list_and_watch(cluster.as_ref(), namespace.as_deref(), &params) => {
-                        if let Err(error) = result
+                    result = supervisor.catch("informer", listing) => {
+                        if let Some(Err(error)) = result
                             && error.reason != Reason::Gone
                         {
                             tracing::debug!(kind = rt.kind, %error, "informer: listing again");
