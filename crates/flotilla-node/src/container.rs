@@ -18,7 +18,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
 use tokio::time::Instant;
 
-/// How much of each container run's output is kept.
+/// How much of each container run's output is kept: its lines' text plus the runtime's
+/// per-line overhead, and at most the runtime's `DEFAULT_MAX_LINES` lines.
 const LOG_CAP_BYTES: usize = 1 << 20;
 /// A container that ran this long has its back-off reset, as kubelet does.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
