@@ -12,6 +12,7 @@ mod kubectl;
 mod metrics;
 mod pods;
 mod python_client;
+mod sandbox;
 mod services;
 mod support;
 mod top;

@@ -2,6 +2,7 @@
 //! wasi:http contexts, the memory limiter, the CPU meter, the deadline, and how an
 //! instance's failure is told apart (trap, OOM, deadline).
 
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -273,7 +274,12 @@ fn wasi_ctx(spec: &PodSpec, logs: &LogBuffer) -> Result<WasiCtx> {
     builder.arg(&spec.name).args(&spec.args);
     for preopen in &spec.preopens {
         let perms = if preopen.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        builder.preopened_dir(&preopen.host, &preopen.guest, perms).map_err(|e| Error::Preopen {
+        // An opened directory is reopened through its descriptor, not looked up by path.
+        let host = match &preopen.dir {
+            Some(dir) => std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())),
+            None => preopen.host.clone(),
+        };
+        builder.preopened_dir(&host, &preopen.guest, perms).map_err(|e| Error::Preopen {
             host: preopen.host.clone(),
             guest: preopen.guest.clone(),
             message: crate::error::chain(&e),

@@ -218,8 +218,8 @@ async fn echo_reads_and_writes_preopened_files() {
     std::fs::write(config.path().join("key"), "value from a ConfigMap").expect("write key");
     let data = tempfile::tempdir().expect("tempdir");
     let mut spec = spec("files", &[], Limits::default());
-    spec.preopens.push(Preopen { host: config.path().to_owned(), guest: "/config".into(), read_only: true });
-    spec.preopens.push(Preopen { host: data.path().to_owned(), guest: "/data".into(), read_only: false });
+    spec.preopens.push(Preopen { host: config.path().to_owned(), guest: "/config".into(), read_only: true, dir: None });
+    spec.preopens.push(Preopen { host: data.path().to_owned(), guest: "/data".into(), read_only: false, dir: None });
     let pod = http_pod(flotilla_examples::ECHO, spec);
 
     let (status, body) = text(pod.handle(get("/fs/config/key")).await.expect("response")).await;
@@ -581,7 +581,7 @@ fn wrong_kind_is_refused() {
 #[test]
 fn missing_preopen_fails_at_pod_creation() {
     let mut spec = spec("fs", &[], Limits::default());
-    spec.preopens.push(Preopen { host: "/no/such/dir".into(), guest: "/data".into(), read_only: true });
+    spec.preopens.push(Preopen { host: "/no/such/dir".into(), guest: "/data".into(), read_only: true, dir: None });
     let error = runtime().command_pod(&image(flotilla_examples::BATCH), spec, LogBuffer::new(1024));
     assert!(matches!(error, Err(Error::Preopen { .. })), "{error:?}");
 }
