@@ -19,6 +19,66 @@ fn waiting(pod: &Value) -> (&str, &str) {
     (waiting["reason"].as_str().unwrap_or_default(), waiting["message"].as_str().unwrap_or_default())
 }
 
+#[tokio::test]
+async fn host_path_volumes_and_file_images_are_refused_by_default() -> Result<()> {
+    let server = Server::start_with(&["--controllers=", "--crash-backoff", "1s"])?;
+    let client = &server.client;
+    let host_dir = server.data_dir();
+    let mut host = pod(
+        "host",
+        "echo",
+        "Always",
+        json!({"volumes": [{"name": "node", "hostPath": {"path": host_dir, "type": "Directory"}}]}),
+    );
+    main_container(&mut host)["volumeMounts"] = json!([{"name": "node", "mountPath": "/node"}]);
+    create(client, &host).await?;
+    create(client, &pod("by-file", &format!("file://{}", flotilla_examples::HELLO_HTTP), "Always", json!({}))).await?;
+
+    let refused = wait_for_pod(client, "host", START, "refused", |p| waiting(p).0 == "CreateContainerConfigError").await?;
+    let (_, message) = waiting(&refused);
+    assert!(message.contains("hostPath volumes are not allowed") && message.contains("--allow-host-path-volumes"), "{message}");
+    let event = wait_for_event(client, "host", "Failed").await?;
+    assert!(event["message"].as_str().is_some_and(|m| m.contains("--allow-host-path-volumes")), "{event:#}");
+
+    let refused = wait_for_pod(client, "by-file", START, "refused", |p| {
+        matches!(waiting(p).0, "ErrImagePull" | "ImagePullBackOff")
+    })
+    .await?;
+    let (_, message) = waiting(&refused);
+    assert!(message.contains("file:// images are not allowed") && message.contains("--allow-file-images"), "{message}");
+    let event = wait_for_event(client, "by-file", "Failed").await?;
+    assert!(event["message"].as_str().is_some_and(|m| m.contains("--allow-file-images")), "{event:#}");
+    // Neither ever ran.
+    for name in ["host", "by-file"] {
+        let pod = client.get(&format!("/api/v1/namespaces/default/pods/{name}")).await?.ok()?;
+        assert_eq!(pod["status"]["phase"], "Pending", "{name}: {:#}", pod["status"]);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_path_volumes_and_file_images_run_when_the_node_allows_them() -> Result<()> {
+    let server =
+        Server::start_with(&["--controllers=", "--allow-host-path-volumes", "--allow-file-images"])?;
+    let client = &server.client;
+    let host_dir = tempfile::tempdir()?;
+    std::fs::write(host_dir.path().join("greeting"), "from the node")?;
+    let mut host = pod(
+        "host",
+        "echo",
+        "Always",
+        json!({"volumes": [{"name": "node", "hostPath": {"path": host_dir.path(), "type": "Directory"}}]}),
+    );
+    main_container(&mut host)["volumeMounts"] = json!([{"name": "node", "mountPath": "/node"}]);
+    create(client, &host).await?;
+    create(client, &pod("by-file", &format!("file://{}", flotilla_examples::HELLO_HTTP), "Always", json!({}))).await?;
+    wait_for_pod(client, "host", START, "ready", is_ready).await?;
+    wait_for_pod(client, "by-file", START, "ready", is_ready).await?;
+    let (code, body) = pod_request(client, "host", Method::GET, "/fs/node/greeting", "").await?;
+    assert_eq!((code, body.as_str()), (200, "from the node"));
+    Ok(())
+}
+
 /// A gated pod running echo with volume `data` (an emptyDir) mounted at `/escaped` by
 /// `sub_path`: it waits for its gate to be lifted before it is bound, so the test can
 /// plant links in its volume first, as another container of the pod or an earlier run

@@ -348,8 +348,8 @@ impl Runner {
                 Ok(image) => image,
                 Err(error) => {
                     let (reason, retry) = match (&error, pulled_once) {
-                        (ImageError::NotFound(_), false) => ("ErrImagePull", Duration::ZERO),
-                        (ImageError::NotFound(_), true) => ("ImagePullBackOff", pull_backoff),
+                        (ImageError::NotFound(_) | ImageError::Forbidden(_), false) => ("ErrImagePull", Duration::ZERO),
+                        (ImageError::NotFound(_) | ImageError::Forbidden(_), true) => ("ImagePullBackOff", pull_backoff),
                         (ImageError::Invalid(_), _) => ("CreateContainerError", pull_backoff),
                     };
                     pulled_once = true;
@@ -388,8 +388,13 @@ impl Runner {
             status.image_id = format!("sha256:{}", image.digest());
 
             // The spec: env, volumes, limits.
-            let ctx =
-                PodContext { pod: &self.pod, pod_dir: &self.pod_dir, pod_ip: &self.pod_ip, host_ip: &config.host_ip };
+            let ctx = PodContext {
+                pod: &self.pod,
+                pod_dir: &self.pod_dir,
+                pod_ip: &self.pod_ip,
+                host_ip: &config.host_ip,
+                allow_host_path: config.allow_host_path_volumes,
+            };
             let spec = match spec::resolve(self.shared.cluster.as_ref(), &ctx, &self.container).await {
                 Ok(spec) => {
                     last_config_error = None;

@@ -45,6 +45,8 @@ pub struct PodContext<'a> {
     pub pod_dir: &'a Path,
     pub pod_ip: &'a str,
     pub host_ip: &'a str,
+    /// Whether `hostPath` volumes may be mounted (the node's `--allow-host-path-volumes`).
+    pub allow_host_path: bool,
 }
 
 /// The runtime spec of `container` in `ctx.pod`. Volumes are written into `pod_dir`.
@@ -409,12 +411,22 @@ async fn volume_dir(
     volume: &Value,
 ) -> Result<(PathBuf, bool), ConfigError> {
     let io = |path: &Path, e: std::io::Error| ConfigError(format!("volume {name}: {}: {e}", path.display()));
+    let mut components = Path::new(name).components();
+    if !matches!((components.next(), components.next()), (Some(std::path::Component::Normal(_)), None)) {
+        return Err(ConfigError(format!("volume {name}: not a valid volume name")));
+    }
     let dir = ctx.pod_dir.join("volumes").join(name);
     if volume["emptyDir"].is_object() {
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         return Ok((dir, false));
     }
     if let Some(path) = volume["hostPath"]["path"].as_str() {
+        if !ctx.allow_host_path {
+            return Err(ConfigError(format!(
+                "volume {name}: hostPath volumes are not allowed on this node (start it with \
+                 --allow-host-path-volumes to allow them, or use an emptyDir, configMap or secret volume)"
+            )));
+        }
         let path = PathBuf::from(path);
         match volume["hostPath"]["type"].as_str().unwrap_or("") {
             "DirectoryOrCreate" => std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?,
