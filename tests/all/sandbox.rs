@@ -156,3 +156,35 @@ async fn sub_paths_do_not_follow_links_out_of_the_volume() -> Result<()> {
     client.get("/readyz").await?.ok()?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_empty_dir_over_its_size_limit_gets_the_pod_evicted() -> Result<()> {
+    let server = Server::start_with(&["--controllers=", "--eviction-monitoring-period", "200ms"])?;
+    let client = &server.client;
+    let mut writer =
+        pod("writer", "echo", "Always", json!({"volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}}]}));
+    main_container(&mut writer)["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}]);
+    create(client, &writer).await?;
+    wait_for_pod(client, "writer", START, "ready", is_ready).await?;
+    // Under the limit: nothing happens.
+    let (code, body) = pod_request(client, "writer", Method::PUT, "/fs/scratch/small", &"x".repeat(100 * 1024)).await?;
+    assert_eq!(code, 201, "{body}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let running = client.get("/api/v1/namespaces/default/pods/writer").await?.ok()?;
+    assert_eq!(running["status"]["phase"], "Running", "{:#}", running["status"]);
+    // Over it: evicted, as kubelet says it.
+    let (code, body) = pod_request(client, "writer", Method::PUT, "/fs/scratch/big", &"x".repeat(2 << 20)).await?;
+    assert_eq!(code, 201, "{body}");
+    let evicted = wait_for_pod(client, "writer", START, "evicted", |p| p["status"]["phase"] == "Failed").await?;
+    let status = &evicted["status"];
+    assert_eq!(status["reason"], "Evicted", "{status:#}");
+    assert_eq!(status["message"], "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Mi\".", "{status:#}");
+    assert!(container_status(&evicted)["state"]["terminated"].is_object(), "{status:#}");
+    let event = wait_for_event(client, "writer", "Evicted").await?;
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["message"], status["message"]);
+    // Stopped: it no longer answers.
+    let (code, _) = pod_request(client, "writer", Method::GET, "/fs/scratch/small", "").await?;
+    assert_ne!(code, 200);
+    Ok(())
+}

@@ -15,6 +15,7 @@
 //! a restart it rebuilds everything from the API.
 
 mod container;
+mod eviction;
 mod images;
 mod kubelet;
 mod metrics;
