@@ -362,7 +362,11 @@ impl Worker {
             }
             self.write_status(statuses, host_ip, start_time, written).await;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
+        // A grace period past what the clock holds is as good as 30 years.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(Duration::from_secs(grace))
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
         // Requests routed before the proxies saw the pod leave its Services keep arriving
         // for a moment (their tables lag, as kube-proxy's do): the pod still takes them
         // for up to ENDPOINT_DRAIN of its grace period, as a server that keeps serving

@@ -252,10 +252,12 @@ async fn value_from(
         let quantity = quantity(value, resource_name)?;
         let divisor = quantity_or_one(&from["resourceFieldRef"]["divisor"])?;
         let text = match (name, quantity) {
+            // Rounded up, as kubelet does; checked, as the quantities are the pod's.
             ("cpu", Some(q)) => {
-                (q.as_milli() + divisor.as_milli() - 1).checked_div(divisor.as_milli().max(1)).unwrap_or(0).to_string()
+                let divisor = divisor.as_milli().max(1);
+                q.as_milli().saturating_add(divisor - 1).checked_div(divisor).unwrap_or(0).to_string()
             }
-            (_, Some(q)) => (q.as_value() / divisor.as_value().max(1)).to_string(),
+            (_, Some(q)) => q.as_value().checked_div(divisor.as_value().max(1)).unwrap_or(0).to_string(),
             (_, None) => "0".to_string(),
         };
         return Ok(Some(text));

@@ -173,7 +173,10 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     match unit {
         "ms" => Ok(std::time::Duration::from_millis(number)),
         "s" | "" => Ok(std::time::Duration::from_secs(number)),
-        "m" => Ok(std::time::Duration::from_secs(number * 60)),
+        "m" => number
+            .checked_mul(60)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long a duration")),
         _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s or m)")),
     }
 }
