@@ -13,6 +13,9 @@ use std::time::Duration;
 
 const START: Duration = Duration::from_secs(30);
 
+/// Plants links in a volume's directory.
+type Plant<'a> = dyn Fn(&Path) -> std::io::Result<()> + 'a;
+
 /// The waiting reason and message of a pod's first container.
 fn waiting(pod: &Value) -> (&str, &str) {
     let waiting = &container_status(pod)["state"]["waiting"];
@@ -34,9 +37,13 @@ async fn host_path_volumes_and_file_images_are_refused_by_default() -> Result<()
     create(client, &host).await?;
     create(client, &pod("by-file", &format!("file://{}", flotilla_examples::HELLO_HTTP), "Always", json!({}))).await?;
 
-    let refused = wait_for_pod(client, "host", START, "refused", |p| waiting(p).0 == "CreateContainerConfigError").await?;
+    let refused =
+        wait_for_pod(client, "host", START, "refused", |p| waiting(p).0 == "CreateContainerConfigError").await?;
     let (_, message) = waiting(&refused);
-    assert!(message.contains("hostPath volumes are not allowed") && message.contains("--allow-host-path-volumes"), "{message}");
+    assert!(
+        message.contains("hostPath volumes are not allowed") && message.contains("--allow-host-path-volumes"),
+        "{message}"
+    );
     let event = wait_for_event(client, "host", "Failed").await?;
     assert!(event["message"].as_str().is_some_and(|m| m.contains("--allow-host-path-volumes")), "{event:#}");
 
@@ -58,8 +65,7 @@ async fn host_path_volumes_and_file_images_are_refused_by_default() -> Result<()
 
 #[tokio::test]
 async fn host_path_volumes_and_file_images_run_when_the_node_allows_them() -> Result<()> {
-    let server =
-        Server::start_with(&["--controllers=", "--allow-host-path-volumes", "--allow-file-images"])?;
+    let server = Server::start_with(&["--controllers=", "--allow-host-path-volumes", "--allow-file-images"])?;
     let client = &server.client;
     let host_dir = tempfile::tempdir()?;
     std::fs::write(host_dir.path().join("greeting"), "from the node")?;
@@ -90,7 +96,8 @@ async fn gated_pod(server: &Server, name: &str, sub_path: &str) -> Result<std::p
         "Always",
         json!({"schedulingGates": [{"name": "plant"}], "volumes": [{"name": "data", "emptyDir": {}}]}),
     );
-    main_container(&mut gated)["volumeMounts"] = json!([{"name": "data", "mountPath": "/escaped", "subPath": sub_path}]);
+    main_container(&mut gated)["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/escaped", "subPath": sub_path}]);
     let created = create(&server.client, &gated).await?;
     let uid = created["metadata"]["uid"].as_str().context("a uid")?;
     let volume = server.data_dir().join("pods").join(uid).join("volumes").join("data");
@@ -100,7 +107,11 @@ async fn gated_pod(server: &Server, name: &str, sub_path: &str) -> Result<std::p
 
 async fn ungate(server: &Server, name: &str) -> Result<()> {
     let path = format!("/api/v1/namespaces/default/pods/{name}");
-    server.client.patch(&path, "application/merge-patch+json", &json!({"spec": {"schedulingGates": null}})).await?.ok()?;
+    server
+        .client
+        .patch(&path, "application/merge-patch+json", &json!({"spec": {"schedulingGates": null}}))
+        .await?
+        .ok()?;
     Ok(())
 }
 
@@ -112,10 +123,12 @@ async fn sub_paths_do_not_follow_links_out_of_the_volume() -> Result<()> {
     std::fs::write(data_dir.join("secret-of-the-node"), "node only")?;
 
     // Each kind of link, and the subPath that goes through it.
-    let planted: [(&str, &str, &dyn Fn(&Path) -> std::io::Result<()>); 5] = [
+    let planted: [(&str, &str, &Plant<'_>); 5] = [
         ("to-root", "escape", &|volume: &Path| std::os::unix::fs::symlink("/", volume.join("escape"))),
         ("to-data-dir", "escape", &|volume: &Path| std::os::unix::fs::symlink(&data_dir, volume.join("escape"))),
-        ("relative", "escape", &|volume: &Path| std::os::unix::fs::symlink("../../../../../../../..", volume.join("escape"))),
+        ("relative", "escape", &|volume: &Path| {
+            std::os::unix::fs::symlink("../../../../../../../..", volume.join("escape"))
+        }),
         ("chain", "escape", &|volume: &Path| {
             std::os::unix::fs::symlink("hop", volume.join("escape"))?;
             std::os::unix::fs::symlink("../..", volume.join("hop"))
@@ -153,7 +166,8 @@ async fn sub_paths_do_not_follow_links_out_of_the_volume() -> Result<()> {
     assert_eq!((code, body.as_str()), (200, "inside"));
     // The node is still up and its files untouched.
     assert_eq!(std::fs::read_to_string(data_dir.join("secret-of-the-node"))?, "node only");
-    client.get("/readyz").await?.ok()?;
+    let ready = client.get("/readyz").await?;
+    assert!(ready.status.is_success(), "/readyz: {}", ready.status);
     Ok(())
 }
 

@@ -349,7 +349,9 @@ impl Runner {
                 Err(error) => {
                     let (reason, retry) = match (&error, pulled_once) {
                         (ImageError::NotFound(_) | ImageError::Forbidden(_), false) => ("ErrImagePull", Duration::ZERO),
-                        (ImageError::NotFound(_) | ImageError::Forbidden(_), true) => ("ImagePullBackOff", pull_backoff),
+                        (ImageError::NotFound(_) | ImageError::Forbidden(_), true) => {
+                            ("ImagePullBackOff", pull_backoff)
+                        }
                         (ImageError::Invalid(_), _) => ("CreateContainerError", pull_backoff),
                     };
                     pulled_once = true;

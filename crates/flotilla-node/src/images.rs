@@ -153,10 +153,12 @@ impl ImageStore {
     /// The file `image` names, if the store has it.
     pub fn locate(&self, image: &str) -> Result<PathBuf, ImageError> {
         match ImageRef::parse(image)? {
-            ImageRef::File(_) if !self.inner.file_images.load(Ordering::Relaxed) => Err(ImageError::Forbidden(format!(
-                "image \"{image}\": file:// images are not allowed on this node (start it with \
+            ImageRef::File(_) if !self.inner.file_images.load(Ordering::Relaxed) => {
+                Err(ImageError::Forbidden(format!(
+                    "image \"{image}\": file:// images are not allowed on this node (start it with \
                  --allow-file-images to allow them, or push the image: `flotilla image push NAME:TAG FILE.wasm`)"
-            ))),
+                )))
+            }
             ImageRef::File(path) if path.is_file() => Ok(path),
             ImageRef::File(path) => {
                 Err(ImageError::NotFound(format!("image \"{image}\": {} does not exist", path.display())))

@@ -179,9 +179,8 @@ impl Kubelet for Node {
         };
         let mut lines = match options.since_seconds {
             // Further back than the clock goes: everything.
-            Some(seconds) => buffer.since(
-                SystemTime::now().checked_sub(Duration::from_secs(seconds)).unwrap_or(SystemTime::UNIX_EPOCH),
-            ),
+            Some(seconds) => buffer
+                .since(SystemTime::now().checked_sub(Duration::from_secs(seconds)).unwrap_or(SystemTime::UNIX_EPOCH)),
             None => buffer.lines(),
         };
         if let Some(tail) = options.tail_lines {

@@ -364,9 +364,8 @@ impl Worker {
         }
         // A grace period past what the clock holds is as good as 30 years.
         let now = tokio::time::Instant::now();
-        let deadline = now
-            .checked_add(Duration::from_secs(grace))
-            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
+        let deadline =
+            now.checked_add(Duration::from_secs(grace)).unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
         // Requests routed before the proxies saw the pod leave its Services keep arriving
         // for a moment (their tables lag, as kube-proxy's do): the pod still takes them
         // for up to ENDPOINT_DRAIN of its grace period, as a server that keeps serving

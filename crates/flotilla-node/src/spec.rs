@@ -346,8 +346,8 @@ async fn volumes(
             .ok_or_else(|| ConfigError(format!("volume mount {name}: no volume {name} in the pod")))?;
         let (root, always_read_only) = volume_dir(sources, ctx, name, volume).await?;
         let sub = mount["subPath"].as_str().filter(|s| !s.is_empty());
-        let (host, dir) = open_mount(&root, sub)
-            .map_err(|reason| ConfigError(format!("volume mount {name}: {reason}")))?;
+        let (host, dir) =
+            open_mount(&root, sub).map_err(|reason| ConfigError(format!("volume mount {name}: {reason}")))?;
         preopens.push(Preopen {
             host,
             guest,
