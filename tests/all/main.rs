@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod pods;
 mod python_client;
+mod sandbox;
 mod services;
 mod support;
 mod top;

@@ -360,7 +360,8 @@ async fn a_cpu_limit_throttles_its_pod_and_spares_the_neighbour() -> Result<()> 
 
 #[tokio::test]
 async fn pushed_images_and_file_paths_run_and_bad_images_are_explained() -> Result<()> {
-    let server = server()?;
+    // file:// images need the node's say-so (see sandbox.rs for a node without it).
+    let server = Server::start_with(&["--crash-backoff", "1s", "--allow-file-images"])?;
     let client = &server.client;
     let (ok, stdout, stderr) = server.cli(&["image", "push", "team/echo:v1", flotilla_examples::ECHO])?;
     assert!(ok && stdout.starts_with("pushed team/echo:v1 (sha256:"), "{stdout} {stderr}");

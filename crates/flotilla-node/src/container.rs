@@ -18,7 +18,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
 use tokio::time::Instant;
 
-/// How much of each container run's output is kept.
+/// How much of each container run's output is kept: its lines' text plus the runtime's
+/// per-line overhead, and at most the runtime's `DEFAULT_MAX_LINES` lines.
 const LOG_CAP_BYTES: usize = 1 << 20;
 /// A container that ran this long has its back-off reset, as kubelet does.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
@@ -347,8 +348,10 @@ impl Runner {
                 Ok(image) => image,
                 Err(error) => {
                     let (reason, retry) = match (&error, pulled_once) {
-                        (ImageError::NotFound(_), false) => ("ErrImagePull", Duration::ZERO),
-                        (ImageError::NotFound(_), true) => ("ImagePullBackOff", pull_backoff),
+                        (ImageError::NotFound(_) | ImageError::Forbidden(_), false) => ("ErrImagePull", Duration::ZERO),
+                        (ImageError::NotFound(_) | ImageError::Forbidden(_), true) => {
+                            ("ImagePullBackOff", pull_backoff)
+                        }
                         (ImageError::Invalid(_), _) => ("CreateContainerError", pull_backoff),
                     };
                     pulled_once = true;
@@ -387,8 +390,13 @@ impl Runner {
             status.image_id = format!("sha256:{}", image.digest());
 
             // The spec: env, volumes, limits.
-            let ctx =
-                PodContext { pod: &self.pod, pod_dir: &self.pod_dir, pod_ip: &self.pod_ip, host_ip: &config.host_ip };
+            let ctx = PodContext {
+                pod: &self.pod,
+                pod_dir: &self.pod_dir,
+                pod_ip: &self.pod_ip,
+                host_ip: &config.host_ip,
+                allow_host_path: config.allow_host_path_volumes,
+            };
             let spec = match spec::resolve(self.shared.cluster.as_ref(), &ctx, &self.container).await {
                 Ok(spec) => {
                     last_config_error = None;

@@ -2,7 +2,10 @@
 //! once per file.
 //!
 //! `image:` is resolved, in order, as:
-//! - `file:///abs/path.wasm`: that file;
+//! - `file:///abs/path.wasm`: that file, on a node that allows them
+//!   ([`ImageStore::allow_file_images`], the `--allow-file-images` flag): a file path
+//!   reads any file the node can, so by default such a pod is refused (`ErrImagePull`,
+//!   with [`ImageError::Forbidden`]);
 //! - `NAME[:TAG]` (`latest` when no tag; a registry prefix such as `ghcr.io/org/` is part
 //!   of the name): `DIR/NAME/TAG.wasm` in each image directory, and for the preloaded
 //!   directories also `DIR/NAME.wasm` as `NAME:latest`.
@@ -13,7 +16,7 @@
 use flotilla_runtime::{Image, Runtime};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -26,6 +29,9 @@ pub enum ImageError {
     /// The file is there but is not a component this runtime can run.
     #[error("{0}")]
     Invalid(String),
+    /// The node does not run such images (a `file://` path, unless allowed).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// A parsed image reference.
@@ -69,6 +75,8 @@ struct Inner {
     /// The API server's registry, for an agent in another process: named images it does
     /// not have are downloaded from there.
     remote: std::sync::OnceLock<flotilla_client::Client>,
+    /// Whether `file://` images may be run.
+    file_images: AtomicBool,
     /// Compiled images by file, valid while the file's size and mtime stay the same.
     compiled: Mutex<HashMap<PathBuf, Compiled>>,
     /// Loads served from `compiled`, and loads that compiled.
@@ -86,6 +94,7 @@ impl ImageStore {
             dirs,
             named: Mutex::new(HashMap::new()),
             remote: std::sync::OnceLock::new(),
+            file_images: AtomicBool::new(false),
             compiled: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -104,6 +113,12 @@ impl ImageStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(format!("{name}:{tag}"), file);
         Ok(())
+    }
+
+    /// Lets pods run `file:///PATH` images (refused by default: the path may name any
+    /// file the node can read).
+    pub fn allow_file_images(&self, allowed: bool) {
+        self.inner.file_images.store(allowed, Ordering::Relaxed);
     }
 
     /// Downloads named images this store lacks from the API server's registry
@@ -138,6 +153,12 @@ impl ImageStore {
     /// The file `image` names, if the store has it.
     pub fn locate(&self, image: &str) -> Result<PathBuf, ImageError> {
         match ImageRef::parse(image)? {
+            ImageRef::File(_) if !self.inner.file_images.load(Ordering::Relaxed) => {
+                Err(ImageError::Forbidden(format!(
+                    "image \"{image}\": file:// images are not allowed on this node (start it with \
+                 --allow-file-images to allow them, or push the image: `flotilla image push NAME:TAG FILE.wasm`)"
+                )))
+            }
             ImageRef::File(path) if path.is_file() => Ok(path),
             ImageRef::File(path) => {
                 Err(ImageError::NotFound(format!("image \"{image}\": {} does not exist", path.display())))

@@ -178,11 +178,9 @@ impl Kubelet for Node {
             }
         };
         let mut lines = match options.since_seconds {
-            // Further back than the clock goes is everything.
-            Some(seconds) => match SystemTime::now().checked_sub(Duration::from_secs(seconds)) {
-                Some(since) => buffer.since(since),
-                None => buffer.lines(),
-            },
+            // Further back than the clock goes: everything.
+            Some(seconds) => buffer
+                .since(SystemTime::now().checked_sub(Duration::from_secs(seconds)).unwrap_or(SystemTime::UNIX_EPOCH)),
             None => buffer.lines(),
         };
         if let Some(tail) = options.tail_lines {

@@ -15,6 +15,7 @@
 //! a restart it rebuilds everything from the API.
 
 mod container;
+mod eviction;
 mod images;
 mod kubelet;
 mod metrics;
@@ -60,6 +61,12 @@ pub struct NodeConfig {
     pub backoff_max: Duration,
     /// How often the Node's Ready condition is renewed.
     pub heartbeat: Duration,
+    /// Whether pods may mount `hostPath` volumes (the node's own files): refused by
+    /// default, with `CreateContainerConfigError`.
+    pub allow_host_path_volumes: bool,
+    /// How often the node measures its pods' emptyDir volumes against their `sizeLimit`
+    /// (kubelet's eviction monitoring period).
+    pub eviction_monitoring_period: Duration,
     /// Where the agent registers its metrics (`kubelet_*`, `flotilla_node_*`,
     /// `flotilla_pod_*`), and what its kubelet API's `/metrics` serves (all of it).
     pub metrics: prometheus::Registry,
@@ -85,6 +92,8 @@ impl NodeConfig {
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             heartbeat: Duration::from_secs(10),
+            allow_host_path_volumes: false,
+            eviction_monitoring_period: Duration::from_secs(10),
             metrics: prometheus::Registry::new(),
             supervisor: flotilla_client::Supervisor::default(),
         }

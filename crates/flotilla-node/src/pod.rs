@@ -1,6 +1,7 @@
 //! A pod worker: runs one pod's containers and writes the pod's status as kubelet does
-//! (phase, conditions, containerStatuses, IPs, startTime); stops it gracefully when the
-//! pod is deleted, then removes the object.
+//! (phase, conditions, containerStatuses, IPs, startTime); evicts it when an emptyDir
+//! goes over its `sizeLimit` ([`crate::eviction`]); stops it gracefully when the pod is
+//! deleted, then removes the object.
 
 use crate::Shared;
 use crate::container::{Handle, Runner, State, Status};
@@ -178,7 +179,7 @@ pub fn start(
     });
     let name = flotilla_client::object_name(&pod);
     let span = tracing::info_span!("pod", pod = %name, uid = %uid);
-    let worker = Worker { shared, pod, pod_ip, updates, handles: pod_handles.clone() };
+    let worker = Worker { shared, pod, pod_ip, updates, handles: pod_handles.clone(), evicted: None };
     let task = tokio::spawn(
         async move {
             worker.run(containers, handles, receivers).await;
@@ -194,6 +195,8 @@ struct Worker {
     pod_ip: String,
     updates: watch::Receiver<Arc<Value>>,
     handles: Arc<PodHandles>,
+    /// Why the pod was evicted, once it is: its status says so from then on.
+    evicted: Option<String>,
 }
 
 impl Worker {
@@ -242,6 +245,11 @@ impl Worker {
             };
             tokio::spawn(runner.run(stop_rx.clone()).in_current_span());
         }
+        let evicted = crate::eviction::monitor(
+            crate::eviction::size_limits(&self.pod, &pod_dir),
+            self.shared.config.eviction_monitoring_period,
+        );
+        tokio::pin!(evicted);
         let mut written = Value::Null;
         // Most pods start within moments: their first write can already say Running (one
         // status write a pod instead of two).
@@ -253,6 +261,10 @@ impl Worker {
                 () = board.changed.notified() => {
                     statuses = board.snapshot();
                     self.write_status(&statuses, &host_ip, &start_time, &mut written).await;
+                }
+                message = &mut evicted => {
+                    self.evict(&board, &stop_tx, message, &host_ip, &start_time, &mut written).await;
+                    break;
                 }
                 changed = self.updates.changed() => {
                     if changed.is_err() {
@@ -272,6 +284,47 @@ impl Worker {
         }
         // Every container is done (restartPolicy said so): wait for the pod's deletion.
         self.wait_for_deletion(&handles).await;
+    }
+
+    /// Evicts the pod, as kubelet's eviction manager does: stops its containers, writes
+    /// it Failed with reason `Evicted` and `message`, and records an `Evicted` Event.
+    async fn evict(
+        &mut self,
+        board: &Board,
+        stop: &watch::Sender<bool>,
+        message: String,
+        host_ip: &str,
+        start_time: &str,
+        written: &mut Value,
+    ) {
+        tracing::info!(%message, "evicting the pod");
+        let _ = stop.send(true);
+        let mut statuses = board.snapshot();
+        let now = flotilla_api::timestamp_now();
+        for status in statuses.iter_mut().filter(|s| !s.done) {
+            let started_at = match &status.state {
+                State::Running { started_at } => started_at.clone(),
+                _ => now.clone(),
+            };
+            status.state = State::Terminated {
+                exit_code: 137,
+                reason: "Error".to_string(),
+                message: Some("the pod was evicted".to_string()),
+                started_at,
+                finished_at: now.clone(),
+            };
+            status.ready = false;
+            status.started = false;
+            status.done = true;
+        }
+        let meta = &self.pod["metadata"];
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": meta["name"], "namespace": meta["namespace"],
+            "uid": meta["uid"], "resourceVersion": meta["resourceVersion"],
+        }});
+        self.shared.events.event(&pod, flotilla_client::EventSeverity::Warning, "Evicted", message.clone());
+        self.evicted = Some(message);
+        self.write_status(&statuses, host_ip, start_time, written).await;
     }
 
     async fn wait_for_deletion(&mut self, handles: &[Arc<Handle>]) {
@@ -335,7 +388,10 @@ impl Worker {
     }
 
     async fn write_status(&self, statuses: &[Status], host_ip: &str, start_time: &str, written: &mut Value) {
-        let status = pod_status(&self.pod, statuses, &self.pod_ip, host_ip, start_time);
+        let mut status = pod_status(&self.pod, statuses, &self.pod_ip, host_ip, start_time);
+        if let Some(message) = &self.evicted {
+            status = crate::eviction::evicted_status(status, message);
+        }
         if let Some(phase) = status["phase"].as_str() {
             self.handles.stats.set_phase(phase, &self.shared.metrics);
         }

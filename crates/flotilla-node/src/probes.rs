@@ -30,7 +30,10 @@ impl Probe {
     /// The probe at `container[field]`, if any.
     pub fn parse(container: &Value, field: &str) -> Option<Probe> {
         let probe = container.get(field).filter(|p| p.is_object())?;
-        let seconds = |key: &str, default: u64| Duration::from_secs(probe[key].as_u64().unwrap_or(default));
+        // Kubernetes bounds these by int32; so does this, so `now + period` cannot overflow.
+        let seconds = |key: &str, default: u64| {
+            Duration::from_secs(probe[key].as_u64().unwrap_or(default).min(u64::from(i32::MAX.unsigned_abs())))
+        };
         let count = |key: &str, default: u64| u32::try_from(probe[key].as_u64().unwrap_or(default)).unwrap_or(u32::MAX);
         let action = if probe["httpGet"].is_object() {
             let get = &probe["httpGet"];

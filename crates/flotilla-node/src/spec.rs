@@ -3,6 +3,15 @@
 //! preopened directories, limits and allowed outbound hosts.
 //!
 //! Each capability is one function contributing its piece, after Spin's factors.
+//!
+//! Volumes never lead a pod out of them. A mount's directory is opened here, once, and
+//! the runtime reopens that descriptor for each instance, never the path: a `subPath` is
+//! walked one component at a time with `openat(O_NOFOLLOW)` from the volume's root (as
+//! kubelet's `safe_open` does), so a symlink a pod planted in its emptyDir (to `/`, to the
+//! node's data directory, `../..`, or a chain of them) fails the mount with
+//! `CreateContainerConfigError` instead of being followed; `..` and absolute subPaths are
+//! refused before any lookup. `hostPath` volumes (the node's own files) are refused
+//! unless the node allows them ([`PodContext::allow_host_path`]).
 
 use base64::Engine as _;
 use flotilla_api::parse_quantity;
@@ -36,6 +45,8 @@ pub struct PodContext<'a> {
     pub pod_dir: &'a Path,
     pub pod_ip: &'a str,
     pub host_ip: &'a str,
+    /// Whether `hostPath` volumes may be mounted (the node's `--allow-host-path-volumes`).
+    pub allow_host_path: bool,
 }
 
 /// The runtime spec of `container` in `ctx.pod`. Volumes are written into `pod_dir`.
@@ -241,10 +252,12 @@ async fn value_from(
         let quantity = quantity(value, resource_name)?;
         let divisor = quantity_or_one(&from["resourceFieldRef"]["divisor"])?;
         let text = match (name, quantity) {
+            // Rounded up, as kubelet does; checked, as the quantities are the pod's.
             ("cpu", Some(q)) => {
-                (q.as_milli() + divisor.as_milli() - 1).checked_div(divisor.as_milli().max(1)).unwrap_or(0).to_string()
+                let divisor = divisor.as_milli().max(1);
+                q.as_milli().saturating_add(divisor - 1).checked_div(divisor).unwrap_or(0).to_string()
             }
-            (_, Some(q)) => (q.as_value() / divisor.as_value().max(1)).to_string(),
+            (_, Some(q)) => q.as_value().checked_div(divisor.as_value().max(1)).unwrap_or(0).to_string(),
             (_, None) => "0".to_string(),
         };
         return Ok(Some(text));
@@ -310,8 +323,9 @@ pub fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
     out
 }
 
-/// The container's volume mounts as preopened directories. emptyDir, configMap and
-/// secret volumes live under the pod's directory; hostPath is the node's own path.
+/// The container's volume mounts as preopened directories, each opened here (see the
+/// module docs). emptyDir, configMap and secret volumes live under the pod's directory;
+/// hostPath is the node's own path, when the node allows it.
 async fn volumes(
     sources: &mut Sources<'_>,
     ctx: &PodContext<'_>,
@@ -330,25 +344,66 @@ async fn volumes(
         let volume = volumes
             .get(name)
             .ok_or_else(|| ConfigError(format!("volume mount {name}: no volume {name} in the pod")))?;
-        let (dir, always_read_only) = volume_dir(sources, ctx, name, volume).await?;
-        let host = match mount["subPath"].as_str().filter(|s| !s.is_empty()) {
-            Some(sub) if Path::new(sub).components().all(|c| matches!(c, std::path::Component::Normal(_))) => {
-                dir.join(sub)
-            }
-            Some(sub) => {
-                return Err(ConfigError(format!(
-                    "volume mount {name}: subPath {sub} must be a relative path inside the volume"
-                )));
-            }
-            None => dir,
-        };
+        let (root, always_read_only) = volume_dir(sources, ctx, name, volume).await?;
+        let sub = mount["subPath"].as_str().filter(|s| !s.is_empty());
+        let (host, dir) =
+            open_mount(&root, sub).map_err(|reason| ConfigError(format!("volume mount {name}: {reason}")))?;
         preopens.push(Preopen {
             host,
             guest,
             read_only: always_read_only || mount["readOnly"].as_bool().unwrap_or(false),
+            dir: Some(std::sync::Arc::new(dir)),
         });
     }
     Ok(preopens)
+}
+
+/// Opens a mount's directory: the volume's `root`, or `sub` beneath it without leaving
+/// it. Missing directories of `sub` are made, as kubelet makes a missing subPath. Answers
+/// the path (for messages) and the opened directory, or why not.
+pub fn open_mount(root: &Path, sub: Option<&str>) -> Result<(PathBuf, std::os::fd::OwnedFd), String> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(root, flags, Mode::empty())
+        .map_err(|e| format!("opening {}: {}", root.display(), std::io::Error::from(e)))?;
+    let Some(sub) = sub else { return Ok((root.to_path_buf(), dir)) };
+    if !Path::new(sub).components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return Err(format!("subPath {sub} must be a relative path inside the volume (no `..`, not absolute)"));
+    }
+    let mut path = root.to_path_buf();
+    for component in Path::new(sub).components() {
+        let component = component.as_os_str();
+        path.push(component);
+        let opened = match rustix::fs::openat(&dir, component, flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) => {
+                match rustix::fs::mkdirat(&dir, component, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(format!("making subPath {sub}: {}", std::io::Error::from(e))),
+                }
+                rustix::fs::openat(&dir, component, flags | OFlags::NOFOLLOW, Mode::empty())
+            }
+            other => other,
+        };
+        dir = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                let kind = rustix::fs::statat(&dir, component, AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|stat| FileType::from_raw_mode(stat.st_mode));
+                return Err(match kind {
+                    Ok(FileType::Symlink) => format!(
+                        "subPath {sub}: {} is a symbolic link; a subPath may not follow links, which could lead out \
+                         of the volume",
+                        path.display()
+                    ),
+                    Ok(FileType::Directory) | Err(_) => {
+                        format!("subPath {sub}: opening {}: {}", path.display(), std::io::Error::from(error))
+                    }
+                    Ok(_) => format!("subPath {sub}: {} is not a directory", path.display()),
+                });
+            }
+        };
+    }
+    Ok((path, dir))
 }
 
 async fn volume_dir(
@@ -358,12 +413,22 @@ async fn volume_dir(
     volume: &Value,
 ) -> Result<(PathBuf, bool), ConfigError> {
     let io = |path: &Path, e: std::io::Error| ConfigError(format!("volume {name}: {}: {e}", path.display()));
+    let mut components = Path::new(name).components();
+    if !matches!((components.next(), components.next()), (Some(std::path::Component::Normal(_)), None)) {
+        return Err(ConfigError(format!("volume {name}: not a valid volume name")));
+    }
     let dir = ctx.pod_dir.join("volumes").join(name);
     if volume["emptyDir"].is_object() {
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         return Ok((dir, false));
     }
     if let Some(path) = volume["hostPath"]["path"].as_str() {
+        if !ctx.allow_host_path {
+            return Err(ConfigError(format!(
+                "volume {name}: hostPath volumes are not allowed on this node (start it with \
+                 --allow-host-path-volumes to allow them, or use an emptyDir, configMap or secret volume)"
+            )));
+        }
         let path = PathBuf::from(path);
         match volume["hostPath"]["type"].as_str().unwrap_or("") {
             "DirectoryOrCreate" => std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?,

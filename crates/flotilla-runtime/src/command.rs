@@ -98,7 +98,7 @@ impl CommandPod {
     pub async fn run(self) -> Exit {
         let inner = &self.inner;
         let active_deadline = inner.pod.spec.limits.active_deadline;
-        // A deadline past what the clock can hold is no deadline.
+        // A deadline past what the clock holds is no deadline.
         let deadline = active_deadline.and_then(|timeout| Instant::now().checked_add(timeout));
         let exit = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.into(), self.run_instance(Some(deadline)))

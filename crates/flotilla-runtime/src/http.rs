@@ -98,7 +98,7 @@ impl HttpPod {
         let inner = &self.inner;
         let permit = inner.permits.clone().acquire_owned().await.map_err(|e| PodError::BadRequest(e.to_string()))?;
         let timeout = inner.pod.spec.limits.request_timeout;
-        // A timeout past what the clock can hold (from a pod's annotation) is none.
+        // A timeout past what the clock holds is no timeout.
         let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         if req.uri().authority().is_none() && !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, HeaderValue::from_static("localhost"));

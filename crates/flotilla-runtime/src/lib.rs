@@ -8,7 +8,8 @@
 //!   request gets a fresh `Store` and instance with the pod's memory limit and deadline, and
 //!   a semaphore bounds concurrent requests (the shape of `wasmtime serve`);
 //! - a [`CommandPod`] (exports `wasi:cli/run`) runs one instance to an [`Exit`];
-//! - a pod's stdout and stderr land in its [`LogBuffer`], and so does a line when an
+//! - a pod's stdout and stderr land in its [`LogBuffer`] (bounded in lines and in bytes,
+//!   each line counted with its overhead), and so does a line when an
 //!   instance traps, is OOM-killed or runs past its deadline;
 //! - a pod's CPU quota ([`Limits::cpu_millis`]) is shared by all its instances and kept
 //!   per [`CPU_PERIOD`] as cgroups do: a pod that spent it sleeps (asynchronously, holding
@@ -41,7 +42,7 @@ pub use crate::command::{CommandPod, Exit};
 pub use crate::cpu::CPU_PERIOD;
 pub use crate::error::{Error, PodError, Result};
 pub use crate::http::{HttpPod, ResponseBody};
-pub use crate::logs::{LogBuffer, LogLine, LogStream, LogWriter};
+pub use crate::logs::{DEFAULT_MAX_LINES, LINE_OVERHEAD, LogBuffer, LogLine, LogStream, LogWriter};
 pub use crate::runtime::{EPOCH_TICK, Image, ImageKind, Runtime, RuntimeConfig};
 pub use crate::service::{BoxError, BoxFuture, EdgeBody, ServiceRouter};
 pub use crate::spec::{Limits, PodSpec, Preopen};

@@ -1,4 +1,10 @@
 //! A pod's log: a bounded ring of stdout/stderr lines, and the WASI streams that fill it.
+//!
+//! The ring is bounded twice, whatever a pod prints: in lines ([`LogBuffer::with_limits`]'s
+//! `max_lines`) and in bytes, where each line costs its text plus [`LINE_OVERHEAD`] (what
+//! holding it costs: its `LogLine` and its slot in the ring), so a pod printing `\n` in a
+//! loop fills the ring as surely as one printing long lines. A partial line is held up to
+//! [`MAX_LINE`] bytes per stream, then logged as a line of its own.
 
 use std::collections::VecDeque;
 use std::io;
@@ -15,6 +21,13 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// A partial line longer than this is logged as a line of its own.
 const MAX_LINE: usize = 16 * 1024;
+
+/// What one held line costs besides its text, in the byte bound: the `LogLine` itself
+/// (sequence number, time, stream and the `String`'s header) as the ring stores it.
+pub const LINE_OVERHEAD: usize = std::mem::size_of::<LogLine>();
+
+/// The line bound of [`LogBuffer::new`].
+pub const DEFAULT_MAX_LINES: usize = 10_000;
 
 /// Which of a pod's output streams a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,7 +55,8 @@ pub struct LogLine {
     pub line: String,
 }
 
-/// A pod's log: lines its stdout and stderr write, oldest dropped past a byte cap.
+/// A pod's log: lines its stdout and stderr write, oldest dropped past a byte or a line
+/// cap (see the module docs for how lines are counted).
 ///
 /// Cheap to clone; clones share the buffer. A pod writes into it through [`LogBuffer::stdout`]
 /// and [`LogBuffer::stderr`]; readers take snapshots ([`lines`](Self::lines),
@@ -55,6 +69,7 @@ pub struct LogBuffer {
 #[derive(Debug)]
 struct Inner {
     cap_bytes: usize,
+    max_lines: usize,
     state: Mutex<State>,
     /// The last `seq` written and whether the buffer is closed; followers wait on it.
     notify: watch::Sender<(u64, bool)>,
@@ -63,6 +78,7 @@ struct Inner {
 #[derive(Debug, Default)]
 struct State {
     lines: VecDeque<LogLine>,
+    /// What the held lines cost: their text plus [`LINE_OVERHEAD`] each.
     bytes: usize,
     last_seq: u64,
     closed: bool,
@@ -71,10 +87,17 @@ struct State {
 }
 
 impl LogBuffer {
-    /// A buffer keeping at most about `cap_bytes` of line text (at least the newest line).
+    /// A buffer holding lines that cost at most `cap_bytes` (text and [`LINE_OVERHEAD`]
+    /// each), and at most [`DEFAULT_MAX_LINES`] of them; always at least the newest line.
     pub fn new(cap_bytes: usize) -> LogBuffer {
+        LogBuffer::with_limits(cap_bytes, DEFAULT_MAX_LINES)
+    }
+
+    /// A buffer holding lines that cost at most `cap_bytes` (text and [`LINE_OVERHEAD`]
+    /// each), and at most `max_lines` of them; always at least the newest line.
+    pub fn with_limits(cap_bytes: usize, max_lines: usize) -> LogBuffer {
         let (notify, _) = watch::channel((0, false));
-        LogBuffer { inner: Arc::new(Inner { cap_bytes, state: Mutex::default(), notify }) }
+        LogBuffer { inner: Arc::new(Inner { cap_bytes, max_lines: max_lines.max(1), state: Mutex::default(), notify }) }
     }
 
     /// The stream a pod's stdout writes into.
@@ -187,17 +210,23 @@ impl LogBuffer {
     }
 
     fn push_locked(&self, state: &mut State, stream: LogStream, line: String) {
-        state.last_seq += 1;
-        state.bytes += line.len();
+        state.last_seq = state.last_seq.saturating_add(1);
+        state.bytes = state.bytes.saturating_add(cost(&line));
         state.lines.push_back(LogLine { seq: state.last_seq, time: SystemTime::now(), stream, line });
-        while state.bytes > self.inner.cap_bytes && state.lines.len() > 1 {
+        while (state.bytes > self.inner.cap_bytes || state.lines.len() > self.inner.max_lines) && state.lines.len() > 1
+        {
             if let Some(old) = state.lines.pop_front() {
-                state.bytes -= old.line.len();
+                state.bytes = state.bytes.saturating_sub(cost(&old.line));
             }
         }
         let closed = state.closed;
         self.inner.notify.send_replace((state.last_seq, closed));
     }
+}
+
+/// What holding `line` counts against the byte cap.
+fn cost(line: &str) -> usize {
+    line.len().saturating_add(LINE_OVERHEAD)
 }
 
 /// A pod's stdout or stderr, writing lines into a [`LogBuffer`]; a WASI [`StdoutStream`].
@@ -295,6 +324,36 @@ mod tests {
         assert_eq!(lines[0].seq, 10);
         assert_eq!(logs.after(9).len(), 1);
         assert!(logs.since(SystemTime::now() + std::time::Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn empty_lines_count_against_the_byte_cap() {
+        let cap = 64 * 1024;
+        let logs = LogBuffer::new(cap);
+        // A pod printing `\n` in a loop: a million empty lines.
+        logs.write(LogStream::Stdout, &vec![b'\n'; 1 << 20]);
+        let held = logs.lines().len();
+        assert_eq!(held, cap / LINE_OVERHEAD, "empty lines held under a {cap}-byte cap");
+        assert_eq!(logs.lines().last().map(|l| l.seq), Some(1 << 20), "the newest are kept");
+        let accounted = logs.lock().bytes;
+        assert!(accounted <= cap, "{accounted} bytes accounted");
+    }
+
+    #[test]
+    fn the_line_cap_holds_whatever_the_bytes() {
+        let logs = LogBuffer::with_limits(usize::MAX, 100);
+        for i in 0..1000 {
+            logs.push(LogStream::Stderr, format!("{i}"));
+        }
+        let lines = logs.lines();
+        assert_eq!(lines.len(), 100);
+        assert_eq!(lines[0].line, "900");
+        // The default line cap holds too.
+        let logs = LogBuffer::new(usize::MAX);
+        for _ in 0..DEFAULT_MAX_LINES * 2 {
+            logs.push(LogStream::Stdout, "");
+        }
+        assert_eq!(logs.lines().len(), DEFAULT_MAX_LINES);
     }
 
     #[tokio::test]

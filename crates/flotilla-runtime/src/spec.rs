@@ -1,6 +1,8 @@
 //! What a pod is given: its namespace, env, args, directories, outbound hosts and limits.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A pod as the runtime sees it, already resolved from the API object (ConfigMaps,
@@ -32,17 +34,26 @@ pub struct PodSpec {
 /// A host directory the pod may use, and where it sees it.
 #[derive(Debug, Clone)]
 pub struct Preopen {
+    /// The directory on the host; only named in messages when [`dir`](Self::dir) is set.
     pub host: PathBuf,
     pub guest: String,
     pub read_only: bool,
+    /// The directory, already opened (a volume's subPath resolved without following
+    /// links out of the volume): each instance opens this very directory (through
+    /// `/proc/self/fd`), never `host` by path again, so a link planted on that path later
+    /// leads nowhere. Held as long as the pod.
+    pub dir: Option<Arc<OwnedFd>>,
 }
 
-/// A pod's limits. Memory and timeouts bound each instance (an HTTP request, a command
-/// run); the CPU quota is the pod's, shared by all its instances.
+/// A pod's limits. Timeouts bound each instance (an HTTP request, a command run); the
+/// memory limit and the CPU quota are the pod's, shared by all its instances.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Cap on each linear memory of an instance; going over it is `OutOfMemory`. `None`
-    /// means the runtime's `max_memory_per_instance`, which also caps any value here.
+    /// Cap on the linear memory of all the pod's live instances together: every memory
+    /// of every instance (concurrent HTTP requests share it, as a container's processes
+    /// share its cgroup). The instance whose growth would go over it is killed
+    /// (`OutOfMemory`); the others run on. Each memory is also capped by the runtime's
+    /// `max_memory_per_instance`. `None`: only that per-memory cap.
     pub memory_bytes: Option<u64>,
     /// Wall-clock bound on one HTTP request, from instantiation to the end of the handler.
     pub request_timeout: Option<Duration>,

@@ -1,7 +1,13 @@
 //! A pod's shared context and the per-instance `Store` data built from it: WASI and
 //! wasi:http contexts, the memory limiter, the CPU meter, the deadline, and how an
 //! instance's failure is told apart (trap, OOM, deadline).
+//!
+//! Memory is kept per pod, not per instance: every memory of every live instance of the
+//! pod (concurrent HTTP requests, a component's several memories) draws from one
+//! [`MemoryAccount`], and a growth past the pod's limit is an OOM kill of the instance
+//! asking.
 
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -95,7 +101,8 @@ pub(crate) struct MemoryLimitExceeded {
 #[error("deadline exceeded")]
 pub(crate) struct DeadlineExceeded;
 
-/// The linear memory of a pod's live instances, all together, and the most it has been.
+/// The linear memory of a pod's live instances, all together, and the most it has been:
+/// the budget the pod's limit is checked against.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryAccount {
     current: AtomicU64,
@@ -113,9 +120,23 @@ impl MemoryAccount {
         self.peak.load(Ordering::Relaxed)
     }
 
-    fn grow(&self, bytes: u64) {
-        let now = self.current.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
-        self.peak.fetch_max(now, Ordering::Relaxed);
+    /// Adds `bytes` unless that takes the pod past `limit`: answers the new total, or
+    /// the total it would have been.
+    fn try_grow(&self, bytes: u64, limit: Option<u64>) -> Result<u64, u64> {
+        let mut current = self.current.load(Ordering::Relaxed);
+        loop {
+            let next = current.saturating_add(bytes);
+            if limit.is_some_and(|limit| next > limit) {
+                return Err(next);
+            }
+            match self.current.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.peak.fetch_max(next, Ordering::Relaxed);
+                    return Ok(next);
+                }
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     fn shrink(&self, bytes: u64) {
@@ -123,11 +144,16 @@ impl MemoryAccount {
     }
 }
 
-/// An instance's memory limit and its share of the pod's [`MemoryAccount`]: every
-/// memory it creates or grows (wasmtime asks the limiter for both) is added, and all of it
-/// is given back when the instance's store is dropped.
+/// An instance's share of the pod's [`MemoryAccount`]: every memory it creates or grows
+/// (wasmtime asks the limiter for both) is added, and all of it is given back when the
+/// instance's store is dropped. A growth that would take the pod's instances together
+/// past the pod's limit ends the instance (an OOM kill), as does one memory past the
+/// runtime's per-instance maximum.
 struct Limiter {
+    /// The most one memory may have.
     memory_limit: usize,
+    /// The most all the pod's memories may have together (`Limits::memory_bytes`).
+    pod_limit: Option<u64>,
     outcome: Arc<Outcome>,
     account: Arc<MemoryAccount>,
     /// Bytes this instance holds, counted in `account`.
@@ -149,14 +175,19 @@ impl ResourceLimiter for Limiter {
             return Err(wasmtime::Error::new(MemoryLimitExceeded { limit: self.memory_limit, desired }));
         }
         // The component's own declared maximum fails `memory.grow` as wasm says.
-        let allowed = maximum.is_none_or(|max| desired <= max);
-        if allowed {
-            let growth = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
-            self.account.grow(growth);
-            self.held = self.held.saturating_add(growth);
-            self.last_growth = growth;
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
         }
-        Ok(allowed)
+        let growth = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
+        if let Err(total) = self.account.try_grow(growth, self.pod_limit) {
+            self.outcome.out_of_memory.store(true, Ordering::Relaxed);
+            let limit = self.pod_limit.map_or(usize::MAX, |limit| usize::try_from(limit).unwrap_or(usize::MAX));
+            let desired = usize::try_from(total).unwrap_or(usize::MAX);
+            return Err(wasmtime::Error::new(MemoryLimitExceeded { limit, desired }));
+        }
+        self.held = self.held.saturating_add(growth);
+        self.last_growth = growth;
+        Ok(true)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -230,6 +261,7 @@ impl PodContext {
             table: ResourceTable::new(),
             limiter: Limiter {
                 memory_limit: self.memory_limit,
+                pod_limit: self.spec.limits.memory_bytes,
                 outcome: outcome.clone(),
                 account: self.memory.clone(),
                 held: 0,
@@ -273,7 +305,12 @@ fn wasi_ctx(spec: &PodSpec, logs: &LogBuffer) -> Result<WasiCtx> {
     builder.arg(&spec.name).args(&spec.args);
     for preopen in &spec.preopens {
         let perms = if preopen.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        builder.preopened_dir(&preopen.host, &preopen.guest, perms).map_err(|e| Error::Preopen {
+        // An opened directory is reopened through its descriptor, not looked up by path.
+        let host = match &preopen.dir {
+            Some(dir) => std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())),
+            None => preopen.host.clone(),
+        };
+        builder.preopened_dir(&host, &preopen.guest, perms).map_err(|e| Error::Preopen {
             host: preopen.host.clone(),
             guest: preopen.guest.clone(),
             message: crate::error::chain(&e),

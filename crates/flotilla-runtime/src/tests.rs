@@ -218,8 +218,8 @@ async fn echo_reads_and_writes_preopened_files() {
     std::fs::write(config.path().join("key"), "value from a ConfigMap").expect("write key");
     let data = tempfile::tempdir().expect("tempdir");
     let mut spec = spec("files", &[], Limits::default());
-    spec.preopens.push(Preopen { host: config.path().to_owned(), guest: "/config".into(), read_only: true });
-    spec.preopens.push(Preopen { host: data.path().to_owned(), guest: "/data".into(), read_only: false });
+    spec.preopens.push(Preopen { host: config.path().to_owned(), guest: "/config".into(), read_only: true, dir: None });
+    spec.preopens.push(Preopen { host: data.path().to_owned(), guest: "/data".into(), read_only: false, dir: None });
     let pod = http_pod(flotilla_examples::ECHO, spec);
 
     let (status, body) = text(pod.handle(get("/fs/config/key")).await.expect("response")).await;
@@ -271,6 +271,40 @@ async fn mem_hog() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(pod.memory_bytes(), 0, "every instance gave its memory back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_bounds_the_pods_instances_together() {
+    let limit: u64 = 16 << 20;
+    let limits = Limits { memory_bytes: Some(limit), ..Limits::default() };
+    let pod = http_pod(flotilla_examples::MEM_HOG, spec("hogs", &[], limits));
+    // Four requests of 5 MiB, each holding it for a second: each fits the limit, all four
+    // at once do not.
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let pod = pod.clone();
+            tokio::spawn(async move {
+                match pod.handle(get("/?mb=5&hold_ms=1000")).await {
+                    Ok(response) => Ok(text(response).await),
+                    Err(error) => Err(error),
+                }
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for request in requests {
+        match request.await.expect("task") {
+            Ok((status, body)) => {
+                assert_eq!(status, 200, "{body}");
+                answered += 1;
+            }
+            Err(error) => assert_eq!(error, PodError::OutOfMemory),
+        }
+    }
+    assert!((1..4).contains(&answered), "{answered} of 4 requests of 5 MiB ran at once under a 16 MiB limit");
+    let peak = pod.memory_peak_bytes();
+    assert!(peak <= limit, "the pod's instances held {peak} bytes together, over its limit of {limit}");
+    assert!(stderr(pod.logs()).iter().all(|l| l.starts_with("request killed: over the memory limit")));
 }
 
 #[tokio::test]
@@ -581,7 +615,7 @@ fn wrong_kind_is_refused() {
 #[test]
 fn missing_preopen_fails_at_pod_creation() {
     let mut spec = spec("fs", &[], Limits::default());
-    spec.preopens.push(Preopen { host: "/no/such/dir".into(), guest: "/data".into(), read_only: true });
+    spec.preopens.push(Preopen { host: "/no/such/dir".into(), guest: "/data".into(), read_only: true, dir: None });
     let error = runtime().command_pod(&image(flotilla_examples::BATCH), spec, LogBuffer::new(1024));
     assert!(matches!(error, Err(Error::Preopen { .. })), "{error:?}");
 }

@@ -1,5 +1,6 @@
 //! `mem-hog`: allocates `?mb=N` MiB (default 64) and touches every page, so a pod's memory
-//! limit makes it trap.
+//! limit makes it trap; with `&hold_ms=M` it holds the memory M ms before answering, so
+//! concurrent requests hold theirs at once.
 
 #[path = "../../common/http.rs"]
 mod http;
@@ -26,6 +27,10 @@ impl wasi::exports::http::incoming_handler::Guest for MemHog {
         }
         let checksum = buf.iter().step_by(PAGE).fold(0u64, |acc, b| acc.wrapping_add(u64::from(*b)));
         black_box(checksum);
+        if let Some(hold) = http::query_u64(&http::path_with_query(&request), "hold_ms") {
+            std::thread::sleep(std::time::Duration::from_millis(hold));
+        }
+        black_box(&buf);
         http::respond_text(out, &format!("mem-hog: allocated {mb} MiB ({len} bytes)\n"));
     }
 }

@@ -167,6 +167,23 @@ pub struct NodeArgs {
     /// Component instances alive at once on the node (the pooling allocator's size).
     #[arg(long, env = "FLOTILLA_MAX_INSTANCES", default_value_t = 1000)]
     pub max_instances: u32,
+    /// Let pods mount `hostPath` volumes, i.e. the node's own files (refused by default,
+    /// with CreateContainerConfigError).
+    #[arg(long, env = "FLOTILLA_ALLOW_HOST_PATH_VOLUMES")]
+    pub allow_host_path_volumes: bool,
+    /// Let pods run `file:///PATH` images, i.e. any file the node can read (refused by
+    /// default, with ErrImagePull; push images with `flotilla image push` instead).
+    #[arg(long, env = "FLOTILLA_ALLOW_FILE_IMAGES")]
+    pub allow_file_images: bool,
+    /// How often the node measures emptyDir volumes against their `sizeLimit`, evicting a
+    /// pod whose volume is over it (kubelet's eviction monitoring period).
+    #[arg(
+        long,
+        env = "FLOTILLA_EVICTION_MONITORING_PERIOD",
+        default_value = "10s",
+        value_parser = parse_positive_duration
+    )]
+    pub eviction_monitoring_period: std::time::Duration,
 }
 
 /// Logs to stderr with `filter` (`info`, `flotilla_node=debug`) as text or JSON lines.
@@ -201,7 +218,10 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     match unit {
         "ms" => Ok(std::time::Duration::from_millis(number)),
         "s" | "" => Ok(std::time::Duration::from_secs(number)),
-        "m" => Ok(std::time::Duration::from_secs(number * 60)),
+        "m" => number
+            .checked_mul(60)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long a duration")),
         _ => Err(format!("{text:?}: unknown unit {unit:?} (ms, s or m)")),
     }
 }
@@ -237,6 +257,8 @@ impl NodeArgs {
         config.backoff_initial = self.crash_backoff;
         config.heartbeat = self.node_status_update_frequency;
         config.backoff_max = std::time::Duration::from_secs(300).max(self.crash_backoff);
+        config.allow_host_path_volumes = self.allow_host_path_volumes;
+        config.eviction_monitoring_period = self.eviction_monitoring_period;
         config.metrics = metrics.clone();
         let runtime = flotilla_runtime::Runtime::new(flotilla_runtime::RuntimeConfig {
             cache_dir: Some(data_dir.join("compiled")),
@@ -248,6 +270,7 @@ impl NodeArgs {
             anyhow::ensure!(dir.is_dir(), "--images {}: not a directory", dir.display());
         }
         let images = flotilla_node::ImageStore::new(runtime.clone(), data_dir.join("images"), self.images.clone());
+        images.allow_file_images(self.allow_file_images);
         for (example, path) in flotilla_examples::ALL {
             images.preload(example, PathBuf::from(path))?;
         }
