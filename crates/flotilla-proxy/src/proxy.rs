@@ -14,7 +14,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::Instrument as _;
 
 /// hyper's smallest HTTP/1 read buffer.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -127,9 +126,11 @@ impl Proxy {
         });
 
         let mut tasks = Tasks::default();
-        tasks.0.push(tokio::spawn(
-            watcher::run(cluster, shared.clone(), ready_tx).instrument(tracing::info_span!("proxy-routes")),
-        ));
+        // The routing tables' builder, supervised like the listeners: a panic restarts it
+        // (its informers list again) instead of freezing the routes.
+        let (for_routes, span) = (shared.clone(), tracing::info_span!("proxy-routes"));
+        let routes = move || watcher::run(cluster.clone(), for_routes.clone(), ready_tx.clone());
+        tasks.0.push(span.in_scope(|| shared.config.supervisor.spawn("proxy-routes", routes)));
         for (listener, kind) in [(http_listener, listener::Kind::Ingress), (https_listener, listener::Kind::IngressTls)]
         {
             if let Some((listener, addr)) = listener {
