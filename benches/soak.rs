@@ -4,6 +4,7 @@
 //! Run: `cargo bench -p flotilla --bench soak` (10 minutes once built). Quick mode (60 s):
 //! `-- --quick` or `FLOTILLA_BENCH_QUICK=1`; `-- --duration 300` sets the seconds. Needs
 //! nothing but the build (no wrk, no nginx). Not in `benches/suite.sh` (too long).
+//! `-- --skip ingress,churn,chaos,pods` leaves those parts out (to find what grows).
 //!
 //! The server starts on a fresh data directory with `manifests/hello` (3 `hello-http`
 //! replicas behind an Ingress), `--crash-backoff 1s`, and in namespace `soak` a Deployment
@@ -390,6 +391,10 @@ fn main() -> Result<()> {
     };
     let duration = Duration::from_secs(duration.context("--duration SECONDS: at least 20")?);
     let warmup = duration / 10;
+    // `--skip ingress,churn,chaos,pods` leaves parts out, to find what grows.
+    let skip = args.iter().position(|a| a == "--skip").and_then(|at| args.get(at + 1)).cloned().unwrap_or_default();
+    let on = |part: &str| !skip.split(',').any(|p| p == part);
+    let pods = u32::from(on("pods"));
     let dir = tempfile::tempdir()?;
     let (data, stderr) = (dir.path().join("data"), dir.path().join("server-stderr.log"));
     std::fs::create_dir_all(&data)?;
@@ -405,9 +410,9 @@ fn main() -> Result<()> {
             ("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "soak"}})),
             (
                 deployments,
-                deployment("crashers", "crasher", 3, &[("CRASH_AFTER_MS", "200"), ("EXIT_CODE", "3")], "100m"),
+                deployment("crashers", "crasher", 3 * pods, &[("CRASH_AFTER_MS", "200"), ("EXIT_CODE", "3")], "100m"),
             ),
-            (deployments, deployment("floods", "logger", 2, &[("INTERVAL_MS", "0")], "200m")),
+            (deployments, deployment("floods", "logger", 2 * pods, &[("INTERVAL_MS", "0")], "200m")),
             (deployments, deployment("churn", "hello-http", 1, &[], "50m")),
         ] {
             client.post_json(path, &object).await?.ok().with_context(|| format!("creating {object}"))?;
@@ -424,10 +429,12 @@ fn main() -> Result<()> {
 
     let started = Instant::now();
     let deadline = started + duration;
-    let workers: Vec<_> = (0..3).map(|w| runtime.spawn(churn(client.clone(), w, deadline))).collect();
-    let scaler = runtime.spawn(scaler(client.clone(), deadline));
-    let loads: Vec<_> = (0..4).map(|_| runtime.spawn(ingress_load(server.ingress, deadline))).collect();
-    let chaos = runtime.spawn(chaos(client.clone(), deadline));
+    // A part left out gets a deadline that has passed.
+    let until = |part: &str| if on(part) { deadline } else { started };
+    let workers: Vec<_> = (0..3).map(|w| runtime.spawn(churn(client.clone(), w, until("churn")))).collect();
+    let scaler = runtime.spawn(scaler(client.clone(), until("churn")));
+    let loads: Vec<_> = (0..4).map(|_| runtime.spawn(ingress_load(server.ingress, until("ingress")))).collect();
+    let chaos = runtime.spawn(chaos(client.clone(), until("chaos")));
 
     let mut exits = 0;
     let first_warm = watch(&mut server, started + warmup, &mut exits, &restart)?;

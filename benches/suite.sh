@@ -13,6 +13,7 @@ cd "$root"
 "$root/benches/setup.sh"
 out="$root/target/bench-suite"
 mkdir -p "$out"
+# Not soak (`--bench soak`): it runs 10 minutes on its own.
 benches=(api scheduler pods workloads ingress)
 args=()
 [ "${1:-}" = "--quick" ] && args=(--quick)
