@@ -42,7 +42,6 @@ use hyper_util::client::legacy::{Client as HttpClient, connect::HttpConnector};
 use report::Report;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -92,18 +91,7 @@ fn start_server(data: &Path, stderr: &Path, api: &str, http: &str, manifests: Op
         .stderr(log)
         .spawn()
         .context("starting flotilla server")?;
-    let stdout = child.stdout.take().context("the server has no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(line);
-                break;
-            }
-        }
-        for _ in lines {}
-    });
+    let rx = flotilla::testkit::listening_line(child.stdout.take().context("the server has no stdout")?);
     let mut server = Server { child, api: String::new(), ingress: "0.0.0.0:0".parse()? };
     let line = rx.recv_timeout(Duration::from_secs(120)).context("the server did not start within 120 s")?;
     let word_after = |marker: &str| line.split(marker).nth(1).and_then(|rest| rest.split([' ', ')']).next());

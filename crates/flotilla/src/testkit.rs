@@ -79,20 +79,7 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {} server", binary.display()))?;
-        let stdout = child.stdout.take().context("the server has no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Lines before it report --manifests being applied.
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(line);
-                    break;
-                }
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
+        let rx = listening_line(child.stdout.take().context("the server has no stdout")?);
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => {
                 let (ingress_http, ingress_https) = ingress_addresses(&line);
@@ -124,6 +111,24 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The server's "listening on" line (what scripts wait for), read from its stdout on a
+/// thread that then keeps draining the pipe so the server never blocks on it.
+pub fn listening_line(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Lines before it report --manifests being applied.
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(line);
+                break;
+            }
+        }
+        for _ in lines {}
+    });
+    rx
 }
 
 #[cfg(test)]
