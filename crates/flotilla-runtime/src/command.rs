@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use crate::error::{Error, Result, chain};
+use crate::error::{Error, Result};
+use crate::exec::ExecIo;
 use crate::logs::{LogBuffer, LogStream};
 use crate::runtime::{Image, ImageKind, Runtime};
 use crate::spec::PodSpec;
-use crate::state::{Failure, Instance, PodContext, PodState};
+use crate::state::{Failure, Instance, PodContext, PodState, Stdio};
 
 /// How a command pod's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +43,8 @@ pub struct CommandPod {
 }
 
 struct Inner {
-    // Keeps the epoch ticker alive while the pod is.
-    _runtime: Runtime,
+    // Keeps the epoch ticker alive while the pod is; links the images it execs.
+    runtime: Runtime,
     pre: CommandPre<PodState>,
     pod: PodContext,
 }
@@ -63,11 +64,15 @@ impl CommandPod {
         if image.kind != ImageKind::Command {
             return Err(Error::WrongKind { expected: "command", expected_world: "wasi:cli/run", actual: image.kind });
         }
-        let instance_pre =
-            runtime.inner.command_linker.instantiate_pre(&image.component).map_err(|e| Error::Link(chain(&e)))?;
-        let pre = CommandPre::new(instance_pre).map_err(|e| Error::Link(chain(&e)))?;
+        let pre = image.command_pre(&runtime)?;
         let pod = PodContext::new(pre.engine(), runtime.memory_limit(&spec), spec, logs, runtime.inner.router.clone())?;
-        Ok(CommandPod { inner: Arc::new(Inner { _runtime: runtime, pre, pod }) })
+        Ok(CommandPod { inner: Arc::new(Inner { runtime, pre, pod }) })
+    }
+
+    /// Runs a command (`image`, with `io`'s argv and streams) in this pod's sandbox:
+    /// `kubectl exec`. See [`ExecIo`].
+    pub async fn exec(&self, image: &Image, io: ExecIo) -> Exit {
+        crate::exec::run(&self.inner.runtime, &self.inner.pod, image, io).await
     }
 
     /// The pod's log.
@@ -125,33 +130,44 @@ impl CommandPod {
 
     async fn run_instance(&self, deadline: Option<Instant>) -> Exit {
         let inner = &self.inner;
-        let Instance { mut store, outcome, meter } = match inner.pod.new_store(inner.pre.engine(), deadline) {
-            Ok(instance) => instance,
-            Err(error) => return Exit::StartError(error.to_string()),
-        };
-        inner.pod.cpu.wait_for_quota().await;
-        meter
-            .run(async {
-                let command = match inner.pre.instantiate_async(&mut store).await {
-                    Ok(command) => command,
-                    Err(error) => {
-                        return match outcome.classify(&error) {
-                            Failure::Trap(message) => Exit::StartError(message),
-                            failure => failure_exit(failure),
-                        };
-                    }
-                };
-                match command.wasi_cli_run().call_run(&mut store).await {
-                    Ok(Ok(())) => Exit::Code(0),
-                    Ok(Err(())) => Exit::Code(1),
-                    Err(error) => failure_exit(outcome.classify(&error)),
-                }
-            })
-            .await
+        run_command(&inner.pre, &inner.pod, Stdio::Logs, deadline).await
     }
 }
 
-fn failure_exit(failure: Failure) -> Exit {
+/// Instantiates `pre` in a fresh store of `pod` (its limits, CPU quota and memory account)
+/// with `stdio`, and calls `wasi:cli/run`.
+pub(crate) async fn run_command(
+    pre: &CommandPre<PodState>,
+    pod: &PodContext,
+    stdio: Stdio,
+    deadline: Option<Instant>,
+) -> Exit {
+    let Instance { mut store, outcome, meter } = match pod.new_store_with(pre.engine(), deadline, stdio) {
+        Ok(instance) => instance,
+        Err(error) => return Exit::StartError(error.to_string()),
+    };
+    pod.cpu.wait_for_quota().await;
+    meter
+        .run(async {
+            let command = match pre.instantiate_async(&mut store).await {
+                Ok(command) => command,
+                Err(error) => {
+                    return match outcome.classify(&error) {
+                        Failure::Trap(message) => Exit::StartError(message),
+                        failure => failure_exit(failure),
+                    };
+                }
+            };
+            match command.wasi_cli_run().call_run(&mut store).await {
+                Ok(Ok(())) => Exit::Code(0),
+                Ok(Err(())) => Exit::Code(1),
+                Err(error) => failure_exit(outcome.classify(&error)),
+            }
+        })
+        .await
+}
+
+pub(crate) fn failure_exit(failure: Failure) -> Exit {
     match failure {
         Failure::Exit(code) => Exit::Code(code),
         Failure::Trap(message) => Exit::Trap(message),

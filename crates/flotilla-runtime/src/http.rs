@@ -28,8 +28,8 @@ pub struct HttpPod {
 }
 
 struct Inner {
-    // Keeps the epoch ticker alive while the pod is.
-    _runtime: Runtime,
+    // Keeps the epoch ticker alive while the pod is; links the images it execs.
+    runtime: Runtime,
     pre: ProxyPre<PodState>,
     pod: PodContext,
     permits: Arc<Semaphore>,
@@ -60,7 +60,13 @@ impl HttpPod {
         let pre = ProxyPre::new(instance_pre).map_err(|e| Error::Link(chain(&e)))?;
         let pod = PodContext::new(pre.engine(), runtime.memory_limit(&spec), spec, logs, runtime.inner.router.clone())?;
         let permits = Arc::new(Semaphore::new(pod.spec.limits.max_concurrent_requests.max(1)));
-        Ok(HttpPod { inner: Arc::new(Inner { _runtime: runtime, pre, pod, permits }) })
+        Ok(HttpPod { inner: Arc::new(Inner { runtime, pre, pod, permits }) })
+    }
+
+    /// Runs a command (`image`, with `io`'s argv and streams) in this pod's sandbox:
+    /// `kubectl exec`. See [`ExecIo`](crate::ExecIo).
+    pub async fn exec(&self, image: &Image, io: crate::ExecIo) -> crate::Exit {
+        crate::exec::run(&self.inner.runtime, &self.inner.pod, image, io).await
     }
 
     /// The pod's log.

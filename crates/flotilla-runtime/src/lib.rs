@@ -8,6 +8,9 @@
 //!   request gets a fresh `Store` and instance with the pod's memory limit and deadline, and
 //!   a semaphore bounds concurrent requests (the shape of `wasmtime serve`);
 //! - a [`CommandPod`] (exports `wasi:cli/run`) runs one instance to an [`Exit`];
+//! - either kind runs commands in its sandbox on demand (`kubectl exec`): a command
+//!   image instantiated with the pod's env, directories, limits and allow-list, and the
+//!   caller's argv and streams ([`ExecIo`]);
 //! - a pod's stdout and stderr land in its [`LogBuffer`] (bounded in lines and in bytes,
 //!   each line counted with its overhead), and so does a line when an
 //!   instance traps, is OOM-killed or runs past its deadline;
@@ -28,6 +31,7 @@
 mod command;
 mod cpu;
 mod error;
+mod exec;
 mod http;
 mod logs;
 mod outbound;
@@ -41,6 +45,7 @@ mod tests;
 pub use crate::command::{CommandPod, Exit};
 pub use crate::cpu::CPU_PERIOD;
 pub use crate::error::{Error, PodError, Result};
+pub use crate::exec::{ExecIo, ExecReader, ExecWriter};
 pub use crate::http::{HttpPod, ResponseBody};
 pub use crate::logs::{DEFAULT_MAX_LINES, LINE_OVERHEAD, LogBuffer, LogLine, LogStream, LogWriter};
 pub use crate::runtime::{EPOCH_TICK, Image, ImageKind, Runtime, RuntimeConfig};

@@ -3,13 +3,14 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::command::CommandPod;
@@ -108,6 +109,8 @@ pub struct Image {
     pub(crate) kind: ImageKind,
     pub(crate) component: Component,
     digest: String,
+    /// The command's instantiation, linked once on the first exec of this image.
+    command_pre: Arc<OnceLock<CommandPre<PodState>>>,
 }
 
 impl fmt::Debug for Image {
@@ -124,6 +127,17 @@ impl Image {
     /// `sha256:<hex>` of the component's bytes.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The command's pre-instantiation with `runtime`'s command linker, linked once.
+    pub(crate) fn command_pre(&self, runtime: &Runtime) -> Result<CommandPre<PodState>> {
+        if let Some(pre) = self.command_pre.get() {
+            return Ok(pre.clone());
+        }
+        let instance_pre =
+            runtime.inner.command_linker.instantiate_pre(&self.component).map_err(|e| Error::Link(chain(&e)))?;
+        let pre = CommandPre::new(instance_pre).map_err(|e| Error::Link(chain(&e)))?;
+        Ok(self.command_pre.get_or_init(|| pre).clone())
     }
 }
 
@@ -223,7 +237,7 @@ impl Runtime {
             let _ = write!(hex, "{byte:02x}");
             hex
         });
-        Ok(Image { kind, component, digest })
+        Ok(Image { kind, component, digest, command_pre: Arc::default() })
     }
 
     /// [`load`](Self::load) from a file.

@@ -246,10 +246,20 @@ impl PodContext {
     /// A fresh store for one instance of the pod: its WASI context, memory limit, CPU
     /// meter and deadline.
     pub(crate) fn new_store(&self, engine: &wasmtime::Engine, deadline: Option<Instant>) -> Result<Instance> {
+        self.new_store_with(engine, deadline, Stdio::Logs)
+    }
+
+    /// [`new_store`](Self::new_store) with the given stdio and, for an exec, its argv.
+    pub(crate) fn new_store_with(
+        &self,
+        engine: &wasmtime::Engine,
+        deadline: Option<Instant>,
+        stdio: Stdio,
+    ) -> Result<Instance> {
         let outcome = Arc::new(Outcome::default());
         let meter = Arc::new(Meter::new(self.cpu.clone()));
         let state = PodState {
-            wasi: wasi_ctx(&self.spec, &self.logs)?,
+            wasi: wasi_ctx(&self.spec, &self.logs, stdio)?,
             http: WasiHttpCtx::new(),
             hooks: OutboundHttp::new(
                 self.outbound.clone(),
@@ -295,14 +305,28 @@ pub(crate) struct Instance {
     pub(crate) meter: Arc<Meter>,
 }
 
-fn wasi_ctx(spec: &PodSpec, logs: &LogBuffer) -> Result<WasiCtx> {
+/// Where an instance's stdio goes.
+pub(crate) enum Stdio {
+    /// The pod's own instances: no stdin, stdout and stderr into its log, argv is the
+    /// pod's name and its args.
+    Logs,
+    /// A command run in the pod (`kubectl exec`): its own argv and streams.
+    Exec(crate::exec::ExecIo),
+}
+
+fn wasi_ctx(spec: &PodSpec, logs: &LogBuffer, stdio: Stdio) -> Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
-    builder.stdout(logs.stdout()).stderr(logs.stderr());
+    match stdio {
+        Stdio::Logs => {
+            builder.stdout(logs.stdout()).stderr(logs.stderr());
+            builder.arg(&spec.name).args(&spec.args);
+        }
+        Stdio::Exec(io) => io.install(&mut builder),
+    }
     if !spec.env.iter().any(|(key, _)| key == "HOSTNAME") {
         builder.env("HOSTNAME", &spec.name);
     }
     builder.envs(&spec.env);
-    builder.arg(&spec.name).args(&spec.args);
     for preopen in &spec.preopens {
         let perms = if preopen.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
         // An opened directory is reopened through its descriptor, not looked up by path.

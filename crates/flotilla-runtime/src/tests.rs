@@ -649,3 +649,31 @@ fn a_relative_cache_directory_is_accepted() {
     assert!(runtime.is_ok(), "{:?}", runtime.err());
     assert!(dir.path().join("compiled").is_dir());
 }
+
+/// An exec runs a command image in the pod's sandbox with its own argv and streams: the
+/// pod's env, its stdout in the caller's pipe (not the pod's log), its exit code.
+#[tokio::test]
+async fn exec_runs_a_command_in_the_pods_sandbox() {
+    use tokio::io::AsyncReadExt as _;
+    let pod = http_pod(flotilla_examples::ECHO, spec("web", &[("LIMIT", "20")], Limits::default()));
+    let (stdout, mut read_stdout) = tokio::io::duplex(64 * 1024);
+    let io = crate::ExecIo {
+        args: vec!["batch".into(), "one two".into()],
+        stdout: Some(Box::new(stdout)),
+        ..crate::ExecIo::default()
+    };
+    let exit = pod.exec(&image(flotilla_examples::BATCH), io).await;
+    assert_eq!(exit, Exit::Code(0));
+    let mut out = String::new();
+    read_stdout.read_to_string(&mut out).await.expect("stdout");
+    // LIMIT comes from the pod's env: 8 primes below 20.
+    assert_eq!(out, "batch: 8 primes below 20\narg[0]: batch\narg[1]: one two\n");
+    assert!(lines(pod.logs()).is_empty(), "an exec's output is not the pod's log");
+
+    let exit = pod.exec(&image(flotilla_examples::ECHO), crate::ExecIo::default()).await;
+    assert!(matches!(&exit, Exit::StartError(message) if message.contains("not a command")), "{exit:?}");
+
+    let crasher = command_pod(flotilla_examples::CRASHER, spec("c", &[("EXIT_CODE", "7")], Limits::default()));
+    let exit = crasher.exec(&image(flotilla_examples::CRASHER), crate::ExecIo::default()).await;
+    assert_eq!(exit, Exit::Code(7));
+}
