@@ -92,9 +92,12 @@ type Action = (&'static str, (&'static str, &'static str, &'static str), &'stati
 /// request path apart from the object's verbs): name, response kind, verbs. kubectl drain
 /// evicts through `pods/eviction` only where discovery lists it.
 const POD_ACTIONS: &[Action] = &[
+    ("attach", ("", "v1", "PodAttachOptions"), &["create", "get"]),
     ("binding", ("", "v1", "Binding"), &["create"]),
     ("eviction", ("policy", "v1", "Eviction"), &["create"]),
+    ("exec", ("", "v1", "PodExecOptions"), &["create", "get"]),
     ("log", ("", "v1", "Pod"), &["get"]),
+    ("portforward", ("", "v1", "PodPortForwardOptions"), &["create", "get"]),
     ("proxy", ("", "v1", "NodeProxyOptions"), &["create", "delete", "get", "patch", "update"]),
 ];
 

@@ -354,6 +354,10 @@ async fn route(state: &Arc<ApiState>, request: Request<Incoming>) -> Result<Resp
         ["apis", group, version] => {
             return discovery::api_resource_list(group, version).map(ok).unwrap_or_else(|| Err(not_found_path(&path)));
         }
+        ["api", "v1", "namespaces", namespace, "pods", pod, subresource @ ("exec" | "attach" | "portforward")] => {
+            let (namespace, pod, subresource) = (namespace.to_string(), pod.to_string(), subresource.to_string());
+            return crate::kubelet::stream(state, &namespace, &pod, &subresource, request).await;
+        }
         ["api", "v1", "namespaces", namespace, "pods", pod, "proxy", ..] => {
             let (namespace, pod) = (namespace.to_string(), pod.to_string());
             return crate::kubelet::proxy(state, &namespace, &pod, request).await;

@@ -1,9 +1,10 @@
-//! `pods/log` and `pods/proxy`: the API server finds the node a pod runs on and hands
-//! the request to that node's [`Kubelet`](flotilla_client::Kubelet), as kube-apiserver
-//! proxies to a kubelet.
+//! `pods/log`, `pods/proxy`, `pods/exec`, `pods/attach` and `pods/portforward`: the API
+//! server finds the node a pod runs on and hands the request to that node's
+//! [`Kubelet`](flotilla_client::Kubelet), as kube-apiserver proxies to a kubelet.
 
 use crate::http::{ApiState, Body, Query};
 use flotilla_api::{ApiError, Reason};
+use flotilla_client::streaming;
 use flotilla_client::{Kubelet, LogOptions};
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
@@ -113,4 +114,56 @@ pub(crate) async fn proxy(
     let request =
         Request::from_parts(parts, body.map_err(|e| -> flotilla_client::BoxError { Box::new(e) }).boxed_unsync());
     kubelet.proxy(namespace, pod, request).await
+}
+
+/// `pods/exec`, `pods/attach` and `pods/portforward` (GET or POST, upgraded to a
+/// WebSocket): checked here against the pod object as kube-apiserver checks them, then
+/// served by the pod's node (see `flotilla_client::streaming` for the wire protocols).
+pub(crate) async fn stream(
+    state: &Arc<ApiState>,
+    namespace: &str,
+    pod: &str,
+    subresource: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if request.method() != http::Method::GET && request.method() != http::Method::POST {
+        return Err(ApiError::new(
+            Reason::MethodNotAllowed,
+            format!("the server does not allow this method on the requested resource: {}", request.method()),
+        ));
+    }
+    let (object, kubelet) = kubelet_of(state, namespace, pod).await?;
+    let phase = object["status"]["phase"].as_str().unwrap_or_default();
+    if phase == "Succeeded" || phase == "Failed" {
+        let verb = if subresource == "portforward" { "forward ports to" } else { "exec into" };
+        return Err(ApiError::bad_request(format!(
+            "cannot {verb} a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let (namespace, pod) = (namespace.to_string(), pod.to_string());
+    match subresource {
+        "portforward" => {
+            let connect = move |port: u16| -> streaming::BoxFuture<Result<Box<dyn streaming::Duplex>, String>> {
+                let (kubelet, namespace, pod) = (kubelet.clone(), namespace.clone(), pod.clone());
+                Box::pin(async move { kubelet.port_forward(&namespace, &pod, port).await.map_err(|e| e.message) })
+            };
+            streaming::upgrade_port_forward(request, connect)
+        }
+        _ => {
+            let attach = subresource == "attach";
+            streaming::upgrade_exec(request, attach, |mut options| async move {
+                let containers: Vec<&str> =
+                    object["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+                match &options.container {
+                    Some(container) if !containers.contains(&container.as_str()) => {
+                        return Err(ApiError::bad_request(format!("container {container} is not valid for pod {pod}")));
+                    }
+                    Some(_) => {}
+                    None => options.container = containers.first().map(|c| c.to_string()),
+                }
+                kubelet.exec(&namespace, &pod, &options).await
+            })
+            .await
+        }
+    }
 }

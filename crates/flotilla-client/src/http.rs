@@ -288,6 +288,37 @@ impl Client {
             .map_err(|e| Error::Transport(format!("{method} {}{path}: {}", self.server, error_chain(&e))))
     }
 
+    /// Opens a WebSocket at `path` (a GET upgraded on its own HTTP/1.1 connection)
+    /// offering `protocols`; answers the protocol the server chose and the socket. A
+    /// server that refuses the upgrade answers its `Status` as [`Error::Api`].
+    pub async fn websocket(&self, path: &str, protocols: &[&str]) -> Result<(String, crate::streaming::WebSocket)> {
+        let mut request = self.request(Method::GET, path, "", Vec::new())?;
+        for (name, value) in crate::streaming::request_headers(protocols) {
+            let value = header::HeaderValue::from_str(&value).map_err(|e| Error::Transport(format!("{path}: {e}")))?;
+            request.headers_mut().insert(name, value);
+        }
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| Error::Transport(format!("GET {}{path}: {}", self.server, error_chain(&e))))?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = response.status();
+            let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            return Err(Error::Api(ApiError::from_status_body(status.as_u16(), &body)));
+        }
+        let protocol = response
+            .headers()
+            .get(header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| Error::Transport(format!("upgrading GET {}{path}: {}", self.server, error_chain(&e))))?;
+        Ok((protocol, crate::streaming::client_socket(upgraded).await))
+    }
+
     /// Starts a streaming request (a watch); lines arrive through the returned body.
     pub async fn stream(&self, path: &str) -> Result<(StatusCode, hyper::body::Incoming)> {
         let request = self.request(Method::GET, path, "", Vec::new())?;

@@ -1,8 +1,11 @@
 //! What the API server asks of a node, as kube-apiserver asks a kubelet: a pod's logs
-//! (`pods/log`), HTTP to a pod (`pods/proxy`, which `flotilla port-forward` uses), and
-//! its pods' resource use (`/stats/summary`, which the resource metrics scraper reads).
+//! (`pods/log`), HTTP to a pod (`pods/proxy`), commands in a pod and connections to its
+//! ports (`pods/exec`, `pods/attach`, `pods/portforward`; their wire protocols are
+//! [`streaming`](crate::streaming)'s), and its pods' resource use (`/stats/summary`,
+//! which the resource metrics scraper reads).
 
 use crate::stats::Summary;
+use crate::streaming::{Duplex, ExecOptions, ExecSession};
 use async_trait::async_trait;
 use bytes::Bytes;
 use flotilla_api::ApiError;
@@ -68,6 +71,22 @@ pub trait Kubelet: Send + Sync + std::fmt::Debug {
     /// that measures nothing answers `NotFound`.
     async fn stats(&self) -> Result<Summary, ApiError> {
         Err(ApiError::new(flotilla_api::Reason::NotFound, "this kubelet serves no stats"))
+    }
+
+    /// Runs a command in the pod (`pods/exec`), or attaches to its container
+    /// (`pods/attach`, `options.command` empty), with the streams `options` ask for.
+    /// Errors before the command starts (no such container, not running) come here;
+    /// the command's own end comes through [`ExecSession::exit`].
+    async fn exec(&self, namespace: &str, pod: &str, options: &ExecOptions) -> Result<ExecSession, ApiError> {
+        let _ = (namespace, pod, options);
+        Err(ApiError::new(flotilla_api::Reason::BadRequest, "this kubelet cannot run commands in pods"))
+    }
+
+    /// A connection to the pod's `port` (`pods/portforward`): the pod's own listener on
+    /// it, as `localhost:PORT` inside the pod would reach it.
+    async fn port_forward(&self, namespace: &str, pod: &str, port: u16) -> Result<Box<dyn Duplex>, ApiError> {
+        let _ = (namespace, pod, port);
+        Err(ApiError::new(flotilla_api::Reason::BadRequest, "this kubelet cannot forward ports"))
     }
 }
 
@@ -228,6 +247,25 @@ impl Kubelet for HttpKubelet {
         let path = format!("/pods/{}/{}/proxy{rest}", segment(namespace), segment(pod));
         let response = self.client.forward(parts.method, &path, &parts.headers, body).await?;
         Ok(response.map(|body| body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+    }
+
+    async fn exec(&self, namespace: &str, pod: &str, options: &ExecOptions) -> Result<ExecSession, ApiError> {
+        let verb = if options.command.is_empty() { "attach" } else { "exec" };
+        let mut path = format!("/{verb}/{}/{}", segment(namespace), segment(pod));
+        if let Some(container) = &options.container {
+            path.push('/');
+            path.push_str(&segment(container));
+        }
+        path.push('?');
+        path.push_str(&options.query());
+        let (protocol, socket) = self.client.websocket(&path, crate::streaming::EXEC_PROTOCOLS).await?;
+        Ok(crate::streaming::exec_client(socket, &protocol, options))
+    }
+
+    async fn port_forward(&self, namespace: &str, pod: &str, port: u16) -> Result<Box<dyn Duplex>, ApiError> {
+        let path = format!("/portForward/{}/{}?ports={port}", segment(namespace), segment(pod));
+        let (_, socket) = self.client.websocket(&path, &[crate::streaming::V4_CHANNEL]).await?;
+        Ok(Box::new(crate::streaming::port_forward_client(socket)))
     }
 
     async fn stats(&self) -> Result<Summary, ApiError> {

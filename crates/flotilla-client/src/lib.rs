@@ -26,6 +26,7 @@ mod informer;
 mod kubelet;
 mod serve;
 mod stats;
+pub mod streaming;
 mod supervise;
 
 pub use crate::event::{EventRecorder, EventSeverity, event};

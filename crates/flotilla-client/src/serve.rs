@@ -176,7 +176,7 @@ impl HttpServer {
         let served = match tls {
             Some(acceptor) => match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let connection = self.http.serve_connection(TokioIo::new(stream), service);
+                    let connection = self.http.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     tokio::select! {
                         served = connection => served,
                         () = idle => Ok(()),
@@ -192,7 +192,7 @@ impl HttpServer {
                 }
             },
             None => {
-                let connection = self.http.serve_connection(TokioIo::new(stream), service);
+                let connection = self.http.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 tokio::select! {
                     served = connection => served,
                     () = idle => Ok(()),

@@ -122,12 +122,30 @@ pub struct Slot {
     pub logs: LogBuffer,
     pub previous: Option<LogBuffer>,
     pub http: Option<HttpPod>,
+    /// The run going on now, which `kubectl exec` runs commands beside.
+    pub running: Option<Running>,
     /// What the container's runs used, for its metrics.
     pub usage: Usage,
 }
 
+/// A container's live run, as an exec needs it: the sandbox to run in, the image (a
+/// command image runs itself when asked by name) and a signal that the run ended.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub run: Run,
+    pub image: flotilla_runtime::Image,
+    /// The container's `image:` as written.
+    pub image_name: String,
+    /// The container's `command[0]`, if it has one.
+    pub command: Option<String>,
+    /// The container's `ports[].containerPort`.
+    pub ports: Vec<u16>,
+    /// Changes (or errs, its sender gone) when the run ends: execs in it end too.
+    pub ended: watch::Receiver<()>,
+}
+
 /// A run of a container, as the runtime made it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Run {
     Http(HttpPod),
     Command(CommandPod),
@@ -215,6 +233,7 @@ impl Handle {
             logs: LogBuffer::new(LOG_CAP_BYTES),
             previous: None,
             http: None,
+            running: None,
             usage: Usage::default(),
         };
         let handle = Handle {
@@ -257,6 +276,8 @@ pub struct Runner {
     pub handle: Arc<Handle>,
     pub crashes: AsyncMutex<mpsc::UnboundedReceiver<Crash>>,
     pub board: Arc<crate::pod::Board>,
+    /// The pod's containers as its `localhost`.
+    pub localhost: Arc<dyn flotilla_runtime::ServiceRouter>,
 }
 
 fn now() -> String {
@@ -398,8 +419,9 @@ impl Runner {
                 allow_host_path: config.allow_host_path_volumes,
             };
             let spec = match spec::resolve(self.shared.cluster.as_ref(), &ctx, &self.container).await {
-                Ok(spec) => {
+                Ok(mut spec) => {
                     last_config_error = None;
+                    spec.localhost = Some(self.localhost.clone());
                     spec
                 }
                 Err(error) => {
@@ -422,20 +444,41 @@ impl Runner {
             let started_at = now();
             let run_started = Instant::now();
             status.container_id = format!("wasm://{uid}/{}/{}", status.name, status.restart_count);
+            // Dropped when this run ends, which ends the execs in it.
+            let (_run_ended, ended) = watch::channel(());
+            let running = |run: Run| Running {
+                run,
+                image: image.clone(),
+                image_name: status.image.clone(),
+                command: self.container["command"][0].as_str().map(str::to_string),
+                ports: self.container["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| u16::try_from(p["containerPort"].as_u64()?).ok())
+                    .collect(),
+                ended: ended.clone(),
+            };
             let ended = match image.kind() {
                 ImageKind::Command => match self.shared.runtime.command_pod(&image, spec, logs.clone()) {
                     Ok(pod) => {
-                        self.handle.lock().usage.begin(Run::Command(pod.clone()));
+                        {
+                            let mut slot = self.handle.lock();
+                            slot.usage.begin(Run::Command(pod.clone()));
+                            slot.running = Some(running(Run::Command(pod.clone())));
+                        }
                         status.state = State::Running { started_at: started_at.clone() };
                         status.has_run = true;
                         status.started = true;
                         status.ready = true;
                         status.unready_message = None;
                         self.report(&status);
-                        tokio::select! {
+                        let ended = tokio::select! {
                             exit = pod.run() => Some(terminated(&exit, started_at)),
                             _ = stop.wait_for(|s| *s) => None,
-                        }
+                        };
+                        self.handle.lock().running = None;
+                        ended
                     }
                     Err(error) => Some(terminated(&Exit::StartError(error.to_string()), started_at)),
                 },
@@ -445,12 +488,17 @@ impl Runner {
                             let mut slot = self.handle.lock();
                             slot.http = Some(pod.clone());
                             slot.usage.begin(Run::Http(pod.clone()));
+                            slot.running = Some(running(Run::Http(pod.clone())));
                         }
                         self.shared.http_started.notify_waiters();
                         status.state = State::Running { started_at: started_at.clone() };
                         status.has_run = true;
                         let ended = self.serve(&pod, &mut status, &mut stop, started_at).await;
-                        self.handle.lock().http = None;
+                        {
+                            let mut slot = self.handle.lock();
+                            slot.http = None;
+                            slot.running = None;
+                        }
                         ended
                     }
                     Err(error) => Some(terminated(&Exit::StartError(error.to_string()), started_at)),

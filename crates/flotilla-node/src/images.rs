@@ -75,6 +75,10 @@ struct Inner {
     /// The API server's registry, for an agent in another process: named images it does
     /// not have are downloaded from there.
     remote: std::sync::OnceLock<flotilla_client::Client>,
+    /// Built-in images by name, whatever the tag (`busybox`, `nginx`).
+    builtin: Mutex<HashMap<String, PathBuf>>,
+    /// The toolbox commands run by `kubectl exec` come from.
+    toolbox: std::sync::OnceLock<PathBuf>,
     /// Whether `file://` images may be run.
     file_images: AtomicBool,
     /// Compiled images by file, valid while the file's size and mtime stay the same.
@@ -94,6 +98,8 @@ impl ImageStore {
             dirs,
             named: Mutex::new(HashMap::new()),
             remote: std::sync::OnceLock::new(),
+            builtin: Mutex::new(HashMap::new()),
+            toolbox: std::sync::OnceLock::new(),
             file_images: AtomicBool::new(false),
             compiled: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
@@ -113,6 +119,35 @@ impl ImageStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(format!("{name}:{tag}"), file);
         Ok(())
+    }
+
+    /// Makes `file` the built-in image `name` with any tag (`busybox:1.36` is `busybox`),
+    /// found after pushed and preloaded images: an image pushed under the same name wins.
+    pub fn builtin(&self, name: &str, file: PathBuf) {
+        self.inner.builtin.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_string(), file);
+    }
+
+    /// Built-in image names and their files.
+    pub fn builtins(&self) -> Vec<(String, PathBuf)> {
+        let builtin = self.inner.builtin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all: Vec<_> = builtin.iter().map(|(n, f)| (n.clone(), f.clone())).collect();
+        all.sort();
+        all
+    }
+
+    /// Sets the toolbox `kubectl exec` runs commands from (once).
+    pub fn set_toolbox(&self, file: PathBuf) {
+        let _ = self.inner.toolbox.set(file);
+    }
+
+    /// The toolbox, compiled.
+    pub fn toolbox(&self) -> Result<Image, ImageError> {
+        let path = self
+            .inner
+            .toolbox
+            .get()
+            .ok_or_else(|| ImageError::NotFound("this node has no toolbox to run commands with".into()))?;
+        self.load_path(path.clone(), "the toolbox")
     }
 
     /// Lets pods run `file:///PATH` images (refused by default: the path may name any
@@ -181,6 +216,11 @@ impl ImageStore {
                         }
                     }
                 }
+                let builtin = self.inner.builtin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(file) = builtin.get(&name).filter(|f| f.is_file()) {
+                    return Ok(file.clone());
+                }
+                drop(builtin);
                 Err(ImageError::NotFound(format!(
                     "image \"{name}:{tag}\" not found in the node's image store (push it with `flotilla image push \
                      {name}:{tag} FILE.wasm`, or use file:///path.wasm)"
@@ -193,6 +233,10 @@ impl ImageStore {
     /// the runtime's on-disk cache after a restart.
     pub fn load(&self, image: &str) -> Result<Image, ImageError> {
         let path = self.locate(image)?;
+        self.load_path(path, image)
+    }
+
+    fn load_path(&self, path: PathBuf, image: &str) -> Result<Image, ImageError> {
         let meta = std::fs::metadata(&path).map_err(|e| ImageError::NotFound(format!("{}: {e}", path.display())))?;
         let (len, modified) = (meta.len(), meta.modified().ok());
         let cached = self.lock().get(&path).filter(|(l, m, _)| *l == len && *m == modified).map(|(_, _, i)| i.clone());

@@ -47,6 +47,18 @@ impl Node {
         &self,
         namespace: &str,
         pod: &str,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        self.dispatch_to(namespace, pod, None, request).await
+    }
+
+    /// [`dispatch`](Self::dispatch) to the HTTP container called `container` (the first
+    /// HTTP container when `None`).
+    pub(crate) async fn dispatch_to(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
         mut request: http::Request<Body>,
     ) -> Result<http::Response<Body>, ApiError> {
         // A pod woken from zero may be bound here and not started yet: the proxy then
@@ -63,7 +75,11 @@ impl Node {
             // is not missed.
             let started = self.inner.shared.http_started.notified();
             let running = self.handles(namespace, pod).map(|handles| {
-                let http = handles.containers.iter().find_map(|h| h.lock().http.clone().map(|http| (h.clone(), http)));
+                let http = handles.containers.iter().find_map(|h| {
+                    let slot = h.lock();
+                    let chosen = container.is_none_or(|name| slot.name == name);
+                    slot.http.clone().filter(|_| chosen).map(|http| (h.clone(), http))
+                });
                 (handles, http)
             });
             match running {
@@ -244,6 +260,24 @@ impl Kubelet for Node {
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, ApiError> {
         self.dispatch(namespace, pod, request).await
+    }
+
+    async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        options: &flotilla_client::streaming::ExecOptions,
+    ) -> Result<flotilla_client::streaming::ExecSession, ApiError> {
+        self.exec_session(namespace, pod, options).await
+    }
+
+    async fn port_forward(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+    ) -> Result<Box<dyn flotilla_client::streaming::Duplex>, ApiError> {
+        self.port_forward_stream(namespace, pod, port)
     }
 
     async fn stats(&self) -> Result<Summary, ApiError> {

@@ -16,6 +16,7 @@
 
 mod container;
 mod eviction;
+mod exec;
 mod images;
 mod kubelet;
 mod metrics;

@@ -228,6 +228,8 @@ impl Worker {
             return;
         }
         let board = Arc::new(Board::new(containers.iter().map(Status::new).collect()));
+        let localhost: Arc<dyn flotilla_runtime::ServiceRouter> =
+            Arc::new(crate::exec::PodLocalhost { containers: handles.iter().map(Arc::downgrade).collect() });
         let (stop_tx, stop_rx) = watch::channel(false);
         for ((index, container), (handle, crashes)) in
             containers.into_iter().enumerate().zip(handles.iter().cloned().zip(receivers))
@@ -242,6 +244,7 @@ impl Worker {
                 handle,
                 crashes: AsyncMutex::new(crashes),
                 board: board.clone(),
+                localhost: localhost.clone(),
             };
             tokio::spawn(runner.run(stop_rx.clone()).in_current_span());
         }

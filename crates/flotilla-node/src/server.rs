@@ -1,12 +1,15 @@
 //! The agent's own HTTP API, for an API server in another process (the kubelet port):
 //! `GET /containerLogs/NS/POD[/CONTAINER]` with `pods/log`'s query, and
-//! `/pods/NS/POD/proxy/PATH` into the pod, `/metrics` (the agent process's metrics,
+//! `/pods/NS/POD/proxy/PATH` into the pod, `/exec|attach/NS/POD[/CONTAINER]` and
+//! `/portForward/NS/POD` (WebSockets, the protocols of `flotilla_client::streaming`),
+//! `/metrics` (the agent process's metrics,
 //! in Prometheus' text format), and `GET /stats/summary` (its pods' resource use, JSON,
 //! for the API server's resource metrics). Every request needs the node token. It
 //! listens within the process's [`ConnectionLimits`], as every listener does.
 
 use crate::Node;
 use flotilla_api::ApiError;
+use flotilla_client::streaming;
 use flotilla_client::{Body, BoxError, ConnectionLimits, HttpServer, Kubelet as _, LogOptions, Supervisor, full_body};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -117,6 +120,23 @@ async fn route(node: &Node, request: Request<Incoming>) -> Result<Response<Body>
             parts.headers.remove(http::header::AUTHORIZATION);
             let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
             node.dispatch(&namespace, &pod, Request::from_parts(parts, body)).await
+        }
+        ["exec" | "attach", namespace, pod, rest @ ..] if rest.len() <= 1 => {
+            let attach = segments[0] == "attach";
+            let (namespace, pod) = (namespace.to_string(), pod.to_string());
+            let container = rest.first().filter(|c| !c.is_empty()).map(|c| c.to_string());
+            streaming::upgrade_exec(request, attach, |mut options| async move {
+                options.container = options.container.or(container);
+                node.exec(&namespace, &pod, &options).await
+            })
+            .await
+        }
+        ["portForward", namespace, pod] => {
+            let (namespace, pod, node) = (namespace.to_string(), pod.to_string(), node.clone());
+            streaming::upgrade_port_forward(request, move |port| {
+                let result = node.port_forward_stream(&namespace, &pod, port).map_err(|e| e.message);
+                Box::pin(async move { result })
+            })
         }
         _ => Err(ApiError::new(flotilla_api::Reason::NotFound, format!("no kubelet endpoint {path}"))),
     }

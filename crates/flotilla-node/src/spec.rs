@@ -75,6 +75,7 @@ pub async fn resolve(cluster: &dyn Cluster, ctx: &PodContext<'_>, container: &Va
         preopens,
         allowed_outbound_hosts,
         limits: limits(pod, container)?,
+        localhost: None,
     })
 }
 
@@ -337,7 +338,17 @@ async fn volumes(
         .flatten()
         .filter_map(|v| Some((v["name"].as_str()?, v)))
         .collect();
-    let mut preopens = Vec::new();
+    // The container's own root filesystem, as a container image's writable layer: an
+    // empty directory with `/tmp`, seen at `/` under the volumes (a preopen at a longer
+    // path wins), so that `kubectl cp` and scripts have somewhere to write. It goes with
+    // the pod.
+    let container_name = container["name"].as_str().unwrap_or("container");
+    let root = ctx.pod_dir.join("rootfs").join(container_name);
+    std::fs::create_dir_all(root.join("tmp"))
+        .map_err(|e| ConfigError(format!("making the container's root directory {}: {e}", root.display())))?;
+    let (host, dir) = open_mount(&root, None).map_err(|reason| ConfigError(format!("the root directory: {reason}")))?;
+    let mut preopens =
+        vec![Preopen { host, guest: "/".to_string(), read_only: false, dir: Some(std::sync::Arc::new(dir)) }];
     for mount in container["volumeMounts"].as_array().into_iter().flatten() {
         let name = mount["name"].as_str().unwrap_or_default();
         let guest = mount["mountPath"].as_str().unwrap_or_default().to_string();

@@ -2,6 +2,9 @@
 //! ([`PodSpec::allowed_outbound_hosts`](crate::PodSpec::allowed_outbound_hosts)) and the
 //! `wasi:http` hooks that decide where each request goes, in this order:
 //!
+//! 0. an `http` request to `localhost[:PORT]` (`127.0.0.1`, `[::1]`) goes to the pod's own
+//!    container listening on PORT, through the spec's
+//!    [`localhost`](crate::PodSpec::localhost) router;
 //! 1. an `http` request to a cluster Service (one the runtime's
 //!    [`ServiceRouter`](crate::ServiceRouter) claims for the pod's namespace: `SVC`,
 //!    `SVC.NS`, `SVC.NS.svc.cluster.local`, `CLUSTER_IP:PORT`) goes to the router, in
@@ -24,7 +27,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
 use crate::error::{Error, Result};
 use crate::logs::{LogBuffer, LogStream};
-use crate::service::{self, RouterSlot};
+use crate::service::{self, RouterSlot, ServiceRouter};
 
 /// A pod's parsed allow-list. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -171,6 +174,8 @@ pub(crate) struct OutboundHttp {
     allowed: AllowedHosts,
     logs: LogBuffer,
     router: RouterSlot,
+    /// The pod's own listeners, for `localhost`.
+    localhost: Option<Arc<dyn ServiceRouter>>,
     /// The pod's namespace, where short Service names resolve.
     namespace: Arc<str>,
     /// When the instance is killed: routed requests do not wait past it.
@@ -182,10 +187,11 @@ impl OutboundHttp {
         allowed: AllowedHosts,
         logs: LogBuffer,
         router: RouterSlot,
+        localhost: Option<Arc<dyn ServiceRouter>>,
         namespace: Arc<str>,
         deadline: Option<Instant>,
     ) -> OutboundHttp {
-        OutboundHttp { allowed, logs, router, namespace, deadline }
+        OutboundHttp { allowed, logs, router, localhost, namespace, deadline }
     }
 }
 
@@ -201,6 +207,17 @@ impl WasiHttpHooks for OutboundHttp {
         _fut: IoFuture,
     ) -> SendRequestFuture {
         let uri = request.uri();
+        if let Some(local) = &self.localhost
+            && uri.scheme() == Some(&Scheme::HTTP)
+            && let Some(authority) = uri.authority()
+            && local.is_service_host(&self.namespace, authority)
+        {
+            let response = service::send(local.as_ref(), &self.namespace, request, options, self.deadline);
+            return Box::new(async move {
+                let response = response.await?;
+                Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+            });
+        }
         if let Some(router) = self.router.get()
             && uri.scheme() == Some(&Scheme::HTTP)
             && let Some(authority) = uri.authority()

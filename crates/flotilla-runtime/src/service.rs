@@ -289,7 +289,7 @@ mod tests {
         let allowed =
             AllowedHosts::parse(&allowed.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()).expect("valid hosts");
         let logs = LogBuffer::new(4096);
-        Pod { hooks: OutboundHttp::new(allowed, logs.clone(), router.clone(), "shop".into(), deadline), logs }
+        Pod { hooks: OutboundHttp::new(allowed, logs.clone(), router.clone(), None, "shop".into(), deadline), logs }
     }
 
     fn slot(router: &Arc<Router>) -> RouterSlot {

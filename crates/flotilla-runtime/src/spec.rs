@@ -29,6 +29,10 @@ pub struct PodSpec {
     /// but to cluster Services.
     pub allowed_outbound_hosts: Vec<String>,
     pub limits: Limits,
+    /// Where the pod's `http://localhost[:PORT]` requests go (`127.0.0.1`, `[::1]`): its
+    /// own containers' listeners, as the containers of a pod share localhost. A router
+    /// for these hosts only; without one, such requests are refused.
+    pub localhost: Option<std::sync::Arc<dyn crate::ServiceRouter>>,
 }
 
 /// A host directory the pod may use, and where it sees it.

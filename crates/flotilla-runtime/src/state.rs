@@ -265,6 +265,7 @@ impl PodContext {
                 self.outbound.clone(),
                 self.logs.clone(),
                 self.router.clone(),
+                self.spec.localhost.clone(),
                 self.namespace.clone(),
                 deadline,
             ),
