@@ -10,6 +10,8 @@ use std::process::Command;
 use std::time::Instant;
 
 const TARGET: &str = "wasm32-wasip2";
+/// Examples the binary ships inside itself (built-in images): their bytes are included.
+const SHIPPED: &[&str] = &["toolbox", "nginx"];
 /// Overrides where the nested build puts its target directory.
 const TARGET_DIR_ENV: &str = "FLOTILLA_WASM_EXAMPLES_TARGET_DIR";
 
@@ -77,6 +79,17 @@ fn main() {
         let _ = writeln!(generated, "pub const {}: &str = {:?};", example.upper_snake(), path.display().to_string());
     }
 
+    // The examples the binary ships as built-in images carry their bytes too.
+    for example in examples.iter().filter(|e| SHIPPED.contains(&e.name.as_str())) {
+        let path = artifacts.join(example.file_name());
+        let _ = writeln!(generated, "/// The `{}` component's bytes, shipped inside the binary.", example.name);
+        let _ = writeln!(
+            generated,
+            "pub static {}_WASM: &[u8] = include_bytes!({:?});",
+            example.upper_snake(),
+            path.display().to_string()
+        );
+    }
     generated.push_str("\n/// Every example as `(crate name, artifact path)`, sorted by name.\n");
     generated.push_str("pub const ALL: &[(&str, &str)] = &[\n");
     for example in &examples {

@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod crud;
 mod durability;
+mod exec;
 mod ingress;
 mod kubectl;
 mod limits;

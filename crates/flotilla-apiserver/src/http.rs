@@ -45,6 +45,8 @@ pub struct ApiState {
     pub kubelets: flotilla_client::Kubelets,
     /// Where pushed images are kept (`DIR/NAME/TAG.wasm`).
     pub images_dir: std::path::PathBuf,
+    /// The nodes' built-in images, `(name, what it is)`.
+    pub builtin_images: Vec<(String, String)>,
     pub request_ids: AtomicU64,
     /// Requests are counted here.
     pub metrics: crate::metrics::ApiMetrics,

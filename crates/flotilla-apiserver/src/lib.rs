@@ -91,6 +91,9 @@ pub struct Config {
     /// delete), past which the server answers 429 (`--max-mutating-requests-inflight`);
     /// 0 for no limit.
     pub max_mutating_requests_inflight: usize,
+    /// The built-in images the nodes run (`busybox`, `nginx`), as `flotilla image ls`
+    /// lists them: `(name, what it is)`.
+    pub builtin_images: Vec<(String, String)>,
 }
 
 impl Config {
@@ -112,6 +115,7 @@ impl Config {
             limits: ConnectionLimits::default(),
             max_requests_inflight: 400,
             max_mutating_requests_inflight: 200,
+            builtin_images: Vec::new(),
         }
     }
 }
@@ -197,6 +201,7 @@ pub async fn start(config: Config, store: Arc<dyn Store>) -> Result<Running> {
         namespace_poke: namespace_poke.clone(),
         kubelets: config.kubelets.clone(),
         images_dir: config.data_dir.join("images"),
+        builtin_images: config.builtin_images.clone(),
         request_ids: AtomicU64::new(1),
         metrics,
         metrics_registry: config.metrics.clone(),
@@ -268,6 +273,7 @@ pub mod fuzzing {
                 namespace_poke: Arc::default(),
                 kubelets: flotilla_client::Kubelets::default(),
                 images_dir: std::env::temp_dir().join("flotilla-fuzz-images"),
+                builtin_images: Vec::new(),
                 request_ids: AtomicU64::new(1),
                 metrics,
                 metrics_registry,

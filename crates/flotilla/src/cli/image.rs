@@ -47,6 +47,11 @@ impl ImageCommand {
                 for image in response["images"].as_array().into_iter().flatten() {
                     println!("{}", image.as_str().unwrap_or_default());
                 }
+                // Pushed images of the same name win over these.
+                for image in response["builtin"].as_array().into_iter().flatten() {
+                    let (name, what) = (image["name"].as_str().unwrap_or_default(), image["description"].as_str());
+                    println!("{name}:* (built-in: {})", what.unwrap_or_default());
+                }
             }
         }
         Ok(())

@@ -4,6 +4,7 @@ mod agent;
 mod apply;
 mod delete;
 mod describe;
+mod exec;
 mod get;
 mod image;
 mod logs;
@@ -42,7 +43,9 @@ enum Command {
     Describe(describe::DescribeCommand),
     /// Print a pod's container log.
     Logs(logs::LogsCommand),
-    /// Serve a local port whose HTTP requests go to a pod.
+    /// Run a command in a pod (`-i` passes stdin, `-t` makes it a terminal).
+    Exec(exec::ExecCommand),
+    /// Serve a local port whose connections go to a pod's port.
     PortForward(port_forward::PortForwardCommand),
     /// Push and list the cluster's wasm images.
     Image(image::ImageCommand),
@@ -64,6 +67,7 @@ impl Cli {
             Command::Delete(command) => command.execute().await,
             Command::Describe(command) => command.execute().await,
             Command::Logs(command) => command.execute().await,
+            Command::Exec(command) => command.execute().await,
             Command::PortForward(command) => command.execute().await,
             Command::Image(command) => command.execute().await,
             Command::Scale(command) => command.execute().await,

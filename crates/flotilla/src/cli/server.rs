@@ -175,6 +175,12 @@ pub struct NodeArgs {
     /// default, with ErrImagePull; push images with `flotilla image push` instead).
     #[arg(long, env = "FLOTILLA_ALLOW_FILE_IMAGES")]
     pub allow_file_images: bool,
+    /// Run `image: busybox` (any tag) as the built-in toolbox (`sh` and the everyday
+    /// commands) and `image: nginx` (any tag) as a built-in static file server; an image
+    /// pushed under the same name wins. `--builtin-images=false` turns the aliases off
+    /// (`kubectl exec` still runs its commands from the toolbox).
+    #[arg(long, env = "FLOTILLA_BUILTIN_IMAGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub builtin_images: bool,
     /// How often the node measures emptyDir volumes against their `sizeLimit`, evicting a
     /// pod whose volume is over it (kubelet's eviction monitoring period).
     #[arg(
@@ -271,11 +277,42 @@ impl NodeArgs {
         }
         let images = flotilla_node::ImageStore::new(runtime.clone(), data_dir.join("images"), self.images.clone());
         images.allow_file_images(self.allow_file_images);
-        for (example, path) in flotilla_examples::ALL {
+        // The toolbox and nginx are built-in images (below), not examples by name.
+        for (example, path) in flotilla_examples::ALL.iter().filter(|(e, _)| !["toolbox", "nginx"].contains(e)) {
             images.preload(example, PathBuf::from(path))?;
+        }
+        let builtin = data_dir.join("builtin");
+        let toolbox = install(&builtin.join("toolbox.wasm"), flotilla_examples::TOOLBOX_WASM)?;
+        images.set_toolbox(toolbox.clone());
+        if self.builtin_images {
+            images.builtin("busybox", toolbox);
+            images.builtin("nginx", install(&builtin.join("nginx.wasm"), flotilla_examples::NGINX_WASM)?);
         }
         Ok((config, runtime, images))
     }
+
+    /// The built-in images as `flotilla image ls` lists them.
+    pub fn builtin_images(&self) -> Vec<(String, String)> {
+        if !self.builtin_images {
+            return Vec::new();
+        }
+        vec![
+            ("busybox".into(), "the toolbox: sh, ls, cat, grep, tar, wget, curl and more".into()),
+            ("nginx".into(), "a static file server for /usr/share/nginx/html".into()),
+        ]
+    }
+}
+
+/// Writes a built-in image's `bytes` to `path` unless it holds them already.
+fn install(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    if std::fs::read(path).ok().as_deref() != Some(bytes) {
+        let parent = path.parent().unwrap_or(path);
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        let temporary = path.with_extension("wasm.tmp");
+        std::fs::write(&temporary, bytes).with_context(|| format!("writing {}", temporary.display()))?;
+        std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(path.to_path_buf())
 }
 
 impl ServerCommand {
@@ -321,6 +358,7 @@ impl ServerCommand {
             limits: self.connections.limits(),
             max_requests_inflight: self.max_requests_inflight,
             max_mutating_requests_inflight: self.max_mutating_requests_inflight,
+            builtin_images: self.node.builtin_images(),
         };
         let running = flotilla_apiserver::start(config, Arc::new(store)).await?;
         let cluster = running.cluster.clone();
