@@ -250,9 +250,15 @@ async fn forward<C, Fut, S>(
     let _ = error.shutdown().await;
 }
 
-/// Copies both ways until both directions ended; a pod-side failure ends it early and is
-/// returned. Client-side failures (the client resetting the data stream, as kubectl does once
-/// the pod's side ended) are not errors.
+/// How long the client-to-pod direction may go on once the pod's side has ended (containerd's
+/// port-forward gives the other direction the same second). kubectl resets the data stream as
+/// soon as it sees the pod's FIN, which ends that direction sooner.
+const UPSTREAM_GRACE: Duration = Duration::from_secs(1);
+
+/// Copies both ways with half-close. Ends when the pod's side has ended and the client's has
+/// too (or [`UPSTREAM_GRACE`] later), or at once on a pod-side failure, which is returned.
+/// Client-side failures (the client resetting the data stream, as kubectl does once the pod's
+/// side ended) are not errors.
 async fn splice<S>(data: Stream, pod: S) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -263,6 +269,8 @@ where
     let down = pump(&mut pod_rd, &mut data_wr);
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
     while !(up_done && down_done) {
         tokio::select! {
             r = &mut up, if !up_done => {
@@ -276,7 +284,11 @@ where
                 if let Err(CopyError::Read(e)) = r {
                     return Err(e);
                 }
+                if let Some(deadline) = tokio::time::Instant::now().checked_add(UPSTREAM_GRACE) {
+                    grace.as_mut().reset(deadline);
+                }
             }
+            () = &mut grace, if down_done => break,
         }
     }
     Ok(())
