@@ -28,7 +28,23 @@
 //! stream's own: when a stream's receive buffer is full the session stops reading from the
 //! connection until the stream's reader catches up, as spdystream's unbuffered channels do.
 //! WINDOW_UPDATE frames can still be sent as data is consumed ([`session::Config`]), for a
-//! peer that does flow control.
+//! peer that does flow control. The flip side: a stream the application accepted but neither
+//! reads nor drops stalls the whole session once its buffer is full, as it would with kubelet.
+//!
+//! Wiring it up, once the integrator has upgraded the request and holds the byte stream:
+//!
+//! ```no_run
+//! # async fn example(upgraded: tokio::io::DuplexStream) -> Result<(), flotilla_spdy::Error> {
+//! use flotilla_spdy::{PortForwardOptions, serve_port_forward};
+//!
+//! let options = PortForwardOptions::new("web-0", "8c0a7c4e-0000-0000-0000-000000000000");
+//! serve_port_forward(upgraded, options, |port| async move {
+//!     // However the node reaches the pod's port.
+//!     tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+//! })
+//! .await
+//! # }
+//! ```
 
 pub mod dictionary;
 pub mod frame;
