@@ -12,9 +12,10 @@
 //! What the session does on its own: answers the peer's PINGs (spdystream's `Ping` uses odd
 //! ids from a client), records SETTINGS and WINDOW_UPDATE, stops taking new streams after the
 //! peer's GOAWAY, refuses streams past [`Config::max_concurrent_streams`] with
-//! RST_STREAM(REFUSED_STREAM), resets streams whose ids go backwards or have the wrong parity
-//! with RST_STREAM(PROTOCOL_ERROR) (as spdystream's `validateStreamId`), and ends with
-//! GOAWAY(PROTOCOL_ERROR) on a frame it cannot decode.
+//! RST_STREAM(REFUSED_STREAM), resets with RST_STREAM(PROTOCOL_ERROR) a SYN_STREAM whose id
+//! does not increase (spdystream's `validateStreamId`) or is even (a client's ids are odd, says
+//! the spec; spdystream does not check), and ends with GOAWAY(PROTOCOL_ERROR) on a frame it
+//! cannot decode.
 //!
 //! Backpressure: each stream buffers at most [`Config::stream_recv_buffer`] bytes from the
 //! peer (plus the frame that crossed the line); past that the session stops reading the
