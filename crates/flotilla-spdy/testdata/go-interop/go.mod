@@ -1,0 +1,3 @@
+module flotilla/spdy-go-interop
+
+go 1.19
