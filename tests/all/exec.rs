@@ -144,22 +144,119 @@ async fn kubectl_exec_cp_and_port_forward() -> Result<()> {
     // port-forward: two connections at once and a 10 MiB body, from the host.
     let mut forward =
         server.kubectl_command(&["port-forward", "pod/nginx-pod", ":80"])?.stdout(Stdio::piped()).spawn()?;
-    let mut lines = BufReader::new(forward.stdout.take().context("stdout")?);
-    let mut line = String::new();
-    lines.read_line(&mut line)?;
-    let port: u16 = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("no local port in {line:?}"))?;
+    let port = forwarded_port(&mut forward)?;
     let url = format!("http://127.0.0.1:{port}/");
     let (first, second) = tokio::join!(curl(&url), curl(&url));
     for body in [first?, second?] {
         assert!(body.contains("Welcome to nginx!"), "{body}");
     }
     forward.kill()?;
+
+    // `port-forward svc/NAME` (kubectl resolves the Service's pod and target port) with
+    // a 10 MiB body through the tunnel and back.
+    let (code, out, err) = kubectl(&server, &["apply", "-f", "-"], ECHO.as_bytes())?;
+    assert_eq!(code, 0, "{out}{err}");
+    ok(&server, &["wait", "--for=condition=Ready", "pod/echo", "--timeout=60s"])?;
+    let mut forward = server.kubectl_command(&["port-forward", "svc/echo", ":80"])?.stdout(Stdio::piped()).spawn()?;
+    let port = forwarded_port(&mut forward)?;
+    let body = local.path().join("body");
+    std::fs::write(&body, vec![b'x'; 10 << 20])?;
+    let url = format!("http://127.0.0.1:{port}/upload");
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--data-binary"])
+        .arg(format!("@{}", body.display()))
+        .arg(&url)
+        .output()?;
+    forward.kill()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let echoed = &output.stdout;
+    assert!(echoed.starts_with(b"POST /upload"), "{}", String::from_utf8_lossy(&echoed[..echoed.len().min(200)]));
+    assert!(echoed.ends_with(&vec![b'x'; 10 << 20]), "the 10 MiB body came back whole ({} bytes)", echoed.len());
+
+    // The classic busybox pod runs unchanged: a shell loop of `date` and `sleep`.
+    let (code, out, err) = kubectl(&server, &["apply", "-f", "-"], BUSYBOX.as_bytes())?;
+    assert_eq!(code, 0, "{out}{err}");
+    ok(&server, &["wait", "--for=condition=Ready", "pod/busybox", "--timeout=60s"])?;
+    let log = crate::support::eventually("a date in the busybox pod's log", Duration::from_secs(20), || async {
+        let log = ok(&server, &["logs", "busybox"])?;
+        Ok(log.contains("UTC").then_some(log))
+    })
+    .await?;
+    assert!(log.lines().count() >= 1, "{log}");
+
+    // `kubectl attach -i` to a command with `stdin: true`: what is typed reaches it.
+    let (code, out, err) = kubectl(&server, &["apply", "-f", "-"], ATTACH.as_bytes())?;
+    assert_eq!(code, 0, "{out}{err}");
+    ok(&server, &["wait", "--for=condition=Ready", "pod/reader", "--timeout=60s"])?;
+    let (code, out, err) = kubectl(&server, &["attach", "-i", "reader"], b"hello\n")?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("got: hello"), "{out}{err}");
     Ok(())
+}
+
+/// An echo pod behind a Service whose port 80 targets the pod's 8080.
+const ECHO: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: echo
+  labels: {app: echo}
+spec:
+  containers:
+  - name: echo
+    image: echo
+    ports:
+    - containerPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  selector: {app: echo}
+  ports:
+  - port: 80
+    targetPort: 8080
+";
+
+/// The busybox pod of countless tutorials.
+const BUSYBOX: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: busybox
+spec:
+  containers:
+  - name: busybox
+    image: busybox:1.36
+    command: [\"sh\", \"-c\", \"while true; do date; sleep 1; done\"]
+";
+
+/// A command waiting for a line on its stdin.
+const ATTACH: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: reader
+spec:
+  restartPolicy: Never
+  containers:
+  - name: reader
+    image: busybox
+    stdin: true
+    stdinOnce: true
+    command: [\"sh\", \"-c\", \"read line; echo got: $line\"]
+";
+
+/// The local port `kubectl port-forward` prints it forwards from.
+fn forwarded_port(forward: &mut std::process::Child) -> Result<u16> {
+    let mut lines = BufReader::new(forward.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    lines.read_line(&mut line)?;
+    // Keep reading (and dropping) what it prints, so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    line.split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no local port in {line:?}"))
 }
 
 /// A GET with the real curl.

@@ -42,7 +42,8 @@ def main(kubeconfig, pod):
         resp.write_stdin("x" * 1000)
     resp.close_channel(0)
     resp.run_forever(timeout=30)
-    assert resp.read_stdout().strip() == "10000", "wc -c of 10000 bytes"
+    counted = resp.read_stdout()
+    assert counted.strip() == "10000", "wc -c of 10000 bytes: %r (stderr %r)" % (counted, resp.read_stderr())
     assert resp.returncode == 0, resp.returncode
     resp.close()
 

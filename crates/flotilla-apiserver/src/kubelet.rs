@@ -147,7 +147,9 @@ pub(crate) async fn stream(
                 let (kubelet, namespace, pod) = (kubelet.clone(), namespace.clone(), pod.clone());
                 Box::pin(async move { kubelet.port_forward(&namespace, &pod, port).await.map_err(|e| e.message) })
             };
-            streaming::upgrade_port_forward(request, connect)
+            let uid = object["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+            let spdy = flotilla_spdy::PortForwardOptions::new(object["metadata"]["name"].as_str().unwrap_or_default(), uid);
+            port_forward(request, spdy, connect)
         }
         _ => {
             let attach = subresource == "attach";
@@ -166,4 +168,60 @@ pub(crate) async fn stream(
             .await
         }
     }
+}
+
+/// Serves `pods/portforward` in whichever protocol the client asks for: the SPDY session
+/// tunnelled in a WebSocket (kubectl 1.31+), the legacy `Upgrade: SPDY/3.1` (older
+/// kubectl, client-go's SPDY dialer), or `v4.channel.k8s.io` (the Python client, kube-rs).
+fn port_forward<C>(
+    mut request: Request<Incoming>,
+    spdy: flotilla_spdy::PortForwardOptions,
+    connect: C,
+) -> Result<Response<Body>, ApiError>
+where
+    C: Fn(u16) -> streaming::BoxFuture<Result<Box<dyn streaming::Duplex>, String>> + Send + Sync + 'static,
+{
+    let headers = request.headers();
+    let legacy_spdy = headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
+    let tunnel = streaming::is_websocket(headers)
+        && streaming::negotiate(headers, &[streaming::SPDY_TUNNEL]) == Some(streaming::SPDY_TUNNEL);
+    if !legacy_spdy && !tunnel {
+        return streaming::upgrade_port_forward(request, connect);
+    }
+    let response = if tunnel {
+        streaming::accept(headers, Some(streaming::SPDY_TUNNEL), flotilla_client::empty_body())?
+    } else {
+        let mut response = Response::new(flotilla_client::empty_body());
+        *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+        headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("SPDY/3.1"));
+        headers.insert("X-Stream-Protocol-Version", http::HeaderValue::from_static("portforward.k8s.io"));
+        response
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    let connect = std::sync::Arc::new(connect);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, "the port-forward upgrade failed"),
+        };
+        let connect = move |port: u16| {
+            let connecting = connect(port);
+            async move { connecting.await.map_err(std::io::Error::other) }
+        };
+        let served = if tunnel {
+            let socket = streaming::server_socket(upgraded).await;
+            flotilla_spdy::serve_port_forward(streaming::websocket_bytes(socket), spdy, connect).await
+        } else {
+            flotilla_spdy::serve_port_forward(hyper_util::rt::TokioIo::new(upgraded), spdy, connect).await
+        };
+        if let Err(error) = served {
+            tracing::debug!(%error, "a port-forward session ended with an error");
+        }
+    });
+    Ok(response)
 }

@@ -348,6 +348,7 @@ pub async fn serve_exec(socket: WebSocket, protocol: &str, session: ExecSession,
                 return;
             }
         }
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     };
     let ExecSession { stdin, stdout, stderr, resize, exit } = session;
@@ -355,7 +356,7 @@ pub async fn serve_exec(socket: WebSocket, protocol: &str, session: ExecSession,
         let (_, _, exit) = tokio::join!(pump(stdout, STDOUT, &out), pump(stderr, STDERR, &out), exit);
         let status = serde_json::to_vec(&exit.to_status(&command)).unwrap_or_default();
         let _ = out.send(channel_message(ERROR, &status)).await;
-        let _ = out.send(Message::Close(None)).await;
+        let _ = out.send(normal_close()).await;
     };
     let reader = async {
         let mut stdin = stdin;
@@ -363,6 +364,8 @@ pub async fn serve_exec(socket: WebSocket, protocol: &str, session: ExecSession,
         while let Some(Ok(message)) = incoming.next().await {
             let data = match message {
                 Message::Binary(data) => data,
+                // Clients that write `str` (the Python client) send text frames.
+                Message::Text(text) => Bytes::from(text),
                 Message::Close(_) => {
                     closed = true;
                     break;
@@ -420,6 +423,14 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, channel: u8, out: &mpsc::
     }
 }
 
+/// A close frame with 1000 (normal closure): client-go's WebSocket reader takes only
+/// that as the end of the streams, any other (1005, no status, included) as an error.
+fn normal_close() -> Message {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))
+}
+
 fn channel_message(channel: u8, data: &[u8]) -> Message {
     let mut bytes = Vec::with_capacity(data.len() + 1);
     bytes.push(channel);
@@ -446,6 +457,7 @@ pub fn exec_client(socket: WebSocket, protocol: &str, options: &ExecOptions) -> 
                 return;
             }
         }
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     });
     let send_stdin = options.stdin;
@@ -485,6 +497,8 @@ pub fn exec_client(socket: WebSocket, protocol: &str, options: &ExecOptions) -> 
         while let Some(Ok(message)) = incoming.next().await {
             let data = match message {
                 Message::Binary(data) => data,
+                // Clients that write `str` (the Python client) send text frames.
+                Message::Text(text) => Bytes::from(text),
                 Message::Close(_) => break,
                 _ => continue,
             };
@@ -561,6 +575,7 @@ where
                 return;
             }
         }
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     };
     // Each channel first says its port.
@@ -605,6 +620,8 @@ where
         while let Some(Ok(message)) = incoming.next().await {
             let data = match message {
                 Message::Binary(data) => data,
+                // Clients that write `str` (the Python client) send text frames.
+                Message::Text(text) => Bytes::from(text),
                 Message::Close(_) => break,
                 _ => continue,
             };
@@ -645,6 +662,7 @@ pub fn port_forward_client(socket: WebSocket) -> impl Duplex {
                 }
             }
         }
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     });
     tokio::spawn(async move {
@@ -652,6 +670,8 @@ pub fn port_forward_client(socket: WebSocket) -> impl Duplex {
         while let Some(Ok(message)) = incoming.next().await {
             let data = match message {
                 Message::Binary(data) => data,
+                // Clients that write `str` (the Python client) send text frames.
+                Message::Text(text) => Bytes::from(text),
                 Message::Close(_) => break,
                 _ => continue,
             };
@@ -749,4 +769,44 @@ fn websocket_protocol(headers: &HeaderMap, supported: &[&'static str]) -> Result
             "none of the offered WebSocket protocols is supported: this endpoint speaks {supported:?}"
         ))
     })
+}
+
+/// A WebSocket as a byte stream: binary messages' payloads are the bytes read, writes go
+/// out as binary messages (the `SPDY/3.1+portforward.k8s.io` tunnel carries a SPDY
+/// session so). EOF when the socket closes.
+pub fn websocket_bytes(socket: WebSocket) -> impl Duplex {
+    let (mut sink, mut incoming) = socket.split();
+    let (local, remote) = tokio::io::duplex(CHUNK * 2);
+    let (mut remote_read, mut remote_write) = tokio::io::split(remote);
+    tokio::spawn(async move {
+        let mut buffer = vec![0; CHUNK];
+        loop {
+            match remote_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink.send(Message::Binary(Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = incoming.next().await {
+            let data = match message {
+                Message::Binary(data) => data,
+                // Clients that write `str` (the Python client) send text frames.
+                Message::Text(text) => Bytes::from(text),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if remote_write.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+        let _ = remote_write.shutdown().await;
+    });
+    local
 }

@@ -124,6 +124,9 @@ pub struct Slot {
     pub http: Option<HttpPod>,
     /// The run going on now, which `kubectl exec` runs commands beside.
     pub running: Option<Running>,
+    /// The run's stdin, for a container with `stdin: true` (`kubectl attach -i` writes
+    /// here; `None` asks for its end, which a `stdinOnce` container gets).
+    pub stdin: Option<mpsc::Sender<Option<bytes::Bytes>>>,
     /// What the container's runs used, for its metrics.
     pub usage: Usage,
 }
@@ -234,6 +237,7 @@ impl Handle {
             previous: None,
             http: None,
             running: None,
+            stdin: None,
             usage: Usage::default(),
         };
         let handle = Handle {
@@ -282,6 +286,23 @@ pub struct Runner {
 
 fn now() -> String {
     flotilla_api::timestamp_now()
+}
+
+/// Writes what attached clients send into a run's stdin, until every sender is gone or,
+/// for a `stdinOnce` container, the first client asks for its end.
+async fn feed_stdin(mut receiver: mpsc::Receiver<Option<bytes::Bytes>>, mut writer: tokio::io::DuplexStream, once: bool) {
+    use tokio::io::AsyncWriteExt as _;
+    while let Some(message) = receiver.recv().await {
+        match message {
+            Some(bytes) => {
+                if writer.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            None if once => return,
+            None => {}
+        }
+    }
 }
 
 /// How a run ended, as kubelet reports it.
@@ -462,10 +483,19 @@ impl Runner {
             let ended = match image.kind() {
                 ImageKind::Command => match self.shared.runtime.command_pod(&image, spec, logs.clone()) {
                     Ok(pod) => {
+                        let stdin = self.container["stdin"].as_bool().unwrap_or(false).then(|| {
+                            let (writer, reader) = tokio::io::duplex(64 * 1024);
+                            let (sender, receiver) = mpsc::channel(16);
+                            let once = self.container["stdinOnce"].as_bool().unwrap_or(false);
+                            tokio::spawn(feed_stdin(receiver, writer, once));
+                            (sender, Box::new(reader) as flotilla_runtime::ExecReader)
+                        });
+                        let (sender, stdin) = stdin.unzip();
                         {
                             let mut slot = self.handle.lock();
                             slot.usage.begin(Run::Command(pod.clone()));
                             slot.running = Some(running(Run::Command(pod.clone())));
+                            slot.stdin = sender;
                         }
                         status.state = State::Running { started_at: started_at.clone() };
                         status.has_run = true;
@@ -474,10 +504,14 @@ impl Runner {
                         status.unready_message = None;
                         self.report(&status);
                         let ended = tokio::select! {
-                            exit = pod.run() => Some(terminated(&exit, started_at)),
+                            exit = pod.run_with_stdin(stdin) => Some(terminated(&exit, started_at)),
                             _ = stop.wait_for(|s| *s) => None,
                         };
-                        self.handle.lock().running = None;
+                        {
+                            let mut slot = self.handle.lock();
+                            slot.running = None;
+                            slot.stdin = None;
+                        }
                         ended
                     }
                     Err(error) => Some(terminated(&Exit::StartError(error.to_string()), started_at)),

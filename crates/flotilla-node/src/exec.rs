@@ -62,9 +62,7 @@ impl Node {
         options: &ExecOptions,
     ) -> Result<ExecSession, ApiError> {
         if options.command.is_empty() {
-            return Err(ApiError::bad_request(
-                "attaching to a container is not supported: use `kubectl logs -f` for its output",
-            ));
+            return self.attach_session(namespace, pod, options);
         }
         let (_, running) = self.running(namespace, pod, options.container.as_deref())?;
         let image = if runs_itself(&running, &options.command[0]) {
@@ -137,6 +135,83 @@ impl Node {
             // The caller dropping the session ends the command.
             let _kill = AbortOnDrop(task);
             exit.await.unwrap_or_else(|_| ExecExit::Failed("the command was killed".into()))
+        });
+        Ok(session)
+    }
+
+    /// `kubectl attach`: the container's output from now on (its log as it grows, split
+    /// into stdout and stderr unless a terminal merges them), and its stdin when the
+    /// container has one. Ends with the container's run.
+    fn attach_session(&self, namespace: &str, pod: &str, options: &ExecOptions) -> Result<ExecSession, ApiError> {
+        let (handle, running) = self.running(namespace, pod, options.container.as_deref())?;
+        let (name, logs, container_stdin) = {
+            let slot = handle.lock();
+            (slot.name.clone(), slot.logs.clone(), slot.stdin.clone())
+        };
+        let container_stdin = match (options.stdin, container_stdin) {
+            (false, _) => None,
+            (true, Some(sender)) => Some(sender),
+            (true, None) => {
+                return Err(ApiError::bad_request(format!(
+                    "container {name} in pod {pod} has no stdin to attach to (it is not `stdin: true`)"
+                )));
+            }
+        };
+        let mut session = ExecSession {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+            exit: Box::pin(async { ExecExit::Success }),
+        };
+        if let Some(sender) = container_stdin {
+            let (client_in, mut from_client) = tokio::io::duplex(PIPE);
+            session.stdin = Some(Box::new(client_in));
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 16 * 1024];
+                loop {
+                    match from_client.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if sender.send(Some(Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = sender.send(None).await;
+            });
+        }
+        let (out_write, out_read) = tokio::io::duplex(PIPE);
+        let (err_write, err_read) = tokio::io::duplex(PIPE);
+        let tty = options.tty;
+        let (want_out, want_err) = (options.stdout, options.stderr && !tty);
+        session.stdout = want_out.then(|| Box::new(out_read) as flotilla_client::streaming::ExecOutput);
+        session.stderr = want_err.then(|| Box::new(err_read) as flotilla_client::streaming::ExecOutput);
+        let mut ended = running.ended.clone();
+        let follow = tokio::spawn(async move {
+            let (mut out, mut err) = (out_write, err_write);
+            let mut seq = logs.lines().last().map_or(0, |line| line.seq);
+            loop {
+                let lines = logs.next_after(seq).await;
+                let Some(last) = lines.last() else { return };
+                seq = last.seq;
+                for line in &lines {
+                    let end: &[u8] = if tty { b"\r\n" } else { b"\n" };
+                    let to_err = line.stream == flotilla_runtime::LogStream::Stderr && !tty;
+                    let (writer, wanted) = if to_err { (&mut err, want_err) } else { (&mut out, want_out) };
+                    if wanted && (writer.write_all(line.line.as_bytes()).await.is_err() || writer.write_all(end).await.is_err()) {
+                        return;
+                    }
+                }
+            }
+        });
+        session.exit = Box::pin(async move {
+            let mut follow = AbortOnDrop(follow);
+            let _ = ended.changed().await;
+            // The run's last lines, then the end (its log closes with the run).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut follow.0).await;
+            ExecExit::Success
         });
         Ok(session)
     }

@@ -101,15 +101,21 @@ impl CommandPod {
     /// becomes a line) but not closed; a trap, an OOM kill or the deadline add a last
     /// stderr line saying so.
     pub async fn run(self) -> Exit {
+        self.run_with_stdin(None).await
+    }
+
+    /// [`run`](Self::run) with `stdin` as the instance's standard input (a container with
+    /// `stdin: true`, which `kubectl attach -i` writes to); EOF when it ends.
+    pub async fn run_with_stdin(self, stdin: Option<crate::ExecReader>) -> Exit {
         let inner = &self.inner;
         let active_deadline = inner.pod.spec.limits.active_deadline;
         // A deadline past what the clock holds is no deadline.
         let deadline = active_deadline.and_then(|timeout| Instant::now().checked_add(timeout));
         let exit = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), self.run_instance(Some(deadline)))
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), self.run_instance(Some(deadline), stdin))
                 .await
                 .unwrap_or(Exit::DeadlineExceeded),
-            None => self.run_instance(None).await,
+            None => self.run_instance(None, stdin).await,
         };
         let logs = &inner.pod.logs;
         logs.flush_partial();
@@ -128,9 +134,9 @@ impl CommandPod {
         exit
     }
 
-    async fn run_instance(&self, deadline: Option<Instant>) -> Exit {
+    async fn run_instance(&self, deadline: Option<Instant>, stdin: Option<crate::ExecReader>) -> Exit {
         let inner = &self.inner;
-        run_command(&inner.pre, &inner.pod, Stdio::Logs, deadline).await
+        run_command(&inner.pre, &inner.pod, Stdio::Logs(stdin), deadline).await
     }
 }
 

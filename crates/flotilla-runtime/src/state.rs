@@ -246,7 +246,7 @@ impl PodContext {
     /// A fresh store for one instance of the pod: its WASI context, memory limit, CPU
     /// meter and deadline.
     pub(crate) fn new_store(&self, engine: &wasmtime::Engine, deadline: Option<Instant>) -> Result<Instance> {
-        self.new_store_with(engine, deadline, Stdio::Logs)
+        self.new_store_with(engine, deadline, Stdio::Logs(None))
     }
 
     /// [`new_store`](Self::new_store) with the given stdio and, for an exec, its argv.
@@ -308,9 +308,9 @@ pub(crate) struct Instance {
 
 /// Where an instance's stdio goes.
 pub(crate) enum Stdio {
-    /// The pod's own instances: no stdin, stdout and stderr into its log, argv is the
-    /// pod's name and its args.
-    Logs,
+    /// The pod's own instances: stdout and stderr into its log, argv is the pod's name
+    /// and its args, and a stdin when the container has one (`stdin: true`).
+    Logs(Option<crate::ExecReader>),
     /// A command run in the pod (`kubectl exec`): its own argv and streams.
     Exec(crate::exec::ExecIo),
 }
@@ -318,8 +318,11 @@ pub(crate) enum Stdio {
 fn wasi_ctx(spec: &PodSpec, logs: &LogBuffer, stdio: Stdio) -> Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
     match stdio {
-        Stdio::Logs => {
+        Stdio::Logs(stdin) => {
             builder.stdout(logs.stdout()).stderr(logs.stderr());
+            if let Some(stdin) = stdin {
+                builder.stdin(wasmtime_wasi::cli::AsyncStdinStream::new(stdin));
+            }
             builder.arg(&spec.name).args(&spec.args);
         }
         Stdio::Exec(io) => io.install(&mut builder),

@@ -677,3 +677,27 @@ async fn exec_runs_a_command_in_the_pods_sandbox() {
     let exit = crasher.exec(&image(flotilla_examples::CRASHER), crate::ExecIo::default()).await;
     assert_eq!(exit, Exit::Code(7));
 }
+
+/// The toolbox as a command pod (`image: busybox` with `command: [sh, -c, …]`): argv[0]
+/// is the pod's name, so the applet is argv[1]; a script's output is the pod's log.
+#[tokio::test]
+async fn toolbox() {
+    let mut job = spec("busybox-job", &[("WHO", "pod")], Limits::default());
+    job.args = ["sh", "-c", "for i in 1 2; do echo \"$WHO line $i\"; done | sort -r; exit 4"].map(str::to_owned).to_vec();
+    let pod = command_pod(flotilla_examples::TOOLBOX, job);
+    let logs = pod.logs().clone();
+    let exit = pod.run().await;
+    assert_eq!(exit, Exit::Code(4), "{:?}", logs.lines());
+    assert_eq!(lines(&logs), ["pod line 2", "pod line 1"]);
+}
+
+/// The nginx stand-in: its welcome page when nothing is mounted at its html directory.
+#[tokio::test]
+async fn nginx() {
+    let pod = http_pod(flotilla_examples::NGINX, spec("web", &[], Limits::default()));
+    let (status, body) = text(pod.handle(get("http://localhost/")).await.expect("response")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Welcome to nginx!"), "{body}");
+    let (status, _) = text(pod.handle(get("http://localhost/missing.html")).await.expect("response")).await;
+    assert_eq!(status, 404);
+}
