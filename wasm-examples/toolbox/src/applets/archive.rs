@@ -151,7 +151,7 @@ pub fn tar(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn W
     let base =
         Ctx { cwd: o.dir.as_deref().map_or_else(|| ctx.cwd.clone(), |d| ctx.abs(d)), env: ctx.env.clone(), tty: false };
     let result = match o.mode {
-        Some('c') => create(&base, &o, out, err),
+        Some('c') => create(ctx, &base, &o, out, err),
         Some(mode @ ('x' | 't')) => {
             let input: Box<dyn Read + '_> = match o.file.as_deref() {
                 None | Some("-") => Box::new(stdin),
@@ -177,7 +177,9 @@ pub fn tar(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn W
     }
 }
 
-fn create(base: &Ctx, o: &TarOpts, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<u32> {
+/// Archives `o.paths` (relative to `base`, the `-C` directory) into `-f` (relative to
+/// `ctx`'s cwd, as GNU tar opens it before changing directory).
+fn create(ctx: &Ctx, base: &Ctx, o: &TarOpts, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<u32> {
     if o.paths.is_empty() {
         let _ = writeln!(err, "tar: Cowardly refusing to create an empty archive");
         return Ok(1);
@@ -187,7 +189,7 @@ fn create(base: &Ctx, o: &TarOpts, out: &mut dyn Write, err: &mut dyn Write) -> 
         Box::new(&mut *out)
     } else {
         let file = o.file.as_deref().unwrap_or("-");
-        Box::new(io::BufWriter::new(fs::File::create(base.resolve(file))?))
+        Box::new(io::BufWriter::new(fs::File::create(ctx.resolve(file))?))
     };
     let sink: Box<dyn Write + '_> = if o.gzip { Box::new(GzEncoder::new(sink, Compression::default())) } else { sink };
     let mut builder = tar::Builder::new(sink);
@@ -238,8 +240,7 @@ fn append<W: Write>(
             fs::read_dir(abs)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         children.sort();
         for child in children {
-            let child_name =
-                if name == "." { child.clone() } else { format!("{}/{child}", name.trim_end_matches('/')) };
+            let child_name = format!("{}/{child}", name.trim_end_matches('/'));
             append(builder, &abs.join(&child), &child_name, listing)?;
         }
         Ok(())
@@ -263,7 +264,11 @@ fn extract(
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
-        let shown = raw.to_string_lossy().into_owned();
+        // Directories listed with a trailing `/`, as GNU tar lists them.
+        let mut shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if entry.header().entry_type().is_dir() && !shown.ends_with('/') {
+            shown.push('/');
+        }
         if list {
             if o.verbose {
                 let header = entry.header();

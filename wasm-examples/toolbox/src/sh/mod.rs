@@ -1342,4 +1342,4 @@ pub fn interactive_for_test(ctx: &Ctx, input: &[u8]) -> (i32, String, String) {
 }
 
 #[cfg(test)]
-mod tests;
+pub mod tests;

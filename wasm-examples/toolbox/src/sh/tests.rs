@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use super::{interactive_for_test, run_for_test};
 use crate::ctx::Ctx;
 
-/// A fresh scratch directory as the cwd, with `HOME=/root`.
+/// A fresh scratch directory (one per call: tests run in parallel) as the cwd, with
+/// `HOME=/root`.
 pub fn scratch(name: &str) -> Ctx {
-    let dir = std::env::temp_dir().join(format!("toolbox-test-{}-{name}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("toolbox-test-{}-{name}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     let mut env = BTreeMap::new();
