@@ -333,16 +333,14 @@ fn extract(
             }
             let mtime = entry.header().mtime().ok();
             match kind {
-                tar::EntryType::Directory => {
-                    if !Path::new(&dest).is_dir() {
-                        fs::create_dir_all(&dest)?;
-                    }
+                tar::EntryType::Directory if !Path::new(&dest).is_dir() => {
+                    fs::create_dir_all(&dest)?;
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                    if let Some(parent) = Path::new(&dest).parent() {
-                        if !parent.is_dir() {
-                            fs::create_dir_all(parent)?;
-                        }
+                    if let Some(parent) = Path::new(&dest).parent()
+                        && !parent.is_dir()
+                    {
+                        fs::create_dir_all(parent)?;
                     }
                     if fs::symlink_metadata(&dest).is_ok_and(|m| !m.is_dir()) {
                         fs::remove_file(&dest)?;
@@ -400,7 +398,7 @@ fn gzip_main(
         };
         return match result {
             Ok(()) => 0,
-            Err(e) => fail(err, applet, format!("{}", err_msg(&e)), 1),
+            Err(e) => fail(err, applet, err_msg(&e).to_string(), 1),
         };
     }
     let mut status = 0;

@@ -182,10 +182,10 @@ fn long_line(name: &str, abs: &str, meta: Option<&fs::Metadata>, now: SystemTime
     let size = if human { human_size(meta.len()) } else { meta.len().to_string() };
     let date = meta.modified().map(|t| ls_date(t, now)).unwrap_or_else(|_| "Jan  1  1970".into());
     let mut line = format!("{mode} {:>4} root     root     {size:>9} {date} {name}", 1);
-    if kind.is_symlink() {
-        if let Ok(target) = fs::read_link(abs) {
-            line.push_str(&format!(" -> {}", target.display()));
-        }
+    if kind.is_symlink()
+        && let Ok(target) = fs::read_link(abs)
+    {
+        line.push_str(&format!(" -> {}", target.display()));
     }
     line
 }

@@ -326,12 +326,11 @@ pub fn basename(
         return fail(err, "basename", "missing operand", 1);
     };
     let mut base = ctx::basename(path).to_owned();
-    if let Some(suffix) = args.get(2) {
-        if base != *suffix {
-            if let Some(stripped) = base.strip_suffix(suffix.as_str()) {
-                base = stripped.to_owned();
-            }
-        }
+    if let Some(suffix) = args.get(2)
+        && base != *suffix
+        && let Some(stripped) = base.strip_suffix(suffix.as_str())
+    {
+        base = stripped.to_owned();
     }
     i32::from(writeln!(out, "{base}").is_err())
 }

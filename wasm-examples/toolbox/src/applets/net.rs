@@ -305,19 +305,19 @@ fn is_redirect(status: u16) -> bool {
 }
 
 /// Sends `req`, following up to `max_redirects` redirects (0: none).
-fn send(mut req: Request, max_redirects: usize) -> Result<(Request, Response), (Request, FetchError)> {
+fn send(mut req: Request, max_redirects: usize) -> Result<(Url, Response), Box<(Url, FetchError)>> {
     let mut redirects = 0;
     loop {
         let response = match fetch(&req) {
             Ok(r) => r,
-            Err(e) => return Err((req, e)),
+            Err(e) => return Err(Box::new((req.url, e))),
         };
         let location = response.header("location");
         match location {
             Some(location) if is_redirect(response.status) && redirects < max_redirects => {
                 let next = match req.url.join(&location) {
                     Ok(url) => url,
-                    Err(e) => return Err((req, FetchError::Other(e))),
+                    Err(e) => return Err(Box::new((req.url, FetchError::Other(e)))),
                 };
                 if response.status == 303 || (matches!(response.status, 301 | 302) && req.method == "POST") {
                     req.method = "GET".into();
@@ -326,7 +326,7 @@ fn send(mut req: Request, max_redirects: usize) -> Result<(Request, Response), (
                 req.url = next;
                 redirects += 1;
             }
-            _ => return Ok((req, response)),
+            _ => return Ok((req.url, response)),
         }
     }
 }
@@ -495,10 +495,11 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
             let _ = writeln!(err, ">");
         }
         let request = Request { method: method.clone(), url, headers: headers.clone(), body: body.clone() };
-        let (request, mut response) = match send(request, if follow { 50 } else { 0 }) {
+        let (final_url, mut response) = match send(request, if follow { 50 } else { 0 }) {
             Ok(pair) => pair,
-            Err((request, error)) => {
-                let (host, port) = (request.url.host.clone(), request.url.port.unwrap_or(request.url.default_port()));
+            Err(failure) => {
+                let (url, error) = *failure;
+                let (host, port) = (url.host.clone(), url.port.unwrap_or(url.default_port()));
                 status = match error {
                     FetchError::Dns => report(err, 6, format!("Could not resolve host: {host}")),
                     FetchError::Connect(why) => {
@@ -526,7 +527,7 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
                 let _ = writeln!(err, "< {line}");
             }
         }
-        let target = if remote_name { Some(request.url.file_name()) } else { output.clone() };
+        let target = if remote_name { Some(final_url.file_name()) } else { output.clone() };
         let result = (|| -> io::Result<()> {
             let mut file;
             let sink: &mut dyn Write = match target.as_deref() {
@@ -634,10 +635,11 @@ pub fn wget(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
         let _ = writeln!(err, "Connecting to {} ({}:{})", url.host, url.host, url.port.unwrap_or(url.default_port()));
     }
     let request = Request { method: if spider { "HEAD" } else { "GET" }.into(), url, headers, body: None };
-    let (request, mut response) = match send(request, 20) {
+    let (final_url, mut response) = match send(request, 20) {
         Ok(pair) => pair,
-        Err((request, error)) => {
-            let host = request.url.host;
+        Err(failure) => {
+            let (url, error) = *failure;
+            let host = url.host;
             return match error {
                 FetchError::Dns => fail(err, "wget", format!("bad address '{host}'"), 4),
                 FetchError::Connect(why) => {
@@ -668,7 +670,7 @@ pub fn wget(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
         }
         return 0;
     }
-    let name = output.unwrap_or_else(|| request.url.file_name());
+    let name = output.unwrap_or_else(|| final_url.file_name());
     let result = if name == "-" {
         io::copy(&mut response.body, out).map(|_| ())
     } else {

@@ -322,9 +322,9 @@ pub fn head(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn 
     let mut first = true;
     for_each_input(ctx, "head", &files, stdin, err, |name, input| {
         if many {
-            write!(
+            writeln!(
                 out,
-                "{}==> {} <==\n",
+                "{}==> {} <==",
                 if first { "" } else { "\n" },
                 if name == "-" { "standard input" } else { name }
             )?;
@@ -367,9 +367,9 @@ pub fn tail(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn 
     let mut first = true;
     for_each_input(ctx, "tail", &files, stdin, err, |name, input| {
         if many {
-            write!(
+            writeln!(
                 out,
-                "{}==> {} <==\n",
+                "{}==> {} <==",
                 if first { "" } else { "\n" },
                 if name == "-" { "standard input" } else { name }
             )?;
@@ -714,14 +714,14 @@ pub fn sort(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn 
     let numeric = opts.has('n');
     let compare = |a: &String, b: &String| {
         let (fa, fb) = (field(a), field(b));
-        let primary = if numeric {
+
+        if numeric {
             leading_number(&fa).partial_cmp(&leading_number(&fb)).unwrap_or(std::cmp::Ordering::Equal)
         } else if fold {
             fa.to_lowercase().cmp(&fb.to_lowercase())
         } else {
             fa.cmp(&fb)
-        };
-        primary
+        }
     };
     lines.sort_by(|a, b| {
         compare(a, b).then_with(|| if opts.has('u') || opts.has('s') { std::cmp::Ordering::Equal } else { a.cmp(b) })

@@ -316,9 +316,8 @@ impl Shell {
                         }
                     }
                     let _ = fds.out.borrow_mut().flush();
-                    match self.flow.take() {
-                        Some(Flow::Exit(code)) => return code,
-                        _ => {}
+                    if let Some(Flow::Exit(code)) = self.flow.take() {
+                        return code;
                     }
                 }
                 Err(ParseError::Incomplete) => {}
@@ -543,13 +542,9 @@ impl Shell {
                 }
                 true
             }
-            Some(Flow::Continue(n)) => {
-                if n > 1 {
-                    self.flow = Some(Flow::Continue(n - 1));
-                    true
-                } else {
-                    false
-                }
+            Some(Flow::Continue(n)) if n > 1 => {
+                self.flow = Some(Flow::Continue(n - 1));
+                true
             }
             Some(other) => {
                 self.flow = Some(other);
@@ -929,8 +924,7 @@ impl Shell {
                 let _ = out.flush();
                 let mut text = String::new();
                 let mut got_newline = false;
-                loop {
-                    let Some(line) = read_line(&fds.stdin) else { break };
+                while let Some(line) = read_line(&fds.stdin) {
                     let mut line = String::from_utf8_lossy(&line).into_owned();
                     got_newline = line.ends_with('\n');
                     if got_newline {
@@ -981,7 +975,6 @@ impl Shell {
                 i32::from(!got_newline && text.is_empty())
             }
             "eval" => {
-                drop((out, err));
                 self.nesting += 1;
                 let status = self.run_text(&args.join(" "), fds);
                 self.nesting -= 1;
@@ -999,7 +992,6 @@ impl Shell {
                         return 2;
                     }
                 };
-                drop((out, err));
                 self.nesting += 1;
                 let saved = (args.len() > 1).then(|| std::mem::replace(&mut self.positional, args[1..].to_vec()));
                 let status = match parse::parse(&text) {
@@ -1029,7 +1021,6 @@ impl Shell {
                 if args.is_empty() {
                     return 0;
                 }
-                drop((out, err));
                 let status = self.run_argv(args, Vec::new(), fds);
                 self.flow = Some(Flow::Exit(status));
                 status
@@ -1041,7 +1032,6 @@ impl Shell {
                 if args.is_empty() {
                     return 0;
                 }
-                drop((out, err));
                 self.run_argv(args, Vec::new(), fds)
             }
             "type" => self.describe(args, &mut out, &mut err, true),

@@ -307,10 +307,10 @@ impl Parser {
             if self.at_end() {
                 return Err(ParseError::Incomplete);
             }
-            if let Some(word) = self.peek_reserved() {
-                if stops.contains(&word.as_str()) {
-                    return Ok(list);
-                }
+            if let Some(word) = self.peek_reserved()
+                && stops.contains(&word.as_str())
+            {
+                return Ok(list);
             }
             if matches!(self.op(), Some(")" | ";;")) {
                 return Ok(list);
@@ -611,33 +611,33 @@ impl Parser {
             self.skip_ws();
             if self.at_end() || self.op().is_some() {
                 // `name() compound`: a function definition.
-                if words.len() == 1 && assigns.is_empty() && self.starts_with("(") {
-                    if let Some(name) = literal(&words[0])
+                if words.len() == 1
+                    && assigns.is_empty()
+                    && self.starts_with("(")
+                    && let Some(name) = literal(&words[0])
                         .filter(|n| is_name(n) || n.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c)))
-                    {
-                        let save = self.i;
+                {
+                    let save = self.i;
+                    self.i += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(')') {
                         self.i += 1;
-                        self.skip_ws();
-                        if self.peek() == Some(')') {
-                            self.i += 1;
-                            self.skip_blank_lines()?;
-                            let body = self.command()?;
-                            return Ok(Command { kind: CmdKind::Function(name, Rc::new(body)), redirs: Vec::new() });
-                        }
-                        self.i = save;
+                        self.skip_blank_lines()?;
+                        let body = self.command()?;
+                        return Ok(Command { kind: CmdKind::Function(name, Rc::new(body)), redirs: Vec::new() });
                     }
+                    self.i = save;
                 }
                 break;
             }
             let (word, raw) = self.word()?.expect("not at an operator");
-            if words.is_empty() {
-                if let Some((name, _)) = raw.split_once('=') {
-                    if is_name(name) {
-                        let skip = name.chars().count() + 1;
-                        assigns.push((name.to_owned(), strip_prefix(word, skip)));
-                        continue;
-                    }
-                }
+            if words.is_empty()
+                && let Some((name, _)) = raw.split_once('=')
+                && is_name(name)
+            {
+                let skip = name.chars().count() + 1;
+                assigns.push((name.to_owned(), strip_prefix(word, skip)));
+                continue;
             }
             words.push(word);
         }
@@ -906,12 +906,11 @@ pub fn operand_word(src: &str) -> PResult<Word> {
 /// `${…}`'s inside: `#NAME`, `NAME`, `NAME:-word`, `NAME#pat`…
 fn param_expr(inner: &str, quoted: bool) -> PResult<Part> {
     let bad = || ParseError::Syntax(format!("${{{inner}}}: bad substitution"));
-    if let Some(name) = inner.strip_prefix('#') {
-        if !name.is_empty()
-            && (is_name(name) || name.chars().all(|c| c.is_ascii_digit()) || matches!(name, "@" | "*" | "?"))
-        {
-            return Ok(Part::Param { name: name.to_owned(), op: ParamOp::Len, quoted });
-        }
+    if let Some(name) = inner.strip_prefix('#')
+        && !name.is_empty()
+        && (is_name(name) || name.chars().all(|c| c.is_ascii_digit()) || matches!(name, "@" | "*" | "?"))
+    {
+        return Ok(Part::Param { name: name.to_owned(), op: ParamOp::Len, quoted });
     }
     let name_len = if inner.starts_with(|c: char| c.is_ascii_digit()) {
         inner.chars().take_while(char::is_ascii_digit).count()
