@@ -546,6 +546,7 @@ impl Shell {
                 self.flow = Some(Flow::Continue(n - 1));
                 true
             }
+            Some(Flow::Continue(_)) => false,
             Some(other) => {
                 self.flow = Some(other);
                 true
