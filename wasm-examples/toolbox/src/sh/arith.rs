@@ -20,8 +20,8 @@ enum T {
 }
 
 const OPS: &[&str] = &[
-    "<<", ">>", "<=", ">=", "==", "!=", "&&", "||", "+", "-", "*", "/", "%", "(", ")", "<", ">", "!", "~", "&", "|",
-    "^", "?", ":",
+    "**", "<<", ">>", "<=", ">=", "==", "!=", "&&", "||", "+", "-", "*", "/", "%", "(", ")", "<", ">", "!", "~", "&",
+    "|", "^", "?", ":",
 ];
 
 fn tokenize(src: &str, var: &dyn Fn(&str) -> String) -> Result<Vec<T>, String> {
@@ -179,6 +179,19 @@ impl P {
             }
             _ => Err("arithmetic syntax error".into()),
         };
+        // `**`: right-associative, on the operand just read.
+        let result = match result {
+            Ok(base) if self.peek_op() == Some("**") => {
+                self.i += 1;
+                let exp = self.unary()?;
+                if exp < 0 {
+                    Err("exponent less than 0".into())
+                } else {
+                    Ok(base.wrapping_pow(exp.min(i64::from(u32::MAX)) as u32))
+                }
+            }
+            other => other,
+        };
         self.depth -= 1;
         result
     }
@@ -198,6 +211,7 @@ mod tests {
         assert_eq!(eval("10 / 3", &var), Ok(3));
         assert_eq!(eval("0x10 + 010", &var), Ok(24));
         assert_eq!(eval("x ? 1 : 2", &var), Ok(1));
+        assert_eq!(eval("2 ** 3 ** 2", &var), Ok(512));
         assert!(eval("1 / 0", &var).is_err());
         assert!(eval("1 +", &var).is_err());
     }

@@ -619,6 +619,11 @@ impl Shell {
                         _ => {}
                     }
                 }
+                RedirOp::HereString => {
+                    if redir.fd == 0 {
+                        fds.stdin = Rc::new(RefCell::new(Cursor::new(format!("{target}\n").into_bytes())));
+                    }
+                }
                 RedirOp::In | RedirOp::ReadWrite => {
                     let input: In<'a> = match target.as_str() {
                         "/dev/null" => Rc::new(RefCell::new(io::empty())),

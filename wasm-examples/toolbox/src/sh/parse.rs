@@ -53,6 +53,8 @@ pub enum RedirOp {
     ReadWrite,
     /// `>&N`, `<&N` (the target word is the fd, or `-` to close)
     Dup,
+    /// `<<< word`: the word and a newline.
+    HereString,
     /// `<<` / `<<-`: the body, filled when the parser reaches the end of the line; the
     /// flag says whether it expands (unquoted delimiter).
     HereDoc(Rc<RefCell<String>>, bool),
@@ -244,8 +246,9 @@ impl Parser {
 
     /// The operator at the cursor, if any (not consumed).
     fn op(&self) -> Option<&'static str> {
-        const OPS: &[&str] =
-            &["&&", "||", ";;", "<<-", "<<", ">>", ">&", "<&", "<>", ">|", ";", "&", "|", "(", ")", "<", ">", "\n"];
+        const OPS: &[&str] = &[
+            "&&", "||", ";;", "<<<", "<<-", "<<", ">>", ">&", "<&", "<>", ">|", ";", "&", "|", "(", ")", "<", ">", "\n",
+        ];
         OPS.iter().copied().find(|op| self.starts_with(op))
     }
 
@@ -563,7 +566,7 @@ impl Parser {
         let save = self.i;
         self.i += skip;
         let Some(op) =
-            self.op().filter(|op| matches!(*op, "<<-" | "<<" | ">>" | ">&" | "<&" | "<>" | ">|" | "<" | ">"))
+            self.op().filter(|op| matches!(*op, "<<<" | "<<-" | "<<" | ">>" | ">&" | "<&" | "<>" | ">|" | "<" | ">"))
         else {
             self.i = save;
             return Ok(None);
@@ -580,6 +583,7 @@ impl Parser {
             "<>" => (0, RedirOp::ReadWrite),
             ">&" => (1, RedirOp::Dup),
             "<&" => (0, RedirOp::Dup),
+            "<<<" => (0, RedirOp::HereString),
             _ => {
                 let quoted = target.iter().any(|p| !matches!(p, Part::Lit(_)));
                 let delim: String = raw.chars().filter(|c| !matches!(c, '\'' | '"' | '\\')).collect();

@@ -107,6 +107,7 @@ fn pipelines_and_redirections() {
     assert_eq!((stdout.as_str(), stderr.as_str()), ("", "x\n"));
     assert_eq!(out("echo one > f; echo two >> f; cat f; wc -l < f"), "one\ntwo\n2\n");
     assert_eq!(out("cat <<EOF\nhome $HOME\nEOF\ncat <<'E'\n$HOME\nE"), "home /root\n$HOME\n");
+    assert_eq!(out("cat <<-EOF\n\tindented\n\tEOF\nread a b <<< 'x y'; echo $b$a"), "indented\nyx\n");
     assert_eq!(out("echo $(ls /nonexistent-dir 2>&1 >/dev/null | wc -l)"), "1\n");
     assert_eq!(out("x=$(echo piped | while read l; do echo got $l; done); echo $x"), "got piped\n");
     let (status, _, err) = sh("echo > /nonexistent-dir/f");
