@@ -86,5 +86,17 @@ fn main() {
     let code = applets::multicall(&mut ctx, &argv, &mut input, &mut out, &mut err);
     let _ = out.flush();
     let _ = err.flush();
-    std::process::exit(code);
+    exit(code)
+}
+
+/// Exits with `code` as the host sees it. Rust's `process::exit` on wasip2 goes through
+/// `wasi:cli/exit.exit(result)`, which only tells success from failure (every failure
+/// becomes 1); `exit-with-code` (wasi:cli 0.2.12, which wasmtime-wasi 48 provides)
+/// carries 127, 2, 7… so `kubectl exec` reports what a shell would.
+fn exit(code: i32) -> ! {
+    #[cfg(target_os = "wasi")]
+    if code != 0 {
+        wasi::cli::exit::exit_with_code((code & 0xff) as u8);
+    }
+    std::process::exit(code)
 }
