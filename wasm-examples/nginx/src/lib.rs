@@ -11,6 +11,8 @@
 //!   the root (the host's preopens enforce that too).
 //! - Files are streamed in 4 KiB writes (the most one `blocking-write-and-flush` takes),
 //!   never read whole.
+//! - HEAD answers carry no `Content-Length`: wasi:http checks a declared length against
+//!   the bytes written when the body is finished, and a HEAD body is empty.
 
 use std::fs;
 use std::io::Read;
@@ -211,7 +213,10 @@ fn respond(
 
 fn send(out: ResponseOutparam, status: u16, content_type: &str, body: &[u8], head: bool, extra: &[(&str, &str)]) {
     let length = body.len().to_string();
-    let mut headers = vec![("content-type", content_type), ("content-length", length.as_str())];
+    let mut headers = vec![("content-type", content_type)];
+    if !head {
+        headers.push(("content-length", length.as_str()));
+    }
     headers.extend_from_slice(extra);
     respond(out, status, &headers, |stream| {
         if !head {
@@ -251,7 +256,10 @@ fn serve_file(out: ResponseOutparam, path: &str, meta: fs::Metadata, head: bool)
     };
     let length = meta.len().to_string();
     let modified = meta.modified().map(http_date).unwrap_or_default();
-    let mut headers = vec![("content-type", content_type(path)), ("content-length", length.as_str())];
+    let mut headers = vec![("content-type", content_type(path))];
+    if !head {
+        headers.push(("content-length", length.as_str()));
+    }
     if !modified.is_empty() {
         headers.push(("last-modified", modified.as_str()));
     }
@@ -272,4 +280,32 @@ fn serve_file(out: ResponseOutparam, path: &str, meta: fs::Metadata, head: bool)
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_under_the_root() {
+        assert_eq!(normalize("/a/./b/../c.html"), Some(vec!["a".to_owned(), "c.html".to_owned()]));
+        assert_eq!(normalize("/../../etc/passwd"), Some(vec!["etc".to_owned(), "passwd".to_owned()]));
+        assert_eq!(normalize("/%2e%2e/%2E%2E/x"), Some(vec!["x".to_owned()]));
+        assert_eq!(normalize("/my%20file.txt"), Some(vec!["my file.txt".to_owned()]));
+        assert_eq!(normalize("/"), Some(vec![]));
+        assert_eq!(normalize("/a%00b"), None);
+        assert_eq!(normalize("/bad%zz"), None);
+    }
+
+    #[test]
+    fn types_and_dates() {
+        assert_eq!(content_type("/x/index.HTML"), "text/html");
+        assert_eq!(content_type("app.js"), "application/javascript");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            http_date(UNIX_EPOCH + std::time::Duration::from_secs(1_709_210_096)),
+            "Thu, 29 Feb 2024 12:34:56 GMT"
+        );
+    }
 }
