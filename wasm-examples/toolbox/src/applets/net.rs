@@ -268,6 +268,42 @@ mod transport {
 
 pub use transport::fetch;
 
+/// Headers wasi:http refuses in an outgoing request (connection-level ones, and `Host`:
+/// the authority is the URL's).
+fn forbidden(name: &str) -> bool {
+    const FORBIDDEN: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "http2-settings",
+    ];
+    FORBIDDEN.iter().any(|f| f.eq_ignore_ascii_case(name.trim()))
+}
+
+/// Drops the headers wasi:http refuses, with a warning (unless `quiet`).
+fn allowed_headers(
+    applet: &str,
+    headers: Vec<(String, String)>,
+    quiet: bool,
+    err: &mut dyn Write,
+) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(name, _)| {
+            let refused = forbidden(name);
+            if refused && !quiet {
+                let _ = writeln!(err, "{applet}: warning: header '{name}' cannot be set from a wasm pod; ignored");
+            }
+            !refused
+        })
+        .collect()
+}
+
 /// The standard reason phrase (wasi:http carries only the code).
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -468,6 +504,7 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
         }
         .into()
     });
+    let mut headers = allowed_headers("curl", headers, silent, err);
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("user-agent")) {
         headers.push(("User-Agent".into(), agent));
     }
@@ -628,6 +665,7 @@ pub fn wget(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
         Ok(url) => url,
         Err(e) => return fail(err, "wget", e, 1),
     };
+    let mut headers = allowed_headers("wget", headers, quiet, err);
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("user-agent")) {
         headers.push(("User-Agent".into(), "Wget".into()));
     }
@@ -710,5 +748,6 @@ mod tests {
         assert_eq!(Url::parse("http://h/a/b").unwrap().join("c").unwrap().path, "/a/c");
         assert_eq!(Url::parse("http://h/a/b").unwrap().join("/z").unwrap().path, "/z");
         assert!(Url::parse("http://h:x/").is_err());
+        assert!(forbidden("Host") && forbidden(" connection") && !forbidden("x-api-key"));
     }
 }
