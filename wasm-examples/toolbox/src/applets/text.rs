@@ -495,7 +495,9 @@ pub fn grep(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn 
         .map(|p| if opts.has('w') { format!(r"\b(?:{p})\b") } else { p })
         .collect();
     let pattern = format!("{}(?:{})", if opts.has('i') { "(?i)" } else { "" }, pieces.join("|"));
-    let re = match regex::bytes::RegexBuilder::new(&pattern).size_limit(1 << 24).build() {
+    // Byte-oriented, like grep in the C locale: no Unicode tables in the artifact, `\\w`
+    // and `-i` are ASCII, non-ASCII literals still match their UTF-8 bytes.
+    let re = match regex::bytes::RegexBuilder::new(&pattern).unicode(false).size_limit(1 << 24).build() {
         Ok(re) => re,
         Err(e) => return fail(err, "grep", format!("bad regex '{}': {e}", patterns.join("|")), 2),
     };
