@@ -22,7 +22,17 @@
 //! `kubectl cp` sends: `test -d DEST`, `tar -xmf - -C DIR`, `tar --no-same-permissions
 //! --no-same-owner -xmf - -C DIR`, `tar cf - PATH` and `sh -c 'tar cf - PATH | tail
 //! -c+N'`). Messages and exit codes follow busybox (`ls: /nope: No such file or
-//! directory`, 1); `curl` exits 6/7/22/28 and `wget` 4/8 like the real ones.
+//! directory`, 1); `curl` exits 6/7/22/28 and `wget` 4/8 like the real ones. The exit
+//! status leaves through `wasi:cli/exit.exit-with-code` (std's `process::exit` would
+//! collapse every failure to 1 on wasip2). `tar` writes member names without their
+//! leading `/` (with GNU tar's warning) and refuses `..` members on extraction; symlinks
+//! are skipped (wasip2 cannot create them), hard links are copied.
+//!
+//! `curl`/`wget` speak HTTP through `wasi:http/outgoing-handler`, so the host's egress
+//! policy applies (a denied host is "Failed to connect", 7 / 4); `localhost` and
+//! `127.0.0.1` without a port mean port 80; `Host`, `Connection` and the other headers
+//! wasi:http refuses are dropped with a warning. `grep` matches bytes like grep in the C
+//! locale (`-i` and `\w` are ASCII).
 //!
 //! Paths: the shell keeps its own cwd (`$PWD`, default `/`) and every applet resolves
 //! paths against it ([`ctx::Ctx::abs`]) before calling `std::fs`, whose absolute paths
@@ -58,7 +68,9 @@
 //! an interactive `cat | sort` waits for ^D) and a stage's output is capped at
 //! [`sh::STAGE_LIMIT`] (64 MiB, an error past it), so `yes | head`-style infinite
 //! producers cannot work (there is no `yes`). The last stage writes straight to the
-//! real stdout, so `tar cf - /big` alone streams. The same holds for `$(…)`. That is
+//! real stdout, so `tar cf - /big` alone streams (what plain `kubectl cp POD:/dir .`
+//! runs), while `kubectl cp --retries`'s `sh -c 'tar cf - DIR | tail -c+N'` holds the
+//! archive in memory and so copies at most 64 MiB. The same holds for `$(…)`. That is
 //! also why uutils' coreutils are not used: their utilities write to the process's
 //! stdout directly and could not be a stage of an in-instance pipeline.
 //!
