@@ -17,6 +17,8 @@
 //! | `crasher`    | command | prints a line, exits `$EXIT_CODE` after `$CRASH_AFTER_MS`, or traps if `TRAP=1` |
 //! | `batch`      | command | prints `batch: N primes below $LIMIT` and its args, exits 0         |
 //! | `logger`     | command | `log line N` each second (every 5th to stderr too), `$LINES` lines  |
+//! | `toolbox`    | command | busybox-like multicall (`sh ls cat grep tar wget curl …`): what `kubectl exec`/`kubectl cp` run in a wasm pod; applet from `argv[0]`'s basename or `argv[1]`, unknown → `sh: NAME: not found`, 127 |
+//! | `nginx`      | HTTP    | stand-in for `image: nginx`: GET/HEAD static files from `/usr/share/nginx/html` (index.html, nginx-style 404/403, 405 otherwise), else the "Welcome to nginx!" page; `Server: nginx (flotilla)` |
 //!
 //! HTTP examples export `wasi:http/incoming-handler` (the `wasi:http/proxy` world, plus
 //! `wasi:cli/environment` for their env vars); commands export `wasi:cli/run`.
@@ -101,12 +103,26 @@ mod tests {
 
     #[test]
     fn expected_examples_are_built() {
-        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher", "frontend", "crasher", "batch", "logger"]
-        {
+        for name in [
+            "hello-http",
+            "echo",
+            "cpu-burner",
+            "mem-hog",
+            "fetcher",
+            "frontend",
+            "crasher",
+            "batch",
+            "logger",
+            "toolbox",
+            "nginx",
+        ] {
             assert!(path(name).is_some(), "{name} missing from ALL");
         }
-        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher", "frontend"] {
+        for name in ["hello-http", "echo", "cpu-burner", "mem-hog", "fetcher", "frontend", "nginx"] {
             assert!(HTTP.contains(&name), "{name} should be an HTTP component");
+        }
+        for name in ["crasher", "batch", "logger", "toolbox"] {
+            assert!(COMMANDS.contains(&name), "{name} should be a command component");
         }
     }
 
