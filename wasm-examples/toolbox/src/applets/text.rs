@@ -39,6 +39,20 @@ fn unescape(text: &str, out: &mut Vec<u8>) -> bool {
                 }
                 out.push(value as u8);
             }
+            // `\NNN`: one to three octal digits (`\377` is the byte 255).
+            Some(first @ '1'..='7') => {
+                let mut value = first.to_digit(8).unwrap_or(0);
+                for _ in 0..2 {
+                    match chars.peek().and_then(|c| c.to_digit(8)) {
+                        Some(d) => {
+                            value = value * 8 + d;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                out.push(value as u8);
+            }
             Some('x') => {
                 let mut value = 0u32;
                 for _ in 0..2 {
