@@ -16,7 +16,8 @@
 //!
 //! `sh ls cat echo printf env printenv pwd cd mkdir rm rmdir cp mv touch head tail grep
 //! wc sort uniq seq date sleep uptime hostname true false test [ gzip gunzip zcat tar
-//! wget curl basename dirname which clear id whoami uname`; `APPLET --help` prints a
+//! wget curl basename dirname which clear id whoami uname`, plus `tee tr cut find du
+//! xargs` (what one-liners reach for next); `APPLET --help` prints a
 //! one-line usage. Flags are the ones typed daily (`ls -laR1`, `grep -ivncrlqwEF`,
 //! `tar -c/-x/-t -zvmO -f F -C DIR`, including the dashless `tar xmf -` and every argv
 //! `kubectl cp` sends: `test -d DEST`, `tar -xmf - -C DIR`, `tar --no-same-permissions
