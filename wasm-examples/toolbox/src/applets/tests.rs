@@ -233,6 +233,10 @@ fn http_clients_without_wasi_fail_to_connect() {
     let (status, _, err) = call(&ctx, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"], b"");
     assert_eq!(status, 4);
     assert!(err.starts_with("wget: can't connect to remote host (127.0.0.1)"), "{err}");
+    let (status, _, err) = call(&ctx, &["wget", "-qO-", "http://svc/"], b"");
+    assert_eq!(status, 4, "{err}");
+    let (status, _, err) = call(&ctx, &["wget", "-qO"], b"");
+    assert_eq!((status, err.as_str()), (1, "wget: option requires an argument -- 'O'\n"));
     let (status, _, err) = call(&ctx, &["curl", "ftp://x/"], b"");
     assert_eq!((status, err.as_str()), (1, "curl: (1) Protocol \"ftp\" not supported\n"));
 }
