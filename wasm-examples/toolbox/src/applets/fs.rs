@@ -55,6 +55,8 @@ struct LsOpts {
     dir_itself: bool,
     human: bool,
     tty: bool,
+    /// Terminal width for the column layout (`$COLUMNS`, else 80).
+    columns: usize,
 }
 
 pub fn ls(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -71,6 +73,7 @@ pub fn ls(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn W
         dir_itself: opts.has('d'),
         human: opts.has('h'),
         tty: ctx.tty,
+        columns: ctx.var("COLUMNS").and_then(|c| c.parse().ok()).filter(|c| *c > 0).unwrap_or(80),
     };
     let operands = if opts.operands.is_empty() { vec![".".to_owned()] } else { opts.operands.clone() };
     let mut status = 0;
@@ -153,7 +156,8 @@ fn print_entries(o: &LsOpts, entries: Vec<(String, String, Option<fs::Metadata>)
         }
     } else {
         let width = entries.iter().map(|(n, ..)| n.chars().count()).max().unwrap_or(1) + 2;
-        let columns = (80 / width).max(1);
+        let screen = o.columns;
+        let columns = (screen / width).max(1);
         let rows = entries.len().div_ceil(columns);
         for row in 0..rows {
             let mut line = String::new();

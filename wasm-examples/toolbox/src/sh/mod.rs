@@ -289,7 +289,7 @@ impl Shell {
         let mut buffer = String::new();
         loop {
             if prompt {
-                let text = if buffer.is_empty() { format!("{} # ", self.cwd) } else { "> ".to_owned() };
+                let text = if buffer.is_empty() { format!("{} # ", self.prompt_dir()) } else { "> ".to_owned() };
                 let mut out = fds.out.borrow_mut();
                 let _ = out.write_all(text.as_bytes());
                 let _ = out.flush();
@@ -327,6 +327,15 @@ impl Shell {
                     self.status = 2;
                 }
             }
+        }
+    }
+
+    /// busybox's `\w`: the cwd, with `$HOME` shown as `~`.
+    fn prompt_dir(&self) -> String {
+        match self.vars.get("HOME").filter(|home| home.len() > 1) {
+            Some(home) if self.cwd == *home => "~".to_owned(),
+            Some(home) if self.cwd.starts_with(&format!("{home}/")) => format!("~{}", &self.cwd[home.len()..]),
+            _ => self.cwd.clone(),
         }
     }
 

@@ -165,6 +165,13 @@ fn interactive_reads_line_by_line() {
         (status, String::from_utf8_lossy(&out).into_owned(), ())
     };
     assert!(out.ends_with(" # / # /\n/ # \n"), "{out:?}");
+    let mut home = ctx.clone();
+    home.env.insert("HOME".into(), ctx.cwd.clone());
+    let mut stdin = std::io::Cursor::new(b"mkdir sub; cd sub\n".to_vec());
+    let mut out = Vec::new();
+    let args: Vec<String> = ["sh", "-i"].iter().map(|s| s.to_string()).collect();
+    super::main(&mut home, &args, &mut stdin, &mut out, &mut Vec::new());
+    assert_eq!(String::from_utf8_lossy(&out), "~ # ~/sub # \n");
 }
 
 #[test]
