@@ -254,8 +254,7 @@ fn append<W: Write>(
             builder.append_data(&mut header, format!("{name}/"), io::empty())?;
             listing.push(format!("{name}/"));
         }
-        let mut children: Vec<String> =
-            fs::read_dir(abs)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut children = super::fs::list_dir(&abs.to_string_lossy())?;
         children.sort();
         for child in children {
             let child_name = format!("{}/{child}", name.trim_end_matches('/'));

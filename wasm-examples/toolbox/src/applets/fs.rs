@@ -13,7 +13,11 @@ use crate::ctx::{self, Ctx, err_msg};
 /// the mount points alone are the listing.
 pub fn list_dir(abs: &str) -> io::Result<Vec<String>> {
     let listed = fs::read_dir(abs).and_then(|entries| {
-        entries.map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<io::Result<Vec<_>>>()
+        entries
+            .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+            // std skips them already; a recursive walk must never see them, whatever libc does.
+            .filter(|name| !matches!(name.as_deref(), Ok("." | "..")))
+            .collect::<io::Result<Vec<_>>>()
     });
     let mounts: Vec<String> = ctx::preopens()
         .into_iter()
@@ -264,9 +268,8 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dst.is_dir() => {}
             Err(e) => return Err(e),
         }
-        for entry in fs::read_dir(src)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        for name in list_dir(&src.to_string_lossy())? {
+            copy_tree(&src.join(&name), &dst.join(&name))?;
         }
         Ok(())
     } else {
