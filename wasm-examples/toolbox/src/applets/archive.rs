@@ -148,8 +148,12 @@ pub fn tar(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn W
         Ok(o) => o,
         Err(e) => return fail(err, "tar", e, 2),
     };
-    let base =
-        Ctx { cwd: o.dir.as_deref().map_or_else(|| ctx.cwd.clone(), |d| ctx.abs(d)), env: ctx.env.clone(), tty: false };
+    let base = Ctx {
+        cwd: o.dir.as_deref().map_or_else(|| ctx.cwd.clone(), |d| ctx.abs(d)),
+        env: ctx.env.clone(),
+        tty: false,
+        depth: ctx.depth,
+    };
     let result = match o.mode {
         Some('c') => create(ctx, &base, &o, out, err),
         Some(mode @ ('x' | 't')) => {

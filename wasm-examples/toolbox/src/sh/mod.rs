@@ -18,7 +18,7 @@ use parse::{AndOr, CmdKind, Command, List, ParamOp, ParseError, Part, Pipeline, 
 /// Most bytes one pipeline stage or command substitution may buffer.
 pub const STAGE_LIMIT: usize = 64 << 20;
 /// Most nested function calls, `eval`s, `.`s and subshells.
-const MAX_NESTING: usize = 200;
+const MAX_NESTING: usize = 50;
 
 pub type In<'a> = Rc<RefCell<dyn Read + 'a>>;
 pub type Out<'a> = Rc<RefCell<dyn Write + 'a>>;
@@ -244,7 +244,7 @@ impl Shell {
             errexit: false,
             xtrace: false,
             cond: 0,
-            nesting: 0,
+            nesting: ctx.depth,
             subst_status: None,
             tty_out: None,
         }
@@ -588,7 +588,7 @@ impl Shell {
     }
 
     fn ctx(&self, extra: &[(String, String)]) -> Ctx {
-        Ctx { cwd: self.cwd.clone(), env: self.env(extra), tty: false }
+        Ctx { cwd: self.cwd.clone(), env: self.env(extra), tty: false, depth: self.nesting + 1 }
     }
 
     fn redirect<'a>(&mut self, redirs: &[Redir], fds: &Fds<'a>) -> Result<Fds<'a>, String> {

@@ -16,7 +16,7 @@ pub fn scratch(name: &str) -> Ctx {
     let mut env = BTreeMap::new();
     env.insert("HOME".to_owned(), "/root".to_owned());
     env.insert("HOSTNAME".to_owned(), "web-0".to_owned());
-    Ctx { cwd: dir.to_string_lossy().into_owned(), env, tty: false }
+    Ctx { cwd: dir.to_string_lossy().into_owned(), env, tty: false, depth: 0 }
 }
 
 fn sh(script: &str) -> (i32, String, String) {
@@ -81,6 +81,12 @@ fn status_and_control() {
     assert_eq!(sh("set -e; if false; then :; fi; false || true; echo ok").1, "ok\n");
     let (status, _, _) = sh("(exit 7)");
     assert_eq!(status, 7);
+    // Unbounded recursion ends with an error, not a stack overflow.
+    let (status, _, err) = sh("f() { f; }; f");
+    assert_eq!((status, err.as_str()), (2, "sh: nesting too deep\n"));
+    let (status, _, err) = sh("printf 'sh ./r.sh\\n' > r.sh; sh r.sh");
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains("nesting too deep"), "{err}");
 }
 
 #[test]
