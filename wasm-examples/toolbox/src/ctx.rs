@@ -111,10 +111,14 @@ pub fn dirname(path: &str) -> &str {
     }
 }
 
-/// The directories the host preopened, by guest path (wasi only; empty elsewhere).
+/// The directories the host preopened, by guest path (wasi only; empty elsewhere). Asked
+/// once: every directory listing consults them.
 #[cfg(target_os = "wasi")]
 pub fn preopens() -> Vec<String> {
-    wasi::filesystem::preopens::get_directories().into_iter().map(|(_, path)| path).collect()
+    static PREOPENS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    PREOPENS
+        .get_or_init(|| wasi::filesystem::preopens::get_directories().into_iter().map(|(_, path)| path).collect())
+        .clone()
 }
 
 /// The directories the host preopened, by guest path (wasi only; empty elsewhere).
