@@ -47,9 +47,9 @@
 //! Hand-written (no crate runs a shell on wasip2): words with `'…'`, `"…"` and `\`
 //! quoting; `$X ${X} $? $# $@ $* $0 $1…` and `${X:-w} ${X:=w} ${X:+w} ${X:?w} ${#X}
 //! ${X#p} ${X##p} ${X%p} ${X%%p}`; `$(…)`, backquotes and `$((…))` (C integer
-//! operators); field splitting on `$IFS`; `*`, `?`, `[…]` globbing against the
+//! operators and `**`); field splitting on `$IFS`; `*`, `?`, `[…]` globbing against the
 //! filesystem; `~`; assignments, `X=1 cmd`; pipelines, `!`, `&&`, `||`, `;`, `&` (run in
-//! the foreground: there are no jobs); redirections `< > >> >| <> n>&m n>&- << <<-`
+//! the foreground: there are no jobs); redirections `< > >> >| <> n>&m n>&- << <<- <<<`
 //! (`/dev/null`, `/dev/stdout`, `/dev/stderr`, `/dev/stdin` handled by the shell);
 //! `if/elif/else`, `for`, `while`, `until`, `case` (glob patterns), `{ …; }`, `( … )`,
 //! `name() { …; }`; builtins `cd export unset exit set (-e -x --) shift read return
@@ -57,7 +57,10 @@
 //! umask ulimit alias hash`). Without `-c` or a script it reads stdin one line at a
 //! time (a command runs as soon as it is complete, and commands reading stdin get the
 //! rest), printing busybox's `/path # ` prompt to stdout when stdin is a terminal or
-//! `-i` is given, and flushing stdout after each command.
+//! `-i` is given, and flushing stdout after each command. A syntax error anywhere in a
+//! `-c` string or script stops it before anything runs (exit 2). Nesting (functions,
+//! substitutions, subshells, `eval`, `.`, nested `sh`) stops at 50 with `sh: nesting too
+//! deep`, well inside wasmtime's default 512 KiB of wasm stack.
 //!
 //! # Why pipelines run inside one instance
 //!
