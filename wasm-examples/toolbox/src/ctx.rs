@@ -15,6 +15,9 @@ pub struct Ctx {
     pub env: BTreeMap<String, String>,
     /// Whether stdout is the terminal (`ls` prints columns then).
     pub tty: bool,
+    /// How deeply nested this call is (shells, functions, substitutions): a script that
+    /// runs itself ends with an error instead of overflowing the stack.
+    pub depth: usize,
 }
 
 impl Ctx {
@@ -28,7 +31,7 @@ impl Ctx {
             .or_else(|| std::env::current_dir().ok().map(|p| p.to_string_lossy().into_owned()))
             .filter(|p| p.starts_with('/'))
             .unwrap_or_else(|| "/".to_owned());
-        Ctx { cwd: normalize(&cwd), env, tty: stdout_is_terminal() }
+        Ctx { cwd: normalize(&cwd), env, tty: stdout_is_terminal(), depth: 0 }
     }
 
     /// `path` made absolute against the cwd and normalized (`.`/`..` removed lexically).
@@ -108,10 +111,14 @@ pub fn dirname(path: &str) -> &str {
     }
 }
 
-/// The directories the host preopened, by guest path (wasi only; empty elsewhere).
+/// The directories the host preopened, by guest path (wasi only; empty elsewhere). Asked
+/// once: every directory listing consults them.
 #[cfg(target_os = "wasi")]
 pub fn preopens() -> Vec<String> {
-    wasi::filesystem::preopens::get_directories().into_iter().map(|(_, path)| path).collect()
+    static PREOPENS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    PREOPENS
+        .get_or_init(|| wasi::filesystem::preopens::get_directories().into_iter().map(|(_, path)| path).collect())
+        .clone()
 }
 
 /// The directories the host preopened, by guest path (wasi only; empty elsewhere).
@@ -154,7 +161,7 @@ mod tests {
     fn paths() {
         assert_eq!(normalize("/a/./b/../c/"), "/a/c");
         assert_eq!(normalize("/../.."), "/");
-        let ctx = Ctx { cwd: "/data".into(), env: BTreeMap::new(), tty: false };
+        let ctx = Ctx { cwd: "/data".into(), env: BTreeMap::new(), tty: false, depth: 0 };
         assert_eq!(ctx.abs("x/../y"), "/data/y");
         assert_eq!(ctx.abs("/tmp"), "/tmp");
         assert_eq!(basename("/a/b/"), "b");

@@ -16,7 +16,8 @@
 //!
 //! `sh ls cat echo printf env printenv pwd cd mkdir rm rmdir cp mv touch head tail grep
 //! wc sort uniq seq date sleep uptime hostname true false test [ gzip gunzip zcat tar
-//! wget curl basename dirname which clear id whoami uname`; `APPLET --help` prints a
+//! wget curl basename dirname which clear id whoami uname`, plus `tee tr cut find du
+//! xargs` (what one-liners reach for next); `APPLET --help` prints a
 //! one-line usage. Flags are the ones typed daily (`ls -laR1`, `grep -ivncrlqwEF`,
 //! `tar -c/-x/-t -zvmO -f F -C DIR`, including the dashless `tar xmf -` and every argv
 //! `kubectl cp` sends: `test -d DEST`, `tar -xmf - -C DIR`, `tar --no-same-permissions
@@ -46,9 +47,9 @@
 //! Hand-written (no crate runs a shell on wasip2): words with `'…'`, `"…"` and `\`
 //! quoting; `$X ${X} $? $# $@ $* $0 $1…` and `${X:-w} ${X:=w} ${X:+w} ${X:?w} ${#X}
 //! ${X#p} ${X##p} ${X%p} ${X%%p}`; `$(…)`, backquotes and `$((…))` (C integer
-//! operators); field splitting on `$IFS`; `*`, `?`, `[…]` globbing against the
+//! operators and `**`); field splitting on `$IFS`; `*`, `?`, `[…]` globbing against the
 //! filesystem; `~`; assignments, `X=1 cmd`; pipelines, `!`, `&&`, `||`, `;`, `&` (run in
-//! the foreground: there are no jobs); redirections `< > >> >| <> n>&m n>&- << <<-`
+//! the foreground: there are no jobs); redirections `< > >> >| <> n>&m n>&- << <<- <<<`
 //! (`/dev/null`, `/dev/stdout`, `/dev/stderr`, `/dev/stdin` handled by the shell);
 //! `if/elif/else`, `for`, `while`, `until`, `case` (glob patterns), `{ …; }`, `( … )`,
 //! `name() { …; }`; builtins `cd export unset exit set (-e -x --) shift read return
@@ -56,7 +57,10 @@
 //! umask ulimit alias hash`). Without `-c` or a script it reads stdin one line at a
 //! time (a command runs as soon as it is complete, and commands reading stdin get the
 //! rest), printing busybox's `/path # ` prompt to stdout when stdin is a terminal or
-//! `-i` is given, and flushing stdout after each command.
+//! `-i` is given, and flushing stdout after each command. A syntax error anywhere in a
+//! `-c` string or script stops it before anything runs (exit 2). Nesting (functions,
+//! substitutions, subshells, `eval`, `.`, nested `sh`) stops at 50 with `sh: nesting too
+//! deep`, well inside wasmtime's default 512 KiB of wasm stack.
 //!
 //! # Why pipelines run inside one instance
 //!

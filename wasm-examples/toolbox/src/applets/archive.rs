@@ -148,8 +148,12 @@ pub fn tar(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn W
         Ok(o) => o,
         Err(e) => return fail(err, "tar", e, 2),
     };
-    let base =
-        Ctx { cwd: o.dir.as_deref().map_or_else(|| ctx.cwd.clone(), |d| ctx.abs(d)), env: ctx.env.clone(), tty: false };
+    let base = Ctx {
+        cwd: o.dir.as_deref().map_or_else(|| ctx.cwd.clone(), |d| ctx.abs(d)),
+        env: ctx.env.clone(),
+        tty: false,
+        depth: ctx.depth,
+    };
     let result = match o.mode {
         Some('c') => create(ctx, &base, &o, out, err),
         Some(mode @ ('x' | 't')) => {
@@ -224,6 +228,23 @@ fn create(ctx: &Ctx, base: &Ctx, o: &TarOpts, out: &mut dyn Write, err: &mut dyn
     Ok(failures)
 }
 
+/// A header written by hand: the `tar` crate's `Header::set_metadata` (behind
+/// `append_path`/`append_dir`) is `unimplemented!()` on wasm32. wasip2 has no owners or
+/// permission bits, so entries are root's with the usual 0644/0755 modes.
+fn header_for(meta: &fs::Metadata, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    let _ = header.set_username("root");
+    let _ = header.set_groupname("root");
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+    header.set_mtime(mtime);
+    header
+}
+
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     abs: &Path,
@@ -233,19 +254,29 @@ fn append<W: Write>(
     let meta = fs::symlink_metadata(abs)?;
     if meta.is_dir() {
         if name != "." {
-            builder.append_dir(name, abs)?;
+            let mut header = header_for(&meta, tar::EntryType::Directory, 0o755, 0);
+            builder.append_data(&mut header, format!("{name}/"), io::empty())?;
             listing.push(format!("{name}/"));
         }
-        let mut children: Vec<String> =
-            fs::read_dir(abs)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut children = super::fs::list_dir(&abs.to_string_lossy())?;
         children.sort();
         for child in children {
             let child_name = format!("{}/{child}", name.trim_end_matches('/'));
             append(builder, &abs.join(&child), &child_name, listing)?;
         }
         Ok(())
+    } else if meta.file_type().is_symlink() {
+        let target = fs::read_link(abs)?;
+        let mut header = header_for(&meta, tar::EntryType::Symlink, 0o777, 0);
+        builder.append_link(&mut header, name, target)?;
+        listing.push(name.to_owned());
+        Ok(())
     } else {
-        builder.append_path_with_name(abs, name)?;
+        let file = fs::File::open(abs)?;
+        let size = meta.len();
+        let mut header = header_for(&meta, tar::EntryType::Regular, 0o644, size);
+        // Exactly `size` bytes, even if the file grows meanwhile (the header says `size`).
+        builder.append_data(&mut header, name, file.take(size))?;
         listing.push(name.to_owned());
         Ok(())
     }

@@ -389,7 +389,7 @@ pub fn env(ctx: &mut Ctx, args: &[String], stdin: &mut dyn Read, out: &mut dyn W
     let name = ctx::basename(&args[i]).to_owned();
     match super::find(&name) {
         Some(entry) => {
-            let mut child = Ctx { cwd: ctx.cwd.clone(), env, tty: ctx.tty };
+            let mut child = Ctx { cwd: ctx.cwd.clone(), env, tty: ctx.tty, depth: ctx.depth + 1 };
             let mut argv = args[i..].to_vec();
             argv[0] = name;
             entry.run(&mut child, &argv, stdin, out, err)

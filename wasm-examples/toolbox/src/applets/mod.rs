@@ -3,6 +3,7 @@
 //! own), so the shell can run them as pipeline stages inside one instance.
 
 pub mod archive;
+pub mod extra;
 pub mod fs;
 pub mod misc;
 pub mod net;
@@ -36,12 +37,15 @@ applets! {
     "cd" => misc::cd, "cd [DIR] (a shell builtin; alone it only checks DIR)";
     "clear" => misc::clear, "clear";
     "cp" => fs::cp, "cp [-rRaf] SOURCE... DEST";
+    "cut" => extra::cut, "cut -d D -f LIST | -c LIST [-s] [FILE]...";
     "curl" => net::curl, "curl [-sSfiIL] [-o FILE] [-X METHOD] [-d DATA] [-H 'K: V'] URL";
     "date" => misc::date, "date [-u] [+FORMAT]";
     "dirname" => misc::dirname, "dirname PATH";
+    "du" => extra::du, "du [-shac] [-d N] [PATH]...";
     "echo" => text::echo, "echo [-neE] [ARG]...";
     "env" => misc::env, "env [-i] [NAME=VALUE]... [COMMAND [ARG]...]";
     "false" => misc::false_, "false";
+    "find" => extra::find, "find [PATH]... [-name PAT] [-iname PAT] [-type f|d|l] [-maxdepth N] [-mindepth N]";
     "grep" => text::grep, "grep [-ivncrlqwhHEF] [-e PATTERN]... [PATTERN] [FILE]...";
     "gunzip" => archive::gunzip, "gunzip [-cfk] [FILE]...";
     "gzip" => archive::gzip, "gzip [-cdfk] [FILE]...";
@@ -62,8 +66,10 @@ applets! {
     "sort" => text::sort, "sort [-rnuf] [-k N] [-t SEP] [FILE]...";
     "tail" => text::tail, "tail [-n [+]N] [-c [+]N] [FILE]...";
     "tar" => archive::tar, "tar -c|-x|-t [-zvmo] [-f FILE] [-C DIR] [PATH]...";
+    "tee" => extra::tee, "tee [-a] [FILE]...";
     "test" => misc::test, "test EXPRESSION";
     "touch" => fs::touch, "touch [-c] FILE...";
+    "tr" => extra::tr, "tr [-dsc] SET1 [SET2]";
     "true" => misc::true_, "true";
     "uname" => misc::uname, "uname [-asnrvmo]";
     "uniq" => text::uniq, "uniq [-cdu] [INPUT [OUTPUT]]";
@@ -72,6 +78,7 @@ applets! {
     "wget" => net::wget, "wget [-qS] [-O FILE] [--header 'K: V'] URL";
     "which" => misc::which, "which NAME...";
     "whoami" => misc::whoami, "whoami";
+    "xargs" => extra::xargs, "xargs [-r] [-n N] [COMMAND [ARG]...]";
     "zcat" => archive::zcat, "zcat [FILE]...";
 }
 

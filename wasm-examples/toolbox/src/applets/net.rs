@@ -381,6 +381,7 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
     let mut data: Vec<String> = Vec::new();
     let mut headers: Vec<(String, String)> = Vec::new();
     let mut agent = "curl/8.5.0".to_owned();
+    let mut write_out: Option<String> = None;
     let mut urls = Vec::new();
     let mut i = 1;
     macro_rules! value {
@@ -413,7 +414,8 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
                 }
             }
             "--user-agent" => agent = value!("--user-agent"),
-            "--max-time" | "--connect-timeout" | "--retry" | "--write-out" => {
+            "--write-out" => write_out = Some(value!("--write-out")),
+            "--max-time" | "--connect-timeout" | "--retry" => {
                 let _ = value!(arg);
             }
             "--insecure" | "--compressed" | "--no-progress-meter" | "--progress-bar" => {}
@@ -449,7 +451,8 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
                             }
                         }
                         'A' => agent = v,
-                        'm' | 'w' | 'u' => {}
+                        'w' => write_out = Some(v),
+                        'm' | 'u' => {}
                         other => return fail(err, "curl", format!("option -{other}: is unknown"), 2),
                     }
                     if takes {
@@ -552,6 +555,9 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
         };
         if fail_http && response.status >= 400 {
             status = report(err, 22, format!("The requested URL returned error: {}", response.status));
+            if let Some(format) = &write_out {
+                let _ = out.write_all(write_out_text(format, &response, &final_url, 0).as_bytes());
+            }
             continue;
         }
         let mut head_text = format!("HTTP/1.1 {} {}\r\n", response.status, reason(response.status));
@@ -565,10 +571,13 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
             }
         }
         let target = if remote_name { Some(final_url.file_name()) } else { output.clone() };
+        let mut downloaded = 0;
         let result = (|| -> io::Result<()> {
             let mut file;
+            let mut null = io::sink();
             let sink: &mut dyn Write = match target.as_deref() {
                 None | Some("-") => &mut *out,
+                Some("/dev/null") => &mut null,
                 Some(name) => {
                     file = io::BufWriter::new(std::fs::File::create(ctx.resolve(name))?);
                     &mut file
@@ -578,10 +587,13 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
                 sink.write_all(head_text.as_bytes())?;
             }
             if method != "HEAD" {
-                io::copy(&mut response.body, sink)?;
+                downloaded = io::copy(&mut response.body, sink)?;
             }
             sink.flush()
         })();
+        if let Some(format) = &write_out {
+            let _ = out.write_all(write_out_text(format, &response, &final_url, downloaded).as_bytes());
+        }
         if let Err(e) = result {
             status = match target {
                 Some(name) if name != "-" => {
@@ -592,6 +604,19 @@ pub fn curl(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
         }
     }
     status
+}
+
+/// `curl -w`: `%{http_code}`, `%{response_code}`, `%{size_download}`,
+/// `%{url_effective}`, `%{content_type}`, and `\n`/`\t`.
+fn write_out_text(format: &str, response: &Response, url: &Url, downloaded: u64) -> String {
+    format
+        .replace("%{http_code}", &format!("{:03}", response.status))
+        .replace("%{response_code}", &format!("{:03}", response.status))
+        .replace("%{size_download}", &downloaded.to_string())
+        .replace("%{url_effective}", &url.to_string())
+        .replace("%{content_type}", &response.header("content-type").unwrap_or_default())
+        .replace("\\n", "\n")
+        .replace("\\t", "\t")
 }
 
 pub fn wget(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -639,18 +664,33 @@ pub fn wget(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
         } else if arg.starts_with("--") {
             // --no-check-certificate and friends: accepted, nothing to do.
         } else if arg.len() > 1 && arg.starts_with('-') {
-            let rest = &arg[1..];
-            if let Some(v) = rest.strip_prefix('O') {
-                output = Some(v.to_owned());
-            } else {
-                for c in rest.chars() {
-                    match c {
-                        'q' => quiet = true,
-                        'S' => server = true,
-                        's' => spider = true,
-                        'c' | 'n' | 'v' => {}
-                        other => return fail(err, "wget", format!("invalid option -- '{other}'"), 1),
+            // A bundle like `-qO-`: `O` takes the rest of it, or the next argument.
+            let rest: Vec<char> = arg[1..].chars().collect();
+            for (n, c) in rest.iter().enumerate() {
+                match c {
+                    'q' => quiet = true,
+                    'S' => server = true,
+                    's' => spider = true,
+                    'c' | 'n' | 'v' => {}
+                    'O' | 'T' | 'U' | 't' => {
+                        let attached: String = rest[n + 1..].iter().collect();
+                        let value = if attached.is_empty() {
+                            i += 1;
+                            match args.get(i) {
+                                Some(v) => v.clone(),
+                                None => return fail(err, "wget", format!("option requires an argument -- '{c}'"), 1),
+                            }
+                        } else {
+                            attached
+                        };
+                        match c {
+                            'O' => output = Some(value),
+                            'U' => headers.push(("User-Agent".into(), value)),
+                            _ => {}
+                        }
+                        break;
                     }
+                    other => return fail(err, "wget", format!("invalid option -- '{other}'"), 1),
                 }
             }
         } else {
@@ -711,6 +751,8 @@ pub fn wget(ctx: &mut Ctx, args: &[String], _stdin: &mut dyn Read, out: &mut dyn
     let name = output.unwrap_or_else(|| final_url.file_name());
     let result = if name == "-" {
         io::copy(&mut response.body, out).map(|_| ())
+    } else if name == "/dev/null" {
+        io::copy(&mut response.body, &mut io::sink()).map(|_| ())
     } else {
         if !quiet {
             let _ = writeln!(err, "saving to '{name}'");
@@ -749,5 +791,15 @@ mod tests {
         assert_eq!(Url::parse("http://h/a/b").unwrap().join("/z").unwrap().path, "/z");
         assert!(Url::parse("http://h:x/").is_err());
         assert!(forbidden("Host") && forbidden(" connection") && !forbidden("x-api-key"));
+        let response = Response {
+            status: 204,
+            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+            body: Box::new(std::io::empty()),
+        };
+        let url = Url::parse("http://h:8080/p").unwrap();
+        assert_eq!(
+            write_out_text("%{http_code} %{size_download} %{content_type} %{url_effective}\\n", &response, &url, 7),
+            "204 7 text/plain http://h:8080/p\n"
+        );
     }
 }

@@ -233,6 +233,39 @@ fn http_clients_without_wasi_fail_to_connect() {
     let (status, _, err) = call(&ctx, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"], b"");
     assert_eq!(status, 4);
     assert!(err.starts_with("wget: can't connect to remote host (127.0.0.1)"), "{err}");
+    let (status, _, err) = call(&ctx, &["wget", "-qO-", "http://svc/"], b"");
+    assert_eq!(status, 4, "{err}");
+    let (status, _, err) = call(&ctx, &["wget", "-qO"], b"");
+    assert_eq!((status, err.as_str()), (1, "wget: option requires an argument -- 'O'\n"));
     let (status, _, err) = call(&ctx, &["curl", "ftp://x/"], b"");
     assert_eq!((status, err.as_str()), (1, "curl: (1) Protocol \"ftp\" not supported\n"));
+}
+
+#[test]
+fn extras() {
+    let ctx = scratch("extras");
+    assert_eq!(
+        sh_ok(&ctx, "echo hello | tr a-z A-Z; echo 'a  b' | tr -s ' '; echo abc123 | tr -d '[:digit:]'"),
+        "HELLO\na b\nabc\n"
+    );
+    assert_eq!(
+        sh_ok(&ctx, "echo x | tee f1 f2 | cat; cat f1 f2; echo y | tee -a f1 >/dev/null; cat f1"),
+        "x\nx\nx\nx\ny\n"
+    );
+    assert_eq!(
+        sh_ok(&ctx, "echo 'a:b:c:d' | cut -d: -f2,4; echo abcdef | cut -c 2-3; echo 'x y' | cut -d' ' -f2-"),
+        "b:d\nbc\ny\n"
+    );
+    let out = sh_ok(
+        &ctx,
+        "mkdir -p r/s; touch r/a.log r/s/b.log r/s/c.txt; find r -name '*.log'; find r -type d; find r -maxdepth 1 -type f",
+    );
+    assert_eq!(out, "r/a.log\nr/s/b.log\nr\nr/s\nr/a.log\n");
+    assert_eq!(
+        sh_ok(&ctx, "find r -name '*.txt' | xargs rm; find r -type f | wc -l; echo a b c | xargs -n 2 echo"),
+        "2\na b\nc\n"
+    );
+    assert_eq!(sh_ok(&ctx, "printf '%02000d' 0 > r/s/k; du -s r; du -sh r/s/k"), "2\tr\n2.0K\tr/s/k\n");
+    let (status, _, err) = run_for_test(&ctx, "find nope", b"");
+    assert_eq!((status, err.as_str()), (1, "find: nope: No such file or directory\n"));
 }

@@ -18,7 +18,7 @@ use parse::{AndOr, CmdKind, Command, List, ParamOp, ParseError, Part, Pipeline, 
 /// Most bytes one pipeline stage or command substitution may buffer.
 pub const STAGE_LIMIT: usize = 64 << 20;
 /// Most nested function calls, `eval`s, `.`s and subshells.
-const MAX_NESTING: usize = 200;
+const MAX_NESTING: usize = 50;
 
 pub type In<'a> = Rc<RefCell<dyn Read + 'a>>;
 pub type Out<'a> = Rc<RefCell<dyn Write + 'a>>;
@@ -244,7 +244,7 @@ impl Shell {
             errexit: false,
             xtrace: false,
             cond: 0,
-            nesting: 0,
+            nesting: ctx.depth,
             subst_status: None,
             tty_out: None,
         }
@@ -289,7 +289,7 @@ impl Shell {
         let mut buffer = String::new();
         loop {
             if prompt {
-                let text = if buffer.is_empty() { format!("{} # ", self.cwd) } else { "> ".to_owned() };
+                let text = if buffer.is_empty() { format!("{} # ", self.prompt_dir()) } else { "> ".to_owned() };
                 let mut out = fds.out.borrow_mut();
                 let _ = out.write_all(text.as_bytes());
                 let _ = out.flush();
@@ -327,6 +327,15 @@ impl Shell {
                     self.status = 2;
                 }
             }
+        }
+    }
+
+    /// busybox's `\w`: the cwd, with `$HOME` shown as `~`.
+    fn prompt_dir(&self) -> String {
+        match self.vars.get("HOME").filter(|home| home.len() > 1) {
+            Some(home) if self.cwd == *home => "~".to_owned(),
+            Some(home) if self.cwd.starts_with(&format!("{home}/")) => format!("~{}", &self.cwd[home.len()..]),
+            _ => self.cwd.clone(),
         }
     }
 
@@ -579,7 +588,7 @@ impl Shell {
     }
 
     fn ctx(&self, extra: &[(String, String)]) -> Ctx {
-        Ctx { cwd: self.cwd.clone(), env: self.env(extra), tty: false }
+        Ctx { cwd: self.cwd.clone(), env: self.env(extra), tty: false, depth: self.nesting + 1 }
     }
 
     fn redirect<'a>(&mut self, redirs: &[Redir], fds: &Fds<'a>) -> Result<Fds<'a>, String> {

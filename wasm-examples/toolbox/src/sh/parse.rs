@@ -114,7 +114,7 @@ const RESERVED: &[&str] =
     &["if", "then", "elif", "else", "fi", "for", "in", "do", "done", "while", "until", "case", "esac", "{", "}", "!"];
 
 /// Most nesting of constructs and substitutions the parser accepts (bounded recursion).
-const MAX_DEPTH: usize = 100;
+const MAX_DEPTH: usize = 50;
 
 /// Parses a whole program: the complete commands of each line, in order.
 pub fn parse(src: &str) -> PResult<Vec<List>> {

@@ -16,7 +16,7 @@ pub fn scratch(name: &str) -> Ctx {
     let mut env = BTreeMap::new();
     env.insert("HOME".to_owned(), "/root".to_owned());
     env.insert("HOSTNAME".to_owned(), "web-0".to_owned());
-    Ctx { cwd: dir.to_string_lossy().into_owned(), env, tty: false }
+    Ctx { cwd: dir.to_string_lossy().into_owned(), env, tty: false, depth: 0 }
 }
 
 fn sh(script: &str) -> (i32, String, String) {
@@ -81,6 +81,12 @@ fn status_and_control() {
     assert_eq!(sh("set -e; if false; then :; fi; false || true; echo ok").1, "ok\n");
     let (status, _, _) = sh("(exit 7)");
     assert_eq!(status, 7);
+    // Unbounded recursion ends with an error, not a stack overflow.
+    let (status, _, err) = sh("f() { f; }; f");
+    assert_eq!((status, err.as_str()), (2, "sh: nesting too deep\n"));
+    let (status, _, err) = sh("printf 'sh ./r.sh\\n' > r.sh; sh r.sh");
+    assert_eq!(status, 2, "{err}");
+    assert!(err.contains("nesting too deep"), "{err}");
 }
 
 #[test]
@@ -165,6 +171,13 @@ fn interactive_reads_line_by_line() {
         (status, String::from_utf8_lossy(&out).into_owned(), ())
     };
     assert!(out.ends_with(" # / # /\n/ # \n"), "{out:?}");
+    let mut home = ctx.clone();
+    home.env.insert("HOME".into(), ctx.cwd.clone());
+    let mut stdin = std::io::Cursor::new(b"mkdir sub; cd sub\n".to_vec());
+    let mut out = Vec::new();
+    let args: Vec<String> = ["sh", "-i"].iter().map(|s| s.to_string()).collect();
+    super::main(&mut home, &args, &mut stdin, &mut out, &mut Vec::new());
+    assert_eq!(String::from_utf8_lossy(&out), "~ # ~/sub # \n");
 }
 
 #[test]
