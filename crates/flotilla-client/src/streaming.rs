@@ -609,7 +609,12 @@ where
                 let _ = write.shutdown().await;
             };
             let downstream = pump(Some(&mut read), (2 * i) as u8, &out);
-            tokio::join!(upstream, downstream);
+            // The pod's side ending ends the connection (kubelet closes the stream then);
+            // the client's side ending only half-closes it.
+            tokio::select! {
+                () = async { upstream.await; std::future::pending::<()>().await } => {}
+                () = downstream => {}
+            }
         });
     }
     drop(out);
