@@ -89,8 +89,7 @@ async fn kubectl_exec_cp_and_port_forward() -> Result<()> {
     assert_ne!(code, 0, "the node's /etc/passwd is not the pod's");
     assert!(err.contains("No such file"), "{err}");
     let node_file = server.data_dir().join("store.redb");
-    let (code, _, _) =
-        kubectl(&server, &["exec", "nginx-pod", "--", "ls", &node_file.to_string_lossy()], b"")?;
+    let (code, _, _) = kubectl(&server, &["exec", "nginx-pod", "--", "ls", &node_file.to_string_lossy()], b"")?;
     assert_ne!(code, 0, "the node's data directory is not the pod's");
     let (code, _, err) = kubectl(&server, &["exec", "nginx-pod", "--", "wget", "-qO-", "http://example.com/"], b"")?;
     assert_ne!(code, 0, "example.com is not in the pod's allow-list");
@@ -110,11 +109,8 @@ async fn kubectl_exec_cp_and_port_forward() -> Result<()> {
     // `exec -it` with a terminal, driven through a pty: line editing and echo in the
     // pod, the shell's prompt, its exit code.
     let kubectl_path = repo_root().join("target/test-venv/bin/kubectl");
-    let command = format!(
-        "{} --kubeconfig {} exec -it nginx-pod -- sh",
-        kubectl_path.display(),
-        server.kubeconfig.display()
-    );
+    let command =
+        format!("{} --kubeconfig {} exec -it nginx-pod -- sh", kubectl_path.display(), server.kubeconfig.display());
     let mut child = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("HOME", server.data_dir().join("home"))
@@ -262,10 +258,9 @@ fn forwarded_port(forward: &mut std::process::Child) -> Result<u16> {
 /// A GET with the real curl.
 async fn curl(url: &str) -> Result<String> {
     let url = url.to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("curl").args(["-sS", "--max-time", "20", &url]).output()
-    })
-    .await??;
+    let output =
+        tokio::task::spawn_blocking(move || Command::new("curl").args(["-sS", "--max-time", "20", &url]).output())
+            .await??;
     if !output.status.success() {
         bail!("curl: {}", String::from_utf8_lossy(&output.stderr));
     }

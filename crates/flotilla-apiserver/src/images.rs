@@ -29,11 +29,8 @@ pub(crate) async fn serve(state: &ApiState, request: Request<Incoming>) -> Resul
             let mut images = Vec::new();
             list(dir, dir, &mut images);
             images.sort();
-            let builtin: Vec<_> = state
-                .builtin_images
-                .iter()
-                .map(|(name, what)| json!({"name": name, "description": what}))
-                .collect();
+            let builtin: Vec<_> =
+                state.builtin_images.iter().map(|(name, what)| json!({"name": name, "description": what})).collect();
             let body = json!({"images": images, "builtin": builtin});
             Ok(json_response(200, &body))
         }

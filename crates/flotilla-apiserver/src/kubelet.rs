@@ -148,14 +148,19 @@ pub(crate) async fn stream(
                 Box::pin(async move { kubelet.port_forward(&namespace, &pod, port).await.map_err(|e| e.message) })
             };
             let uid = object["metadata"]["uid"].as_str().unwrap_or_default().to_string();
-            let spdy = flotilla_spdy::PortForwardOptions::new(object["metadata"]["name"].as_str().unwrap_or_default(), uid);
+            let spdy =
+                flotilla_spdy::PortForwardOptions::new(object["metadata"]["name"].as_str().unwrap_or_default(), uid);
             port_forward(request, spdy, connect)
         }
         _ => {
             let attach = subresource == "attach";
             streaming::upgrade_exec(request, attach, |mut options| async move {
-                let containers: Vec<&str> =
-                    object["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+                let containers: Vec<&str> = object["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["name"].as_str())
+                    .collect();
                 match &options.container {
                     Some(container) if !containers.contains(&container.as_str()) => {
                         return Err(ApiError::bad_request(format!("container {container} is not valid for pod {pod}")));

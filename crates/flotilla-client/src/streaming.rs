@@ -81,9 +81,11 @@ fn config() -> WebSocketConfig {
 /// Whether `headers` ask for a WebSocket (`Connection: Upgrade`, `Upgrade: websocket`).
 pub fn is_websocket(headers: &HeaderMap) -> bool {
     let has = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-            v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token))
-        })
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
     };
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }

@@ -290,15 +290,16 @@ fn now() -> String {
 
 /// Writes what attached clients send into a run's stdin, until every sender is gone or,
 /// for a `stdinOnce` container, the first client asks for its end.
-async fn feed_stdin(mut receiver: mpsc::Receiver<Option<bytes::Bytes>>, mut writer: tokio::io::DuplexStream, once: bool) {
+async fn feed_stdin(
+    mut receiver: mpsc::Receiver<Option<bytes::Bytes>>,
+    mut writer: tokio::io::DuplexStream,
+    once: bool,
+) {
     use tokio::io::AsyncWriteExt as _;
     while let Some(message) = receiver.recv().await {
         match message {
-            Some(bytes) => {
-                if writer.write_all(&bytes).await.is_err() {
-                    return;
-                }
-            }
+            Some(bytes) if writer.write_all(&bytes).await.is_err() => return,
+            Some(_) => {}
             None if once => return,
             None => {}
         }

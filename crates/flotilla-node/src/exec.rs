@@ -72,7 +72,13 @@ impl Node {
         };
         let mut io = ExecIo { args: options.command.clone(), tty: options.tty, ..ExecIo::default() };
         let (interrupt, mut interrupted) = oneshot::channel::<()>();
-        let mut session = ExecSession { stdin: None, stdout: None, stderr: None, resize: None, exit: Box::pin(async { ExecExit::Success }) };
+        let mut session = ExecSession {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+            exit: Box::pin(async { ExecExit::Success }),
+        };
         if options.tty {
             let (to_program, program_in) = tokio::io::duplex(PIPE);
             let (program_out, from_program) = tokio::io::duplex(PIPE);
@@ -200,7 +206,10 @@ impl Node {
                     let end: &[u8] = if tty { b"\r\n" } else { b"\n" };
                     let to_err = line.stream == flotilla_runtime::LogStream::Stderr && !tty;
                     let (writer, wanted) = if to_err { (&mut err, want_err) } else { (&mut out, want_out) };
-                    if wanted && (writer.write_all(line.line.as_bytes()).await.is_err() || writer.write_all(end).await.is_err()) {
+                    if wanted
+                        && (writer.write_all(line.line.as_bytes()).await.is_err()
+                            || writer.write_all(end).await.is_err())
+                    {
                         return;
                     }
                 }
@@ -233,7 +242,8 @@ impl Node {
             ))
         })?;
         let (client, server) = tokio::io::duplex(PIPE);
-        let (node, namespace, pod, container) = (self.clone(), namespace.to_string(), pod.to_string(), container.clone());
+        let (node, namespace, pod, container) =
+            (self.clone(), namespace.to_string(), pod.to_string(), container.clone());
         let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let (node, namespace, pod, container) = (node.clone(), namespace.clone(), pod.clone(), container.clone());
             async move {
@@ -245,7 +255,8 @@ impl Node {
                 let response = match node.dispatch_to(&namespace, &pod, Some(&container), request).await {
                     Ok(response) => response,
                     Err(error) => {
-                        let mut response = http::Response::new(flotilla_client::full_body(format!("{}\n", error.message)));
+                        let mut response =
+                            http::Response::new(flotilla_client::full_body(format!("{}\n", error.message)));
                         *response.status_mut() = http::StatusCode::BAD_GATEWAY;
                         response
                     }
@@ -274,8 +285,8 @@ fn live_run(handle: &Handle) -> Option<(String, Running)> {
 fn listener(runs: &[(String, Running)], port: u16) -> Result<String, String> {
     let declared = runs.iter().find(|(_, r)| r.ports.contains(&port));
     let none_declared = runs.iter().all(|(_, r)| r.ports.is_empty());
-    let listening = declared
-        .or_else(|| none_declared.then(|| runs.iter().find(|(_, r)| matches!(r.run, Run::Http(_)))).flatten());
+    let listening =
+        declared.or_else(|| none_declared.then(|| runs.iter().find(|(_, r)| matches!(r.run, Run::Http(_)))).flatten());
     match listening {
         None => Err("connection refused (no container of the pod listens on it)".into()),
         Some((name, running)) if !matches!(running.run, Run::Http(_)) => {
@@ -325,7 +336,9 @@ impl flotilla_runtime::ServiceRouter for PodLocalhost {
                 Err(why) => return answer(502, format!("localhost:{port}: {why}\n")),
             };
             let request = request.map(|body| {
-                http_body_util::BodyExt::map_err(body, |e| flotilla_runtime::BodyError::InternalError(Some(e.to_string())))
+                http_body_util::BodyExt::map_err(body, |e| {
+                    flotilla_runtime::BodyError::InternalError(Some(e.to_string()))
+                })
             });
             match pod.handle(request).await {
                 Ok(response) => response.map(|body| {

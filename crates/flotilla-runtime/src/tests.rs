@@ -683,7 +683,8 @@ async fn exec_runs_a_command_in_the_pods_sandbox() {
 #[tokio::test]
 async fn toolbox() {
     let mut job = spec("busybox-job", &[("WHO", "pod")], Limits::default());
-    job.args = ["sh", "-c", "for i in 1 2; do echo \"$WHO line $i\"; done | sort -r; exit 4"].map(str::to_owned).to_vec();
+    job.args =
+        ["sh", "-c", "for i in 1 2; do echo \"$WHO line $i\"; done | sort -r; exit 4"].map(str::to_owned).to_vec();
     let pod = command_pod(flotilla_examples::TOOLBOX, job);
     let logs = pod.logs().clone();
     let exit = pod.run().await;
