@@ -115,6 +115,26 @@ async fn an_agent_joins_with_the_token_and_runs_pods_on_its_node() -> Result<()>
     let (ok, out, err) = server.cli(&["top", "nodes"])?;
     assert!(ok && out.lines().any(|l| l.starts_with("second ") && !l.contains("<unknown>")), "{out} {err}");
 
+    // exec and port-forward reach the pod on the other node through its kubelet API (the
+    // API server speaks WebSocket channels to the agent); its localhost is its own there.
+    let (ok, out, err) = server.kubectl(&[
+        "exec",
+        "remote",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING from $HOSTNAME; wget -qO- localhost:8080",
+    ])?;
+    assert!(ok, "{out}{err}");
+    assert_eq!(out, "hi from remote\nhi from remote\n");
+    let (ok, _, err) = server.cli(&["exec", "remote", "--", "sh", "-c", "echo gone >&2; exit 4"])?;
+    assert!(!ok && err.contains("gone"), "{err}");
+    let mut forward = server.kubectl_command(&["port-forward", "pod/remote", ":8080"])?.spawn()?;
+    let port = crate::exec::forwarded_port(&mut forward)?;
+    let answer = http.get(format!("127.0.0.1:{port}").parse()?, "remote", "/").await;
+    forward.kill()?;
+    assert_eq!(answer?, (200, "hi from remote\n".to_string()));
+
     let mut batch = pod("remote-batch", "batch", "Never", json!({"nodeName": "second"}));
     batch["spec"]["containers"][0]["env"] = json!([{"name": "LIMIT", "value": "100"}]);
     create(client, &batch).await?;

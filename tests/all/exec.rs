@@ -242,7 +242,7 @@ spec:
 ";
 
 /// The local port `kubectl port-forward` prints it forwards from.
-fn forwarded_port(forward: &mut std::process::Child) -> Result<u16> {
+pub fn forwarded_port(forward: &mut std::process::Child) -> Result<u16> {
     let mut lines = BufReader::new(forward.stdout.take().context("stdout")?);
     let mut line = String::new();
     lines.read_line(&mut line)?;

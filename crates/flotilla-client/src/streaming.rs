@@ -340,7 +340,10 @@ pub fn exec_options(pairs: &[(String, String)], attach: bool) -> Result<ExecOpti
 /// as a `Status` on the error channel, then a close. Returns when the command has ended
 /// and its output is sent, or when the client is gone (the session is then dropped,
 /// which ends the command).
-pub async fn serve_exec(socket: WebSocket, protocol: &str, session: ExecSession, command: Vec<String>) {
+pub async fn serve_exec<S>(socket: WebSocketStream<S>, protocol: &str, session: ExecSession, command: Vec<String>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let v5 = protocol == V5_CHANNEL;
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Message>(8);
@@ -443,7 +446,10 @@ fn channel_message(channel: u8, data: &[u8]) -> Message {
 /// The calling end of an exec on `socket` (speaking `protocol`): an [`ExecSession`]
 /// whose streams are the socket's channels. Its `exit` resolves when the socket closes,
 /// with the error channel's `Status`.
-pub fn exec_client(socket: WebSocket, protocol: &str, options: &ExecOptions) -> ExecSession {
+pub fn exec_client<S>(socket: WebSocketStream<S>, protocol: &str, options: &ExecOptions) -> ExecSession
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let v5 = protocol == V5_CHANNEL;
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Message>(8);
@@ -816,4 +822,110 @@ pub fn websocket_bytes(socket: WebSocket) -> impl Duplex {
         let _ = remote_write.shutdown().await;
     });
     local
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    }
+
+    #[test]
+    fn exit_statuses_read_back_as_kubectl_reads_them() {
+        let command = vec!["sh".to_string(), "-c".to_string(), "exit 3".to_string()];
+        for exit in [ExecExit::Success, ExecExit::Code(3), ExecExit::Code(127), ExecExit::Failed("trapped".into())] {
+            let status = serde_json::to_vec(&exit.to_status(&command)).expect("json");
+            let read = ExecExit::from_status(&status).expect("a status");
+            match (&exit, &read) {
+                (ExecExit::Failed(_), ExecExit::Failed(message)) => assert!(message.contains("trapped"), "{message}"),
+                _ => assert_eq!(read, exit),
+            }
+        }
+        let status = ExecExit::Code(3).to_status(&command);
+        assert_eq!(status["reason"], "NonZeroExitCode");
+        assert_eq!(status["details"]["causes"][0], json!({"reason": "ExitCode", "message": "3"}));
+        assert_eq!(
+            status["message"],
+            "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3"
+        );
+        assert_eq!(ExecExit::from_status(b""), None);
+    }
+
+    #[test]
+    fn exec_options_are_checked_as_kube_apiserver_checks_them() {
+        let options =
+            exec_options(&pairs("command=ls&command=-l&stdout=true&stderr=1&container=web"), false).expect("valid");
+        assert_eq!(options.command, ["ls", "-l"]);
+        assert_eq!(options.container.as_deref(), Some("web"));
+        assert!(options.stdout && options.stderr && !options.stdin && !options.tty);
+        assert_eq!(exec_options(&pairs(&options.query()), false).expect("round trip"), options);
+        let refused = |query: &str, attach: bool| exec_options(&pairs(query), attach).expect_err(query).message;
+        assert!(refused("stdout=true", false).contains("at least 1 command"));
+        assert!(refused("command=ls", false).contains("stdin, stdout, stderr"));
+        assert!(refused("command=sh&tty=true&stderr=true&stdin=true", false).contains("stderr must be false"));
+        assert!(refused("command=ls&stdout=maybe", false).contains("stdout: invalid value"));
+        assert!(exec_options(&pairs("stdin=true&stdout=true"), true).is_ok(), "attach has no command");
+    }
+
+    #[test]
+    fn ports_and_protocols() {
+        assert_eq!(port_forward_ports(&pairs("ports=80,8080&ports=9090")).expect("valid"), [80, 8080, 9090]);
+        assert!(port_forward_ports(&pairs("ports=0")).is_err());
+        assert!(port_forward_ports(&pairs("ports=70000")).is_err());
+        let long = (1..=65).map(|p| p.to_string()).collect::<Vec<_>>().join(",");
+        assert!(port_forward_ports(&pairs(&format!("ports={long}"))).is_err(), "at most 64 ports");
+        let mut headers = HeaderMap::new();
+        headers
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v6.channel.k8s.io, v4.channel.k8s.io"));
+        headers.append(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v5.channel.k8s.io"));
+        assert_eq!(negotiate(&headers, EXEC_PROTOCOLS), Some(V4_CHANNEL), "the client's order decides");
+        assert_eq!(negotiate(&headers, &[SPDY_TUNNEL]), None);
+    }
+
+    /// Both ends over a real WebSocket pair: stdin in, stdout and stderr out, stdin's
+    /// close (v5), the exit status.
+    #[tokio::test]
+    async fn an_exec_session_crosses_a_websocket() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let (server, client) = tokio::join!(
+            WebSocketStream::from_raw_socket(server_io, Role::Server, None),
+            WebSocketStream::from_raw_socket(client_io, Role::Client, None),
+        );
+        // The serving end: `cat` to stdout, a word on stderr, exit 3.
+        let (stdin_write, mut stdin_read) = tokio::io::duplex(1024);
+        let (mut stdout_write, stdout_read) = tokio::io::duplex(1024);
+        let (mut stderr_write, stderr_read) = tokio::io::duplex(1024);
+        let command = async move {
+            tokio::io::copy(&mut stdin_read, &mut stdout_write).await.expect("cat");
+            stderr_write.write_all(b"done").await.expect("stderr");
+            ExecExit::Code(3)
+        };
+        let (exited, exit) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = exited.send(command.await);
+        });
+        let session = ExecSession {
+            stdin: Some(Box::new(stdin_write)),
+            stdout: Some(Box::new(stdout_read)),
+            stderr: Some(Box::new(stderr_read)),
+            resize: None,
+            exit: Box::pin(async move { exit.await.unwrap_or(ExecExit::Failed("lost".into())) }),
+        };
+        // Over a duplex pipe rather than an upgraded connection: the same framing.
+        let serving = tokio::spawn(serve_exec(server, V5_CHANNEL, session, vec!["cat".into()]));
+        let options =
+            ExecOptions { command: vec!["cat".into()], stdin: true, stdout: true, stderr: true, ..Default::default() };
+        let client = exec_client(client, V5_CHANNEL, &options);
+        let mut stdin = client.stdin.expect("stdin");
+        stdin.write_all(b"hello over the wire").await.expect("write");
+        stdin.shutdown().await.expect("close stdin");
+        let (mut out, mut err) = (String::new(), String::new());
+        client.stdout.expect("stdout").read_to_string(&mut out).await.expect("stdout");
+        client.stderr.expect("stderr").read_to_string(&mut err).await.expect("stderr");
+        assert_eq!((out.as_str(), err.as_str()), ("hello over the wire", "done"));
+        assert_eq!(client.exit.await, ExecExit::Code(3));
+        serving.await.expect("served");
+    }
 }

@@ -373,7 +373,7 @@ impl Runner {
     }
 
     /// Runs the container until it is done or `stop` is set (or dropped).
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let config = &self.shared.config;
         let mut status = Status::new(&self.container);
         self.carry_over(&mut status);

@@ -180,9 +180,12 @@ pub fn start(
     let name = flotilla_client::object_name(&pod);
     let span = tracing::info_span!("pod", pod = %name, uid = %uid);
     let worker = Worker { shared, pod, pod_ip, updates, handles: pod_handles.clone(), evicted: None };
+    let supervisor = worker.shared.config.supervisor.clone();
     let task = tokio::spawn(
         async move {
-            worker.run(containers, handles, receivers).await;
+            // A panic here is counted and logged with the pod; its containers' runners
+            // are supervised on their own.
+            supervisor.catch("pod-worker", worker.run(containers, handles, receivers)).await;
         }
         .instrument(span),
     );
@@ -246,7 +249,14 @@ impl Worker {
                 board: board.clone(),
                 localhost: localhost.clone(),
             };
-            tokio::spawn(runner.run(stop_rx.clone()).in_current_span());
+            // Supervised: a panic in one container's runner is counted and the runner
+            // starts over (pull, resolve, run), its neighbours untouched.
+            let (runner, stop) = (Arc::new(runner), stop_rx.clone());
+            // Detached: the stop signal ends it, as it ended the unsupervised runner.
+            drop(self.shared.config.supervisor.spawn("container-runner", move || {
+                let (runner, stop) = (runner.clone(), stop.clone());
+                async move { runner.run(stop).await }
+            }));
         }
         let evicted = crate::eviction::monitor(
             crate::eviction::size_limits(&self.pod, &pod_dir),

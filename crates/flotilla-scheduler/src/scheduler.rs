@@ -278,7 +278,9 @@ impl Scheduler {
                     let attempt = Attempt { started, metrics: self.metrics.clone() };
                     let task =
                         bind_and_tell(self.cluster.clone(), pod, uid, node, permit, self.outcomes.clone(), attempt);
-                    tokio::spawn(task.instrument(span));
+                    // One-shot; a panic in it is counted and logged, not lost.
+                    let supervisor = self.config.supervisor.clone();
+                    tokio::spawn(async move { supervisor.catch("scheduler-binding", task).await }.instrument(span));
                 }
                 Some(Decision::Unschedulable { message, report }) => {
                     if let Some(metrics) = &self.metrics {
@@ -294,7 +296,8 @@ impl Scheduler {
                             self.reports.clone(),
                             self.outcomes.clone(),
                         );
-                        tokio::spawn(task.instrument(span));
+                        let supervisor = self.config.supervisor.clone();
+                        tokio::spawn(async move { supervisor.catch("scheduler-report", task).await }.instrument(span));
                     }
                 }
             }

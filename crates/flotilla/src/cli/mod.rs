@@ -30,9 +30,9 @@ pub struct Cli {
 enum Command {
     /// Run the control plane: API server and store.
     #[command(after_long_help = flotilla_api::limits::describe())]
-    Server(server::ServerCommand),
+    Server(Box<server::ServerCommand>),
     /// Run a node agent that joins a cluster with its join token.
-    Agent(agent::AgentCommand),
+    Agent(Box<agent::AgentCommand>),
     /// Create or update objects from manifest files.
     Apply(apply::ApplyCommand),
     /// List objects, or show one.

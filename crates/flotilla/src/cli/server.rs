@@ -34,6 +34,9 @@ pub struct ServerCommand {
     /// How many store revisions of watch history to keep.
     #[arg(long, env = "FLOTILLA_WATCH_HISTORY", default_value_t = 100_000)]
     watch_history: u64,
+    /// MiB of memory the store's page cache may hold (redb's own default is 1024).
+    #[arg(long, env = "FLOTILLA_STORE_CACHE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    store_cache_mib: u64,
     /// Log format.
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -340,8 +343,12 @@ impl ServerCommand {
         node_config.supervisor = supervisor.clone();
         let kubelets = flotilla_client::Kubelets::default();
         let store_path = data_dir.join("store.redb");
-        let options =
-            RedbStoreOptions { history: self.watch_history, metrics: metrics.clone(), ..RedbStoreOptions::default() };
+        let options = RedbStoreOptions {
+            history: self.watch_history,
+            metrics: metrics.clone(),
+            cache_bytes: usize::try_from(self.store_cache_mib << 20).unwrap_or(usize::MAX),
+            ..RedbStoreOptions::default()
+        };
         let store = RedbStore::open(&store_path, options)
             .with_context(|| format!("opening the store {}", store_path.display()))?;
         let config = flotilla_apiserver::Config {
