@@ -14,7 +14,7 @@ cd "$root"
 out="$root/target/bench-suite"
 mkdir -p "$out"
 # Not soak (`--bench soak`): it runs 10 minutes on its own.
-benches=(api scheduler pods workloads ingress)
+benches=(api scheduler pods workloads ingress exec)
 args=()
 [ "${1:-}" = "--quick" ] && args=(--quick)
 

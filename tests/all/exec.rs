@@ -128,6 +128,8 @@ async fn kubectl_exec_cp_and_port_forward() -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     input.write_all(b"echo $((6 * 7))xx\x7f\x7f\r")?;
     std::thread::sleep(Duration::from_millis(500));
+    input.write_all(b"wget -qO- localhost\r")?;
+    std::thread::sleep(Duration::from_millis(500));
     input.write_all(b"exit 5\r")?;
     let status = child.wait()?;
     drop(input);
@@ -136,6 +138,7 @@ async fn kubectl_exec_cp_and_port_forward() -> Result<()> {
     assert!(screen.contains("42\r\n"), "the answer, with the terminal's CR NL: {screen:?}");
     assert!(!screen.contains("42xx"), "backspace edited the line before the shell read it: {screen:?}");
     assert!(screen.contains("# "), "a prompt: {screen:?}");
+    assert!(screen.contains("Welcome to nginx!"), "the tutorial's wget inside the pod: {screen:?}");
 
     // port-forward: two connections at once and a 10 MiB body, from the host.
     let mut forward =
@@ -179,6 +182,11 @@ async fn kubectl_exec_cp_and_port_forward() -> Result<()> {
     })
     .await?;
     assert!(log.lines().count() >= 1, "{log}");
+
+    // The built-in images are listed, and the tutorial's last step.
+    let (listed, out, err) = server.cli(&["image", "ls"])?;
+    assert!(listed && out.contains("busybox:* (built-in") && out.contains("nginx:* (built-in"), "{out}{err}");
+    ok(&server, &["delete", "pod", "nginx-pod"])?;
 
     // `kubectl attach -i` to a command with `stdin: true`: what is typed reaches it.
     let (code, out, err) = kubectl(&server, &["apply", "-f", "-"], ATTACH.as_bytes())?;
