@@ -24,6 +24,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use flotilla_api::ApiError;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{HeaderMap, HeaderValue, Response, header};
 use hyper_util::rt::TokioIo;
@@ -289,6 +290,20 @@ pub struct ExecSession {
     pub exit: BoxFuture<ExecExit>,
 }
 
+impl ExecSession {
+    /// A session with no streams yet, ending at once with success: the caller fills
+    /// in what the options ask for.
+    pub fn without_streams() -> Self {
+        ExecSession {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+            exit: Box::pin(async { ExecExit::Success }),
+        }
+    }
+}
+
 impl std::fmt::Debug for ExecSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecSession")
@@ -345,17 +360,9 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let v5 = protocol == V5_CHANNEL;
-    let (mut sink, mut incoming) = socket.split();
-    let (out, mut outgoing) = mpsc::channel::<Message>(8);
-    let writer = async move {
-        while let Some(message) = outgoing.recv().await {
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    };
+    let (sink, mut incoming) = socket.split();
+    let (out, outgoing) = mpsc::channel::<Message>(8);
+    let writer = send_all(sink, outgoing);
     let ExecSession { stdin, stdout, stderr, resize, exit } = session;
     let pumps = async move {
         let (_, _, exit) = tokio::join!(pump(stdout, STDOUT, &out), pump(stderr, STDERR, &out), exit);
@@ -367,15 +374,13 @@ where
         let mut stdin = stdin;
         let mut closed = false;
         while let Some(Ok(message)) = incoming.next().await {
-            let data = match message {
-                Message::Binary(data) => data,
-                // Clients that write `str` (the Python client) send text frames.
-                Message::Text(text) => Bytes::from(text),
-                Message::Close(_) => {
+            let data = match received(message) {
+                Received::Data(data) => data,
+                Received::End => {
                     closed = true;
                     break;
                 }
-                _ => continue,
+                Received::Skip => continue,
             };
             let Some((&channel, payload)) = data.split_first() else { continue };
             match channel {
@@ -428,6 +433,53 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, channel: u8, out: &mpsc::
     }
 }
 
+/// What a received message carries: its bytes (binary, or text as the Python client
+/// sends what it writes as `str`), the end (a close), or nothing of interest (pings).
+enum Received {
+    Data(Bytes),
+    End,
+    Skip,
+}
+
+fn received(message: Message) -> Received {
+    match message {
+        Message::Binary(data) => Received::Data(data),
+        Message::Text(text) => Received::Data(Bytes::from(text)),
+        Message::Close(_) => Received::End,
+        _ => Received::Skip,
+    }
+}
+
+/// Sends what `outgoing` receives, then a normal close, until every sender is gone or
+/// the peer is.
+async fn send_all<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, mut outgoing: mpsc::Receiver<Message>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(message) = outgoing.recv().await {
+        if sink.send(message).await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.send(normal_close()).await;
+    let _ = sink.close().await;
+}
+
+/// Copies `reader` into plain binary messages (no channel byte) until its EOF.
+async fn pump_raw<R: AsyncRead + Unpin>(mut reader: R, out: mpsc::Sender<Message>) {
+    let mut buffer = vec![0; CHUNK];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if out.send(Message::Binary(Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// A close frame with 1000 (normal closure): client-go's WebSocket reader takes only
 /// that as the end of the streams, any other (1005, no status, included) as an error.
 fn normal_close() -> Message {
@@ -451,23 +503,15 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let v5 = protocol == V5_CHANNEL;
-    let (mut sink, mut incoming) = socket.split();
-    let (out, mut outgoing) = mpsc::channel::<Message>(8);
+    let (sink, mut incoming) = socket.split();
+    let (out, outgoing) = mpsc::channel::<Message>(8);
     let (stdin_write, mut stdin_read) = tokio::io::duplex(CHUNK);
     let (stdout_write, stdout_read) = tokio::io::duplex(CHUNK * 2);
     let (stderr_write, stderr_read) = tokio::io::duplex(CHUNK * 2);
     let (resize, mut resizes) = mpsc::channel::<TerminalSize>(4);
     let (exited, exit) = oneshot::channel();
     // Writes: stdin and resizes become messages.
-    tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    });
+    tokio::spawn(send_all(sink, outgoing));
     let send_stdin = options.stdin;
     let stdin_out = out.clone();
     tokio::spawn(async move {
@@ -503,12 +547,10 @@ where
         let (mut stdout_write, mut stderr_write) = (Some(stdout_write), Some(stderr_write));
         let mut status = Vec::new();
         while let Some(Ok(message)) = incoming.next().await {
-            let data = match message {
-                Message::Binary(data) => data,
-                // Clients that write `str` (the Python client) send text frames.
-                Message::Text(text) => Bytes::from(text),
-                Message::Close(_) => break,
-                _ => continue,
+            let data = match received(message) {
+                Received::Data(data) => data,
+                Received::End => break,
+                Received::Skip => continue,
             };
             let Some((&channel, payload)) = data.split_first() else { continue };
             let target = match channel {
@@ -575,17 +617,9 @@ pub async fn serve_port_forward<C>(socket: WebSocket, ports: Vec<u16>, connect: 
 where
     C: Fn(u16) -> BoxFuture<Result<Box<dyn Duplex>, String>>,
 {
-    let (mut sink, mut incoming) = socket.split();
-    let (out, mut outgoing) = mpsc::channel::<Message>(8);
-    let writer = async move {
-        while let Some(message) = outgoing.recv().await {
-            if sink.send(message).await.is_err() {
-                return;
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    };
+    let (sink, mut incoming) = socket.split();
+    let (out, outgoing) = mpsc::channel::<Message>(8);
+    let writer = send_all(sink, outgoing);
     // Each channel first says its port.
     for (i, port) in ports.iter().enumerate() {
         for channel in [2 * i, 2 * i + 1] {
@@ -631,12 +665,10 @@ where
     };
     let reader = async {
         while let Some(Ok(message)) = incoming.next().await {
-            let data = match message {
-                Message::Binary(data) => data,
-                // Clients that write `str` (the Python client) send text frames.
-                Message::Text(text) => Bytes::from(text),
-                Message::Close(_) => break,
-                _ => continue,
+            let data = match received(message) {
+                Received::Data(data) => data,
+                Received::End => break,
+                Received::Skip => continue,
             };
             let Some((&channel, payload)) = data.split_first() else { continue };
             let index = usize::from(channel / 2);
@@ -660,33 +692,19 @@ where
 /// The calling end of a one-port `v4.channel.k8s.io` port-forward on `socket`: a byte
 /// stream to the pod's port (an error on the error channel ends it with that message).
 pub fn port_forward_client(socket: WebSocket) -> impl Duplex {
-    let (mut sink, mut incoming) = socket.split();
+    let (sink, mut incoming) = socket.split();
     let (local, remote) = tokio::io::duplex(CHUNK * 2);
-    let (mut remote_read, mut remote_write) = tokio::io::split(remote);
-    tokio::spawn(async move {
-        let mut buffer = vec![0; CHUNK];
-        loop {
-            match remote_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink.send(channel_message(0, &buffer[..n])).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (remote_read, mut remote_write) = tokio::io::split(remote);
+    let (out, outgoing) = mpsc::channel(8);
+    tokio::spawn(send_all(sink, outgoing));
+    tokio::spawn(async move { pump(Some(remote_read), 0, &out).await });
     tokio::spawn(async move {
         let mut seen = [false; 2];
         while let Some(Ok(message)) = incoming.next().await {
-            let data = match message {
-                Message::Binary(data) => data,
-                // Clients that write `str` (the Python client) send text frames.
-                Message::Text(text) => Bytes::from(text),
-                Message::Close(_) => break,
-                _ => continue,
+            let data = match received(message) {
+                Received::Data(data) => data,
+                Received::End => break,
+                Received::Skip => continue,
             };
             let Some((&channel, payload)) = data.split_first() else { continue };
             let Some(first) = seen.get_mut(usize::from(channel)) else { continue };
@@ -788,32 +806,18 @@ fn websocket_protocol(headers: &HeaderMap, supported: &[&'static str]) -> Result
 /// out as binary messages (the `SPDY/3.1+portforward.k8s.io` tunnel carries a SPDY
 /// session so). EOF when the socket closes.
 pub fn websocket_bytes(socket: WebSocket) -> impl Duplex {
-    let (mut sink, mut incoming) = socket.split();
+    let (sink, mut incoming) = socket.split();
     let (local, remote) = tokio::io::duplex(CHUNK * 2);
-    let (mut remote_read, mut remote_write) = tokio::io::split(remote);
-    tokio::spawn(async move {
-        let mut buffer = vec![0; CHUNK];
-        loop {
-            match remote_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink.send(Message::Binary(Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = sink.send(normal_close()).await;
-        let _ = sink.close().await;
-    });
+    let (remote_read, mut remote_write) = tokio::io::split(remote);
+    let (out, outgoing) = mpsc::channel(8);
+    tokio::spawn(send_all(sink, outgoing));
+    tokio::spawn(pump_raw(remote_read, out));
     tokio::spawn(async move {
         while let Some(Ok(message)) = incoming.next().await {
-            let data = match message {
-                Message::Binary(data) => data,
-                // Clients that write `str` (the Python client) send text frames.
-                Message::Text(text) => Bytes::from(text),
-                Message::Close(_) => break,
-                _ => continue,
+            let data = match received(message) {
+                Received::Data(data) => data,
+                Received::End => break,
+                Received::Skip => continue,
             };
             if remote_write.write_all(&data).await.is_err() {
                 break;

@@ -72,13 +72,7 @@ impl Node {
         };
         let mut io = ExecIo { args: options.command.clone(), tty: options.tty, ..ExecIo::default() };
         let (interrupt, mut interrupted) = oneshot::channel::<()>();
-        let mut session = ExecSession {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            resize: None,
-            exit: Box::pin(async { ExecExit::Success }),
-        };
+        let mut session = ExecSession::without_streams();
         if options.tty {
             let (to_program, program_in) = tokio::io::duplex(PIPE);
             let (program_out, from_program) = tokio::io::duplex(PIPE);
@@ -163,13 +157,7 @@ impl Node {
                 )));
             }
         };
-        let mut session = ExecSession {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            resize: None,
-            exit: Box::pin(async { ExecExit::Success }),
-        };
+        let mut session = ExecSession::without_streams();
         if let Some(sender) = container_stdin {
             let (client_in, mut from_client) = tokio::io::duplex(PIPE);
             session.stdin = Some(Box::new(client_in));
