@@ -263,16 +263,26 @@ async fn an_unreadable_stored_object_can_be_deleted() -> Result<()> {
     let cms = collection_path(cm, Some("default"));
     server.client.post_json(&cms, &minimal_object(cm, "corrupt")).await?.ok()?;
     server.client.post_json(&cms, &minimal_object(cm, "fine")).await?.ok()?;
+    // The same in a namespace that is then deleted: the finalizer skips what it cannot
+    // read, empties the rest, and says so on the namespace.
+    server.client.post_json("/api/v1/namespaces", &json!({"metadata": {"name": "doomed"}})).await?.ok()?;
+    let doomed = collection_path(cm, Some("doomed"));
+    server.client.post_json(&doomed, &minimal_object(cm, "corrupt")).await?.ok()?;
+    let secrets = collection_path(kind("v1", "Secret"), Some("doomed"));
+    server.client.post_json(&secrets, &minimal_object(kind("v1", "Secret"), "kept-going")).await?.ok()?;
     server.kill()?;
     {
         let store = flotilla_store::RedbStore::open(
             &server.data_dir().join("store.redb"),
             flotilla_store::RedbStoreOptions::default(),
         )?;
-        let key = cm.key(Some("default"), "corrupt");
-        let kv = store.get(&key).await?.context("the stored ConfigMap")?;
-        let deep = format!("{{\"metadata\":{{\"name\":\"corrupt\"}},\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200));
-        store.update(&key, deep.into_bytes(), kv.mod_revision).await?;
+        for namespace in ["default", "doomed"] {
+            let key = cm.key(Some(namespace), "corrupt");
+            let kv = store.get(&key).await?.context("the stored ConfigMap")?;
+            let deep =
+                format!("{{\"metadata\":{{\"name\":\"corrupt\"}},\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+            store.update(&key, deep.into_bytes(), kv.mod_revision).await?;
+        }
     }
     server.restart()?;
     let client = &server.client;
@@ -294,5 +304,32 @@ async fn an_unreadable_stored_object_can_be_deleted() -> Result<()> {
         .filter_map(|item| item["metadata"]["name"].as_str().map(str::to_string))
         .collect();
     assert!(names.contains(&"fine".to_string()) && !names.contains(&"corrupt".to_string()), "{names:?}");
+
+    client.delete("/api/v1/namespaces/doomed").await?.ok()?;
+    let namespace = crate::support::eventually(
+        "the namespace's deletion condition",
+        std::time::Duration::from_secs(20),
+        || async {
+            let namespace = client.get("/api/v1/namespaces/doomed").await?.ok()?;
+            let failed = namespace["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "NamespaceDeletionContentFailure" && c["status"] == "True");
+            Ok(failed.then_some(namespace))
+        },
+    )
+    .await?;
+    let condition = &namespace["status"]["conditions"][0];
+    assert!(condition["message"].as_str().is_some_and(|m| m.contains("configmaps")), "{condition:#}");
+    assert_eq!(namespace["status"]["phase"], "Terminating");
+    let secrets = client.get(&collection_path(kind("v1", "Secret"), Some("doomed"))).await?.ok()?;
+    assert_eq!(secrets["items"].as_array().map(Vec::len), Some(0), "the rest was emptied: {secrets:#}");
+    let doomed = collection_path(cm, Some("doomed"));
+    client.delete(&format!("{doomed}/corrupt?ignoreStoreReadErrorWithClusterBreakingPotential=true")).await?.ok()?;
+    crate::support::eventually("the namespace gone", std::time::Duration::from_secs(20), || async {
+        Ok((client.get("/api/v1/namespaces/doomed").await?.status.as_u16() == 404).then_some(()))
+    })
+    .await?;
     Ok(())
 }

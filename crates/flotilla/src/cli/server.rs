@@ -35,7 +35,7 @@ pub struct ServerCommand {
     #[arg(long, env = "FLOTILLA_WATCH_HISTORY", default_value_t = 100_000)]
     watch_history: u64,
     /// MiB of memory the store's page cache may hold (redb's own default is 1024).
-    #[arg(long, env = "FLOTILLA_STORE_CACHE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    #[arg(long, env = "FLOTILLA_STORE_CACHE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     store_cache_mib: u64,
     /// Log format.
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum, default_value = "text")]
