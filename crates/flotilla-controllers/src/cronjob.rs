@@ -139,6 +139,7 @@ impl CronJobController {
         };
         let own: Mapper<ObjectKey> = Arc::new(|cj, _| vec![ObjectKey::of(cj)]);
         Controller::new("cronjob", all, config)
+            .reports_failures(&cron_jobs, controller.cluster.clone())
             .watches(cron_jobs, own)
             .watches(jobs, controller_mapper("CronJob"))
             .run(controller)

@@ -139,6 +139,7 @@ impl DaemonSetController {
             Arc::new(move |_, _| daemon_sets.list().iter().map(|ds| ObjectKey::of(ds)).collect())
         };
         Controller::new("daemonset", all, config)
+            .reports_failures(&daemon_sets, controller.cluster.clone())
             .watches(daemon_sets, own)
             .watches(pods, pods_to_owner)
             .watches(nodes, every)

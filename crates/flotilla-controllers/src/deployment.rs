@@ -79,6 +79,7 @@ impl DeploymentController {
             })
         };
         Controller::new("deployment", all, config)
+            .reports_failures(&deployments, controller.cluster.clone())
             .watches(deployments, own)
             .watches(replica_sets, rs_to_owner)
             .watches(pods, pod_to_deployment)

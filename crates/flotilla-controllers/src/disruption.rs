@@ -86,6 +86,7 @@ impl DisruptionController {
             })
         };
         Controller::new("disruption", all, config)
+            .reports_failures(&budgets, controller.cluster.clone())
             .watches(budgets, own)
             .watches(pods, namespace_budgets.clone())
             .watches(replica_sets, namespace_budgets.clone())

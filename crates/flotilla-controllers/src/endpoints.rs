@@ -93,6 +93,7 @@ impl EndpointsController {
         };
         let pods_to_services = pod_mapper(services.clone(), listing);
         Controller::new("endpoint", all, config)
+            .reports_failures(&services, controller.cluster.clone())
             .watches(services, own.clone())
             .watches(pods, pods_to_services)
             .watches(endpoints, own)

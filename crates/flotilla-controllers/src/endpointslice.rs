@@ -212,6 +212,7 @@ impl EndpointSliceController {
         };
         let pods_to_services = pod_mapper(services.clone(), listing);
         Controller::new("endpointslice", all, config)
+            .reports_failures(&services, controller.cluster.clone())
             .watches(services, own)
             .watches(pods, pods_to_services)
             .watches(slices, slice_to_service)

@@ -245,7 +245,11 @@ impl HpaController {
             Arc::new(move || hpas.list().iter().map(|h| ObjectKey::of(h)).collect())
         };
         let own: Mapper<ObjectKey> = Arc::new(|hpa, _| vec![ObjectKey::of(hpa)]);
-        Controller::new("horizontalpodautoscaling", all, runner).watches(hpas, own).run(controller).await;
+        Controller::new("horizontalpodautoscaling", all, runner)
+            .reports_failures(&hpas, controller.cluster.clone())
+            .watches(hpas, own)
+            .run(controller)
+            .await;
     }
 
     fn history(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, History>> {

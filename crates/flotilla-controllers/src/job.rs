@@ -117,7 +117,12 @@ impl JobController {
         };
         let own: Mapper<ObjectKey> = Arc::new(|job, _| vec![ObjectKey::of(job)]);
         let pods_to_job = controller_mapper("Job");
-        Controller::new("job", all, config).watches(jobs, own).watches(pods, pods_to_job).run(controller).await;
+        Controller::new("job", all, config)
+            .reports_failures(&jobs, controller.cluster.clone())
+            .watches(jobs, own)
+            .watches(pods, pods_to_job)
+            .run(controller)
+            .await;
     }
 
     fn pods_of(&self, job: &Value) -> Vec<Arc<Value>> {

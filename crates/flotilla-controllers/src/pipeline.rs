@@ -122,6 +122,31 @@ pub(crate) struct Controller<K> {
     watches: Vec<(Informer, Mapper<K>)>,
     all_keys: AllKeys<K>,
     config: RunnerConfig,
+    reporter: Option<Reporter<K>>,
+}
+
+/// A key's object, from the controller's cache.
+type ObjectOf<K> = Arc<dyn Fn(&K) -> Option<Arc<Value>> + Send + Sync>;
+
+/// Where a controller says that an object failed it: a Warning Event on the object
+/// (`kubectl describe` shows it), besides the log line and the metric.
+struct Reporter<K> {
+    object: ObjectOf<K>,
+    recorder: flotilla_client::EventRecorder,
+}
+
+impl Controller<flotilla_client::ObjectKey> {
+    /// Records a Warning Event on the controller's own object (looked up in `informer`)
+    /// when its reconcile fails or panics: on the first failure in a row and then at the
+    /// 2nd, 4th, 8th…, so a failing object is told about without an Event per retry.
+    pub(crate) fn reports_failures(mut self, informer: &Informer, cluster: Arc<dyn flotilla_client::Cluster>) -> Self {
+        let informer = informer.clone();
+        self.reporter = Some(Reporter {
+            object: Arc::new(move |key: &flotilla_client::ObjectKey| informer.get(&key.namespace, &key.name)),
+            recorder: flotilla_client::EventRecorder::new(cluster, self.name),
+        });
+        self
+    }
 }
 
 impl<K> Controller<K>
@@ -129,7 +154,7 @@ where
     K: Clone + Eq + Hash + Ord + Display + Debug + Send + Sync + 'static,
 {
     pub(crate) fn new(name: &'static str, all_keys: AllKeys<K>, config: RunnerConfig) -> Self {
-        Controller { name, watches: Vec::new(), all_keys, config }
+        Controller { name, watches: Vec::new(), all_keys, config, reporter: None }
     }
 
     /// Triggers on changes of `informer`'s objects, mapped to keys by `mapper`.
@@ -229,17 +254,37 @@ where
                                 tracing::debug!(controller = self.name, object = %key, error = %chain, ?wait, "reconcile conflicted; retrying");
                             } else {
                                 tracing::warn!(controller = self.name, object = %key, error = %chain, ?wait, "reconcile failed; retrying");
+                                self.report(&key, queue.failures(&key), "FailedReconcile", format!(
+                                    "the {} controller could not reconcile it: {}; retrying in {wait:?}",
+                                    self.name, flotilla_api::limits::truncate(&chain, 1024)
+                                ));
                             }
                             queue.add_at(key, now + wait, now);
                         }
                         None => {
                             let wait = queue.failed(&key);
+                            self.report(&key, queue.failures(&key), "ReconcilePanicked", format!(
+                                "the {} controller panicked on it (a bug: please report it); retrying in {wait:?}",
+                                self.name
+                            ));
                             queue.add_at(key, now + wait, now);
                         }
                     }
                 }
                 () = tokio::time::sleep_until(wake_at) => {}
             }
+        }
+    }
+
+    /// A Warning Event on `key`'s object after its `failures`-th failure in a row, when
+    /// that is a power of two (see [`Controller::reports_failures`]).
+    fn report(&self, key: &K, failures: u32, reason: &str, message: String) {
+        let Some(reporter) = &self.reporter else { return };
+        if !failures.is_power_of_two() {
+            return;
+        }
+        if let Some(object) = (reporter.object)(key) {
+            reporter.recorder.event(&object, flotilla_client::EventSeverity::Warning, reason, message);
         }
     }
 

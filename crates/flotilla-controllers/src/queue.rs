@@ -166,6 +166,11 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
         self.backoff_base.saturating_mul(1 << exponent).min(self.backoff_max)
     }
 
+    /// How many times in a row `key` has failed.
+    pub(crate) fn failures(&self, key: &K) -> u32 {
+        self.failures.get(key).copied().unwrap_or(0)
+    }
+
     /// A success: the back-off of `key` starts over.
     pub(crate) fn forget(&mut self, key: &K) {
         self.failures.remove(key);

@@ -74,6 +74,7 @@ impl ReplicaSetController {
         let own: Mapper<ObjectKey> = Arc::new(|rs, _| vec![ObjectKey::of(rs)]);
         let pods_to_owner = owner_mapper(replica_sets.clone(), "ReplicaSet");
         Controller::new("replicaset", all, config)
+            .reports_failures(&replica_sets, controller.cluster.clone())
             .watches(replica_sets, own)
             .watches(pods, pods_to_owner)
             .run(controller)

@@ -74,7 +74,11 @@ impl ScaleToZeroController {
             Arc::new(move || deployments.list().iter().map(|d| ObjectKey::of(d)).collect())
         };
         let own: Mapper<ObjectKey> = Arc::new(|deployment, _| vec![ObjectKey::of(deployment)]);
-        Controller::new("scaletozero", all, runner).watches(deployments, own).run(controller).await;
+        Controller::new("scaletozero", all, runner)
+            .reports_failures(&deployments, controller.cluster.clone())
+            .watches(deployments, own)
+            .run(controller)
+            .await;
     }
 
     fn last_busy(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Instant>> {

@@ -179,7 +179,9 @@ async fn a_reconcile_that_panics_skips_its_object_with_back_off_and_the_controll
     let mapper: Mapper<ObjectKey> = Arc::new(|o, _| vec![ObjectKey::of(o)]);
     let config =
         RunnerConfig { workers: 4, backoff_base: Duration::from_millis(40), backoff_max: Duration::from_secs(1) };
-    let controller = Controller::new("test", all, config).watches(informer, mapper);
+    let controller = Controller::new("test", all, config)
+        .reports_failures(&informer, cluster.cluster.clone())
+        .watches(informer, mapper);
     let _controller = AbortOnDrop(tokio::spawn(crate::pipeline::with_metrics(
         None,
         supervisor.clone(),
@@ -196,6 +198,21 @@ async fn a_reconcile_that_panics_skips_its_object_with_back_off_and_the_controll
     wait_for("a later object", || async { (!recording.calls_of("later").is_empty()).then_some(()) }).await;
     let bomb = recording.calls_of("bomb");
     assert!(bomb[2] - bomb[1] >= Duration::from_millis(30 + 80), "back-off doubles: {bomb:?}");
+    // The skipped object carries Warning Events saying so: after its 1st and 2nd panic.
+    let events = wait_for("the Events on the panicking object", || async {
+        let list = cluster.cluster.list(resource("v1", "Event"), Some("default"), &ListParams::default()).await.ok()?;
+        let events: Vec<serde_json::Value> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["involvedObject"]["name"] == "bomb" && e["reason"] == "ReconcilePanicked")
+            .cloned()
+            .collect();
+        (events.len() >= 2).then_some(events)
+    })
+    .await;
+    assert_eq!(events[0]["type"], "Warning");
+    assert!(events[0]["message"].as_str().is_some_and(|m| m.contains("the test controller panicked")), "{events:?}");
 }
 
 /// An informer's revision says how new its cache is: at least every change it reports,
