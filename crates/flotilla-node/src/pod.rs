@@ -258,8 +258,40 @@ impl Worker {
                 async move { runner.run(stop).await }
             }));
         }
+        // The status loop, supervised: a panic in it is counted and the loop starts
+        // again (one extra status write), while the containers run on: the stop signal
+        // and the board outlive it.
+        let stop_tx = Arc::new(stop_tx);
+        let supervisor = self.shared.config.supervisor.clone();
+        let worker = Arc::new(tokio::sync::Mutex::new(self));
+        let handles: Arc<[Arc<Handle>]> = handles.into();
+        let (host_ip, start_time): (Arc<str>, Arc<str>) = (host_ip.into(), start_time.into());
+        supervisor
+            .run("pod-worker", move || {
+                let (worker, board, stop_tx) = (worker.clone(), board.clone(), stop_tx.clone());
+                let (handles, host_ip, start_time, pod_dir) =
+                    (handles.clone(), host_ip.clone(), start_time.clone(), pod_dir.clone());
+                async move {
+                    let mut worker = worker.lock().await;
+                    worker.follow(&board, &stop_tx, &handles, &host_ip, &start_time, &pod_dir).await;
+                }
+            })
+            .await;
+    }
+
+    /// Writes the pod's status as its containers change, until they are all done (then
+    /// waits for the pod's deletion), it is evicted, or it is deleted.
+    async fn follow(
+        &mut self,
+        board: &Board,
+        stop_tx: &watch::Sender<bool>,
+        handles: &[Arc<Handle>],
+        host_ip: &str,
+        start_time: &str,
+        pod_dir: &std::path::Path,
+    ) {
         let evicted = crate::eviction::monitor(
-            crate::eviction::size_limits(&self.pod, &pod_dir),
+            crate::eviction::size_limits(&self.pod, pod_dir),
             self.shared.config.eviction_monitoring_period,
         );
         tokio::pin!(evicted);
@@ -268,15 +300,15 @@ impl Worker {
         // status write a pod instead of two).
         let _ = tokio::time::timeout(FIRST_STATUS_WAIT, board.changed.notified()).await;
         let mut statuses = board.snapshot();
-        self.write_status(&statuses, &host_ip, &start_time, &mut written).await;
+        self.write_status(&statuses, host_ip, start_time, &mut written).await;
         while !statuses.iter().all(|s| s.done) {
             tokio::select! {
                 () = board.changed.notified() => {
                     statuses = board.snapshot();
-                    self.write_status(&statuses, &host_ip, &start_time, &mut written).await;
+                    self.write_status(&statuses, host_ip, start_time, &mut written).await;
                 }
                 message = &mut evicted => {
-                    self.evict(&board, &stop_tx, message, &host_ip, &start_time, &mut written).await;
+                    self.evict(board, stop_tx, message, host_ip, start_time, &mut written).await;
                     break;
                 }
                 changed = self.updates.changed() => {
@@ -289,14 +321,14 @@ impl Worker {
                     self.pod = latest;
                     if self.pod["metadata"]["deletionTimestamp"].is_string() {
                         let mut statuses = board.snapshot();
-                        self.terminate(&handles, &mut statuses, &stop_tx, &host_ip, &start_time, &mut written).await;
+                        self.terminate(handles, &mut statuses, stop_tx, host_ip, start_time, &mut written).await;
                         return;
                     }
                 }
             }
         }
         // Every container is done (restartPolicy said so): wait for the pod's deletion.
-        self.wait_for_deletion(&handles).await;
+        self.wait_for_deletion(handles).await;
     }
 
     /// Evicts the pod, as kubelet's eviction manager does: stops its containers, writes
