@@ -31,6 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Bytes in flight in each of an exec's pipes.
 const PIPE: usize = 64 * 1024;
+/// How long a terminal's command waits for the client's first size before it starts.
+const FIRST_SIZE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// The longest line a terminal holds while it is edited (a kernel's is 4096).
 const MAX_LINE: usize = 4096;
 
@@ -73,6 +75,7 @@ impl Node {
         let mut io = ExecIo { args: options.command.clone(), tty: options.tty, ..ExecIo::default() };
         let (interrupt, mut interrupted) = oneshot::channel::<()>();
         let mut session = ExecSession::without_streams();
+        let mut first_size = None;
         if options.tty {
             let (to_program, program_in) = tokio::io::duplex(PIPE);
             let (program_out, from_program) = tokio::io::duplex(PIPE);
@@ -92,10 +95,9 @@ impl Node {
                 session.stdin = Some(Box::new(client_in));
             }
             session.stdout = Some(Box::new(client_out));
-            let (resize, mut resizes) = mpsc::channel::<TerminalSize>(4);
-            // A WASI command cannot ask its terminal's size: sizes are taken and dropped.
-            tokio::spawn(async move { while resizes.recv().await.is_some() {} });
+            let (resize, resizes) = mpsc::channel::<TerminalSize>(4);
             session.resize = Some(resize);
+            first_size = Some(resizes);
         } else {
             if options.stdin {
                 let (client_in, program_in) = tokio::io::duplex(PIPE);
@@ -118,6 +120,17 @@ impl Node {
         let mut ended = running.ended.clone();
         let run = running.run.clone();
         let task = tokio::spawn(async move {
+            // A WASI command cannot ask its terminal's size: it gets the first size
+            // kubectl sends (right after connecting) as COLUMNS and LINES, as a shell
+            // would set them; later sizes are taken and dropped.
+            if let Some(mut sizes) = first_size {
+                let first = tokio::time::timeout(FIRST_SIZE_WAIT, sizes.recv()).await.ok().flatten();
+                if let Some(size) = first {
+                    io.env.push(("COLUMNS".into(), size.width.to_string()));
+                    io.env.push(("LINES".into(), size.height.to_string()));
+                }
+                tokio::spawn(async move { while sizes.recv().await.is_some() {} });
+            }
             let exec = async {
                 match &run {
                     Run::Http(pod) => pod.exec(&image, io).await,

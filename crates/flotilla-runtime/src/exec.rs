@@ -43,6 +43,8 @@ pub struct ExecIo {
     pub stderr: Option<ExecWriter>,
     /// Whether the streams are a terminal (`kubectl exec -t`).
     pub tty: bool,
+    /// Variables set for this command over the pod's (`COLUMNS`, `LINES` of a terminal).
+    pub env: Vec<(String, String)>,
 }
 
 impl fmt::Debug for ExecIo {
@@ -53,6 +55,7 @@ impl fmt::Debug for ExecIo {
             .field("stdout", &self.stdout.is_some())
             .field("stderr", &self.stderr.is_some())
             .field("tty", &self.tty)
+            .field("env", &self.env)
             .finish()
     }
 }
@@ -74,6 +77,7 @@ impl ExecIo {
         if tty {
             builder.env("TERM", "xterm");
         }
+        builder.envs(&self.env);
     }
 }
 

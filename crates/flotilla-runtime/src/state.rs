@@ -325,12 +325,26 @@ fn wasi_ctx(spec: &PodSpec, logs: &LogBuffer, stdio: Stdio) -> Result<WasiCtx> {
             }
             builder.arg(&spec.name).args(&spec.args);
         }
-        Stdio::Exec(io) => io.install(&mut builder),
+        Stdio::Exec(io) => {
+            // The exec's own variables replace the pod's of the same name.
+            let own: Vec<String> = io.env.iter().map(|(key, _)| key.clone()).collect();
+            io.install(&mut builder);
+            if !spec.env.iter().any(|(key, _)| key == "HOSTNAME") {
+                builder.env("HOSTNAME", &spec.name);
+            }
+            builder.envs(&spec.env.iter().filter(|(key, _)| !own.contains(key)).cloned().collect::<Vec<_>>());
+            return preopen(builder, spec);
+        }
     }
     if !spec.env.iter().any(|(key, _)| key == "HOSTNAME") {
         builder.env("HOSTNAME", &spec.name);
     }
     builder.envs(&spec.env);
+    preopen(builder, spec)
+}
+
+/// The spec's preopened directories, then the context.
+fn preopen(mut builder: WasiCtxBuilder, spec: &PodSpec) -> Result<WasiCtx> {
     for preopen in &spec.preopens {
         let perms = if preopen.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
         // An opened directory is reopened through its descriptor, not looked up by path.

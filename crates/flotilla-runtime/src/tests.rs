@@ -670,6 +670,19 @@ async fn exec_runs_a_command_in_the_pods_sandbox() {
     assert_eq!(out, "batch: 8 primes below 20\narg[0]: batch\narg[1]: one two\n");
     assert!(lines(pod.logs()).is_empty(), "an exec's output is not the pod's log");
 
+    // The exec's own variables replace the pod's (a terminal's COLUMNS and LINES do so).
+    let (stdout, mut read_stdout) = tokio::io::duplex(64 * 1024);
+    let io = crate::ExecIo {
+        args: vec!["batch".into()],
+        stdout: Some(Box::new(stdout)),
+        env: vec![("LIMIT".into(), "30".into())],
+        ..crate::ExecIo::default()
+    };
+    assert_eq!(pod.exec(&image(flotilla_examples::BATCH), io).await, Exit::Code(0));
+    let mut out = String::new();
+    read_stdout.read_to_string(&mut out).await.expect("stdout");
+    assert!(out.starts_with("batch: 10 primes below 30\n"), "{out}");
+
     let exit = pod.exec(&image(flotilla_examples::ECHO), crate::ExecIo::default()).await;
     assert!(matches!(&exit, Exit::StartError(message) if message.contains("not a command")), "{exit:?}");
 
