@@ -785,7 +785,21 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(&mut batch);
+            // A panic in a batch (redb asserts on what it finds inconsistent) must not end
+            // the only writer: nothing of the batch is acknowledged (its callers' replies
+            // are dropped, so they get an error), and the file is closed and reopened as
+            // after a storage failure.
+            let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(&mut batch)));
+            if let Err(payload) = processed {
+                batch.clear();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|m| (*m).to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                tracing::error!(panic = %message, "the store's writer panicked on a write batch; reopening the store");
+                self.fail(format!("the writer panicked: {message}"));
+            }
         }
         debug!("store writer stopping");
     }
@@ -986,6 +1000,11 @@ impl Writer {
     fn apply_and_commit(&mut self, db: &Database, ops: Vec<Op>) -> Result<Applied, redb::Error> {
         let count = ops.len();
         let mut txn = db.begin_write()?;
+        // The unit tests' stand-in for a panic inside redb, mid-transaction.
+        #[cfg(test)]
+        if ops.iter().any(|op| matches!(op, Op::Create { key, .. } if key == tests::PANICKING_KEY)) {
+            panic!("a write the tests make panic");
+        }
         // redb's default, spelled out: commit returns once the batch is fsynced.
         txn.set_durability(redb::Durability::Immediate)?;
         let applied = self.apply(&txn, ops)?;

@@ -6,6 +6,35 @@ use super::*;
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
+/// Creating this key panics inside the writer's transaction.
+pub(super) const PANICKING_KEY: &str = "/test/panics";
+
+/// A panic in the writer fails only its batch: the store reopens and goes on writing,
+/// with what it acknowledged before kept.
+#[tokio::test]
+async fn a_panicking_write_fails_alone_and_the_writer_goes_on() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = open(dir.path())?;
+    let before = store.create("/before", b"1".to_vec()).await?;
+    assert!(store.create(PANICKING_KEY, b"x".to_vec()).await.is_err(), "the panicking write is an error");
+    // The writer reopens the file and backs off; writes succeed again after it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        match store.create("/after", b"2".to_vec()).await {
+            Ok(kv) => break kv,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    };
+    assert_eq!(after.mod_revision, before.mod_revision + 1, "the panicking batch took no revision");
+    assert_eq!(store.get("/before").await?.map(|kv| kv.value), Some(b"1".to_vec()));
+    assert_eq!(store.get(PANICKING_KEY).await?, None);
+    Ok(())
+}
+
 fn open(dir: &Path) -> Result<RedbStore> {
     open_with(dir, RedbStoreOptions::default())
 }
