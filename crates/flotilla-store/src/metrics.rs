@@ -30,6 +30,9 @@ pub(crate) struct StoreMetrics {
     pub(crate) failures: IntCounter,
     /// Reopens of the store file after a storage failure.
     pub(crate) reopens: IntCounter,
+    /// Panics the store survived, by task (`writer`: its batch failed; `watch`: the
+    /// watch ended with an error).
+    pub(crate) panics: IntCounterVec,
 }
 
 impl StoreMetrics {
@@ -55,6 +58,14 @@ impl StoreMetrics {
         )?;
         let reopens =
             IntCounter::new("flotilla_store_reopens_total", "Reopens of the store file after a storage failure.")?;
+        let panics = IntCounterVec::new(
+            Opts::new(
+                "flotilla_store_panics_total",
+                "Panics the store survived: a write batch that failed (writer) or a watch ended with an error (watch).",
+            ),
+            &["task"],
+        )?;
+        registry.register(Box::new(panics.clone()))?;
         registry.register(Box::new(operations.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(reopens.clone()))?;
@@ -73,6 +84,7 @@ impl StoreMetrics {
             commit_batch_size,
             failures,
             reopens,
+            panics,
         })
     }
 }

@@ -316,7 +316,20 @@ impl Store for RedbStore {
             cursor: after_revision,
             sender,
         };
-        tokio::spawn(task.run(live));
+        // A panic in the watch ends it with an error its watcher sees (and re-watches
+        // after), counted; the other watches and the store go on.
+        let (shared, sender) = (Arc::clone(&self.shared), task.sender.clone());
+        let running = tokio::spawn(task.run(live));
+        tokio::spawn(async move {
+            if let Err(error) = running.await
+                && error.is_panic()
+            {
+                shared.metrics.panics.with_label_values(&["watch"]).inc();
+                tracing::error!("a store watch panicked; ending it with an error");
+                let failed = Error::Backend { message: "the watch failed: its task panicked".into(), source: None };
+                let _ = sender.send(Err(failed)).await;
+            }
+        });
         Ok(Watcher::from_channel(receiver))
     }
 
@@ -798,6 +811,7 @@ impl Writer {
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".to_string());
                 tracing::error!(panic = %message, "the store's writer panicked on a write batch; reopening the store");
+                self.shared.metrics.panics.with_label_values(&["writer"]).inc();
                 self.fail(format!("the writer panicked: {message}"));
             }
         }

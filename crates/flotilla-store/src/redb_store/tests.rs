@@ -32,6 +32,7 @@ async fn a_panicking_write_fails_alone_and_the_writer_goes_on() -> TestResult {
     assert_eq!(after.mod_revision, before.mod_revision + 1, "the panicking batch took no revision");
     assert_eq!(store.get("/before").await?.map(|kv| kv.value), Some(b"1".to_vec()));
     assert_eq!(store.get(PANICKING_KEY).await?, None);
+    assert_eq!(store.shared.metrics.panics.with_label_values(&["writer"]).get(), 1, "counted");
     Ok(())
 }
 
