@@ -113,7 +113,13 @@ impl GarbageCollector {
                 keys
             })
         };
-        let mut controller = Controller::new("garbage-collector", all, config);
+        // A dependent the collector fails on is told so (it is the object being deleted).
+        let object_of = {
+            let kinds = kinds.clone();
+            Arc::new(move |key: &GcKey| kinds.0.get(key.kind)?.get(&key.namespace, &key.name))
+        };
+        let mut controller =
+            Controller::new("garbage-collector", all, config).reports_failures_of(object_of, cluster.clone());
         for (kind, informer) in kinds.0.iter().enumerate() {
             controller = controller.watches(informer.clone(), mapper(kinds.clone(), kind));
         }

@@ -135,17 +135,29 @@ struct Reporter<K> {
     recorder: flotilla_client::EventRecorder,
 }
 
-impl Controller<flotilla_client::ObjectKey> {
-    /// Records a Warning Event on the controller's own object (looked up in `informer`)
-    /// when its reconcile fails or panics: on the first failure in a row and then at the
-    /// 2nd, 4th, 8th…, so a failing object is told about without an Event per retry.
-    pub(crate) fn reports_failures(mut self, informer: &Informer, cluster: Arc<dyn flotilla_client::Cluster>) -> Self {
-        let informer = informer.clone();
-        self.reporter = Some(Reporter {
-            object: Arc::new(move |key: &flotilla_client::ObjectKey| informer.get(&key.namespace, &key.name)),
-            recorder: flotilla_client::EventRecorder::new(cluster, self.name),
-        });
+impl<K> Controller<K> {
+    /// Records a Warning Event on a key's object (as `object` finds it in the cache) when
+    /// its reconcile fails or panics: on the first failure in a row and then at the 2nd,
+    /// 4th, 8th…, so a failing object is told about without an Event per retry.
+    pub(crate) fn reports_failures_of(
+        mut self,
+        object: ObjectOf<K>,
+        cluster: Arc<dyn flotilla_client::Cluster>,
+    ) -> Self {
+        self.reporter = Some(Reporter { object, recorder: flotilla_client::EventRecorder::new(cluster, self.name) });
         self
+    }
+}
+
+impl Controller<flotilla_client::ObjectKey> {
+    /// [`reports_failures_of`](Controller::reports_failures_of) the objects of `informer`,
+    /// the controller's own kind.
+    pub(crate) fn reports_failures(self, informer: &Informer, cluster: Arc<dyn flotilla_client::Cluster>) -> Self {
+        let informer = informer.clone();
+        self.reports_failures_of(
+            Arc::new(move |key: &flotilla_client::ObjectKey| informer.get(&key.namespace, &key.name)),
+            cluster,
+        )
     }
 }
 

@@ -32,7 +32,12 @@ impl ServiceAccountsController {
         let default_account: Mapper<String> = Arc::new(|account, _| {
             if meta::name(account) == DEFAULT { vec![meta::namespace(account).to_string()] } else { Vec::new() }
         });
+        let namespace_of = {
+            let namespaces = namespaces.clone();
+            Arc::new(move |name: &String| namespaces.get("", name))
+        };
         Controller::new("serviceaccount", all, config)
+            .reports_failures_of(namespace_of, controller.cluster.clone())
             .watches(namespaces, own)
             .watches(accounts, default_account)
             .run(controller)
