@@ -365,7 +365,7 @@ where
     let writer = send_all(sink, outgoing);
     let ExecSession { stdin, stdout, stderr, resize, exit } = session;
     let pumps = async move {
-        let (_, _, exit) = tokio::join!(pump(stdout, STDOUT, &out), pump(stderr, STDERR, &out), exit);
+        let (_, _, exit) = tokio::join!(pump(stdout, Some(STDOUT), &out), pump(stderr, Some(STDERR), &out), exit);
         let status = serde_json::to_vec(&exit.to_status(&command)).unwrap_or_default();
         let _ = out.send(channel_message(ERROR, &status)).await;
         let _ = out.send(normal_close()).await;
@@ -417,18 +417,22 @@ where
     }
 }
 
-/// Copies `reader` into messages on `channel` until its EOF.
-async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, channel: u8, out: &mpsc::Sender<Message>) {
-    let Some(mut reader) = reader else { return };
+/// Copies `reader` into binary messages on `channel` (or plain ones, no channel byte, for
+/// a tunnel) until its EOF; answers whether it got there (false: the socket went first).
+async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, channel: Option<u8>, out: &mpsc::Sender<Message>) -> bool {
+    let Some(mut reader) = reader else { return true };
     let mut buffer = vec![0; CHUNK];
     loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if out.send(channel_message(channel, &buffer[..n])).await.is_err() {
-                    return;
-                }
-            }
+        let n = match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => n,
+        };
+        let message = match channel {
+            Some(channel) => channel_message(channel, &buffer[..n]),
+            None => Message::Binary(Bytes::copy_from_slice(&buffer[..n])),
+        };
+        if out.send(message).await.is_err() {
+            return false;
         }
     }
 }
@@ -465,21 +469,6 @@ where
     let _ = sink.close().await;
 }
 
-/// Copies `reader` into plain binary messages (no channel byte) until its EOF.
-async fn pump_raw<R: AsyncRead + Unpin>(mut reader: R, out: mpsc::Sender<Message>) {
-    let mut buffer = vec![0; CHUNK];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if out.send(Message::Binary(Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// A close frame with 1000 (normal closure): client-go's WebSocket reader takes only
 /// that as the end of the streams, any other (1005, no status, included) as an error.
 fn normal_close() -> Message {
@@ -505,7 +494,7 @@ where
     let v5 = protocol == V5_CHANNEL;
     let (sink, mut incoming) = socket.split();
     let (out, outgoing) = mpsc::channel::<Message>(8);
-    let (stdin_write, mut stdin_read) = tokio::io::duplex(CHUNK);
+    let (stdin_write, stdin_read) = tokio::io::duplex(CHUNK);
     let (stdout_write, stdout_read) = tokio::io::duplex(CHUNK * 2);
     let (stderr_write, stderr_read) = tokio::io::duplex(CHUNK * 2);
     let (resize, mut resizes) = mpsc::channel::<TerminalSize>(4);
@@ -515,21 +504,7 @@ where
     let send_stdin = options.stdin;
     let stdin_out = out.clone();
     tokio::spawn(async move {
-        if !send_stdin {
-            return;
-        }
-        let mut buffer = vec![0; CHUNK];
-        loop {
-            match stdin_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if stdin_out.send(channel_message(STDIN, &buffer[..n])).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        if v5 {
+        if send_stdin && pump(Some(stdin_read), Some(STDIN), &stdin_out).await && v5 {
             let _ = stdin_out.send(Message::Binary(Bytes::from_static(&[CLOSE, STDIN]))).await;
         }
     });
@@ -650,7 +625,9 @@ where
                 }
                 let _ = write.shutdown().await;
             };
-            let downstream = pump(Some(&mut read), (2 * i) as u8, &out);
+            let downstream = async {
+                pump(Some(&mut read), Some((2 * i) as u8), &out).await;
+            };
             // The pod's side ending ends the connection (kubelet closes the stream then);
             // the client's side ending only half-closes it.
             tokio::select! {
@@ -697,7 +674,7 @@ pub fn port_forward_client(socket: WebSocket) -> impl Duplex {
     let (remote_read, mut remote_write) = tokio::io::split(remote);
     let (out, outgoing) = mpsc::channel(8);
     tokio::spawn(send_all(sink, outgoing));
-    tokio::spawn(async move { pump(Some(remote_read), 0, &out).await });
+    tokio::spawn(async move { pump(Some(remote_read), Some(0), &out).await });
     tokio::spawn(async move {
         let mut seen = [false; 2];
         while let Some(Ok(message)) = incoming.next().await {
@@ -811,7 +788,7 @@ pub fn websocket_bytes(socket: WebSocket) -> impl Duplex {
     let (remote_read, mut remote_write) = tokio::io::split(remote);
     let (out, outgoing) = mpsc::channel(8);
     tokio::spawn(send_all(sink, outgoing));
-    tokio::spawn(pump_raw(remote_read, out));
+    tokio::spawn(async move { pump(Some(remote_read), None, &out).await });
     tokio::spawn(async move {
         while let Some(Ok(message)) = incoming.next().await {
             let data = match received(message) {

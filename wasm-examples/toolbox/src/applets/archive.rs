@@ -229,8 +229,8 @@ fn create(ctx: &Ctx, base: &Ctx, o: &TarOpts, out: &mut dyn Write, err: &mut dyn
 }
 
 /// A header written by hand: the `tar` crate's `Header::set_metadata` (behind
-/// `append_path`/`append_dir`) is `unimplemented!()` on wasm32. wasip2 has no owners or
-/// permission bits, so entries are root's with the usual 0644/0755 modes.
+/// `append_path`/`append_dir`) is not implemented on wasm32 (it panics there). wasip2
+/// has no owners or permission bits, so entries are root's with the usual 0644/0755 modes.
 fn header_for(meta: &fs::Metadata, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
